@@ -1,0 +1,144 @@
+"""Checkpoints: save_pretrained / load_pretrained (config.json + safetensors), never pickles.
+
+OpenD4RT's ``opend4rt.ckpt`` import lives in :mod:`d4rt.opend4rt`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from d4rt.config import D4RTConfig
+from d4rt.runtime.files import atomic_path, write_text_atomic
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+MAX_SHARD_BYTES = 2 * 1024**3  # shard above 2 GB (the protobuf / many-filesystem comfort limit)
+
+
+def check_state_dict(
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], source: str
+) -> None:
+    """Raise a ValueError listing missing, unexpected and mis-shaped tensors (names -> shapes)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    misshaped = sorted(
+        f"{k}: {tuple(found[k])} in the file, {tuple(expected[k])} in the model"
+        for k in set(expected) & set(found)
+        if tuple(found[k]) != tuple(expected[k])
+    )
+    if not (missing or unexpected or misshaped):
+        return
+
+    def block(title: str, items: list[str]) -> str:
+        shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+        return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(shown) if items else ""
+
+    raise ValueError(
+        f"{source} does not match the model"
+        + block("missing", missing)
+        + block("unexpected", unexpected)
+        + block("mis-shaped", misshaped)
+        + "\n  Check that the checkpoint and the config (preset, num_frames, image_size) belong together."
+    )
+
+
+def build_empty(config: D4RTConfig) -> "torch.nn.Module":
+    """The model on the meta device: names and shapes without allocating weights."""
+    from d4rt.models import D4RT
+
+    with torch.device("meta"):
+        return D4RT(config)
+
+
+def load_into(model_meta: "torch.nn.Module", state: dict[str, torch.Tensor], source: str) -> "torch.nn.Module":
+    """Check ``state`` against a meta-device model, then assign it; rebuild the non-persistent buffers."""
+    expected = {k: tuple(v.shape) for k, v in model_meta.state_dict().items()}
+    check_state_dict(expected, {k: tuple(v.shape) for k, v in state.items()}, source)
+    model_meta.load_state_dict(state, strict=True, assign=True)
+    from d4rt.models.encoder import sinusoidal_position_embedding
+
+    cfg, device = model_meta.config, next(iter(state.values())).device
+    model_meta.encoder.pos_embed = sinusoidal_position_embedding(cfg.memory_tokens() - 1, cfg.enc_dim).to(device)
+    return model_meta
+
+
+def save_pretrained(model: "torch.nn.Module", directory: str | Path) -> Path:
+    """``config.json`` + ``model.safetensors``, or shards + ``model.safetensors.index.json`` above 2 GB."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > MAX_SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    for stale in [directory / WEIGHTS_NAME, directory / INDEX_NAME, *directory.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)
+    metadata = {"format": "pt", "d4rt_config": json.dumps(model.config.to_dict())}
+    if len(shards) == 1:
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(shards[0], str(tmp), metadata=metadata)
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            with atomic_path(directory / name) as tmp:
+                save_file(shard, str(tmp), metadata=metadata)
+            weight_map.update({k: name for k in shard})
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        write_text_atomic(directory / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+    write_text_atomic(directory / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2) + "\n")
+    return directory
+
+
+def read_safetensors(directory: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of ``model.safetensors`` or of the shards named by ``model.safetensors.index.json``."""
+    single, index = directory / WEIGHTS_NAME, directory / INDEX_NAME
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = sorted(set(weight_map.values()))
+    elif single.is_file():
+        files = [WEIGHTS_NAME]
+    else:
+        raise FileNotFoundError(
+            f"no {WEIGHTS_NAME} or {INDEX_NAME} in {directory}; write one with model.save_pretrained(dir) or "
+            f"`d4rt convert-opend4rt CKPT DIR`"
+        )
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        path = directory / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is listed in {INDEX_NAME} but missing; copy the whole directory")
+        try:
+            state.update(load_file(str(path), device=device))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path} is not a readable safetensors file ({e}); it may be truncated: re-save it") from e
+    return state
+
+
+def load_pretrained(
+    directory: str | Path, attention: str | None = None, device: str = "cpu", **config_overrides
+) -> "torch.nn.Module":
+    """Load a save_pretrained directory. Names and shapes are checked; the weights keep the file's dtype."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    config = D4RTConfig.load(directory / CONFIG_NAME)
+    if attention is not None:
+        config_overrides["attention"] = attention
+    if config_overrides:
+        config = config.replace(**config_overrides)
+    state = read_safetensors(directory, device)
+    return load_into(build_empty(config), state, f"checkpoint {directory}").eval()

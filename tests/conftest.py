@@ -1,0 +1,45 @@
+"""Shared test set-up.
+
+- TRITON_INTERPRET=1 is set before anything imports triton, so the kernels run on the CPU (no GPU in CI).
+- Every test draws fresh random inputs: the seed is new each run, printed (shown on failure), and can be
+  pinned with D4RT_TEST_SEED=<int> to reproduce a failure.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def fresh_seed():
+    seed = int(os.environ.get("D4RT_TEST_SEED", random.SystemRandom().randrange(2**31)))
+    print(f"D4RT_TEST_SEED={seed}")
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+    return seed
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from d4rt import D4RTConfig
+
+    return D4RTConfig.preset("tiny")
+
+
+def make_queries(batch: int, n: int, frames: int, torch_module=None):
+    """Random uv [B, N, 2] in [0, 1] and t_src, t_tgt, t_cam [B, N] in [0, frames)."""
+    import torch
+
+    uv = torch.rand(batch, n, 2)
+    t = torch.randint(0, frames, (3, batch, n))
+    return uv, t[0], t[1], t[2]

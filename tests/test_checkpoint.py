@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import d4rt.checkpoint as ckpt
+from d4rt import D4RT
+from tests.conftest import make_queries
+
+
+def outputs(model, video, queries):
+    with torch.no_grad():
+        return model(video, *queries)
+
+
+@pytest.fixture
+def saved(tmp_path, tiny_config):
+    model = D4RT(tiny_config.replace(attention="eager")).eval()
+    model.save_pretrained(tmp_path / "m")
+    return model, tmp_path / "m"
+
+
+def test_round_trip(saved):
+    model, path = saved
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = D4RT.from_pretrained(path)
+    assert loaded.config == model.config
+    video = torch.rand(1, 4, 3, 128, 128)
+    q = make_queries(1, 20, 4)
+    a, b = outputs(model, video, q), outputs(loaded, video, q)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert D4RT.from_pretrained(path, attention="sdpa").config.attention == "sdpa"
+
+
+def test_sharded_round_trip(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.setattr(ckpt, "MAX_SHARD_BYTES", 2_000_000)
+    model = D4RT(tiny_config).eval()
+    model.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / ckpt.INDEX_NAME).read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (tmp_path / ckpt.WEIGHTS_NAME).exists()
+    loaded = D4RT.from_pretrained(tmp_path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_mismatched_checkpoint_lists_what_is_wrong(saved):
+    _, path = saved
+    state = load_file(str(path / "model.safetensors"))
+    del state["decoder.out_norm.weight"]
+    state["decoder.extra.weight"] = torch.zeros(3)
+    state["heads.xyz_head.weight"] = torch.zeros(4, 192)
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(ValueError) as e:
+        D4RT.from_pretrained(path)
+    msg = str(e.value)
+    assert "missing (1):\n    decoder.out_norm.weight" in msg
+    assert "unexpected (1):\n    decoder.extra.weight" in msg
+    assert "heads.xyz_head.weight: (4, 192) in the file, (3, 192) in the model" in msg
+
+
+def test_config_mismatch(saved):
+    _, path = saved
+    with pytest.raises(ValueError, match="query_embedder.t_src_embed.weight: \\(16, 192\\) in the file, \\(32, 192\\)"):
+        D4RT.from_pretrained(path, num_frames=32)
+
+
+def test_corrupt_and_missing_files(saved, tmp_path):
+    _, path = saved
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        D4RT.from_pretrained(path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="save_pretrained"):
+        D4RT.from_pretrained(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        D4RT.from_pretrained(tmp_path / "nowhere")

@@ -1,0 +1,158 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from d4rt import D4RT
+from d4rt.models.attention import attend
+from d4rt.models.encoder import sinusoidal_position_embedding
+from d4rt.models.query_embedding import fourier_features, sample_rgb_patches
+from tests.conftest import make_queries
+
+OUTPUT_SHAPES = {"xyz": 3, "uv": 2, "visibility": None, "displacement": 3, "normal": 3, "confidence": None}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_config):
+    return D4RT(tiny_config.replace()).eval()
+
+
+def clip(cfg, batch=1, frames=None):
+    return torch.rand(batch, frames or cfg.num_frames, 3, cfg.image_size, cfg.image_size)
+
+
+def test_shapes_and_steps(model):
+    cfg = model.config
+    video = clip(cfg, batch=2, frames=8)
+    uv, ts, tt, tc = make_queries(2, 37, 8)
+    with torch.no_grad():
+        memory = model.encode(video, torch.tensor([1.5, 0.75]))
+        assert memory.shape == (2, cfg.memory_tokens(8), cfg.dec_dim) == (2, 4 * 64 + 1, 192)
+        keys, values = model.memory_kv(memory)
+        assert keys.shape == values.shape == (cfg.dec_depth, 2, cfg.dec_heads, memory.shape[1], cfg.dec_head_dim)
+        out = model.decode(memory, video, uv, ts, tt, tc)
+        whole = model(video, uv, ts, tt, tc, aspect_ratio=torch.tensor([1.5, 0.75]))
+    for name, last in OUTPUT_SHAPES.items():
+        assert out[name].shape == ((2, 37, last) if last else (2, 37))
+        torch.testing.assert_close(out[name], whole[name])
+
+
+def test_eager_and_sdpa_agree(model):
+    video = clip(model.config, frames=16)
+    uv, ts, tt, tc = make_queries(1, 64, 16)
+    outs = {}
+    with torch.no_grad():
+        for backend in ("eager", "sdpa"):
+            model.set_attention(backend)
+            outs[backend] = model(video, uv, ts, tt, tc, aspect_ratio=1.33)
+    model.set_attention("sdpa")
+    for name in OUTPUT_SHAPES:
+        torch.testing.assert_close(outs["eager"][name], outs["sdpa"][name], rtol=1e-4, atol=1e-5)
+
+
+def test_queries_are_independent(model):
+    """Cross-attention only: a query's answer does not depend on the other queries of its batch."""
+    video = clip(model.config, frames=4)
+    uv, ts, tt, tc = make_queries(1, 50, 4)
+    with torch.no_grad():
+        memory = model.encode(video)
+        batch = model.decode(memory, video, uv, ts, tt, tc)
+        alone = model.decode(memory, video, uv[:, 7:8], ts[:, 7:8], tt[:, 7:8], tc[:, 7:8])
+    for name in OUTPUT_SHAPES:
+        torch.testing.assert_close(batch[name][:, 7:8], alone[name], rtol=1e-5, atol=1e-6)
+
+
+def test_local_blocks_stay_within_their_slice(tiny_config):
+    """With only block 0 (local), changing frames of slice 0 leaves slice 1's tokens and the aspect token alone;
+    with a global block after it, they change."""
+    for depth, should_leak in ((1, False), (2, True)):
+        m = D4RT(tiny_config.replace(enc_depth=depth)).eval()
+        video = clip(m.config, frames=4)
+        edited = video.clone()
+        edited[:, :2] = torch.rand_like(edited[:, :2])  # slice 0 = frames 0, 1
+        with torch.no_grad():
+            a, b = m.encode(video, 1.7), m.encode(edited, 1.7)
+        P = m.config.tokens_per_slice
+        changed = (a[:, P:] - b[:, P:]).abs().max().item()
+        assert (a[:, :P] - b[:, :P]).abs().max() > 1e-3
+        assert (changed > 1e-4) == should_leak, changed
+
+
+def test_aspect_ratio_token_joins_global_blocks_only(tiny_config):
+    m = D4RT(tiny_config.replace(enc_depth=1)).eval()  # local only: the aspect token reaches no video token
+    video = clip(m.config, frames=2)
+    with torch.no_grad():
+        a, b = m.encode(video, 0.5), m.encode(video, 2.0)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1])
+    assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4
+    m2 = D4RT(tiny_config.replace(enc_depth=2)).eval()
+    with torch.no_grad():
+        assert (m2.encode(video, 0.5)[:, :-1] - m2.encode(video, 2.0)[:, :-1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa"])
+@pytest.mark.parametrize("window", [None, 7, 12])
+def test_attention_against_float64(backend, window):
+    B, H, N, D = 2, 3, 84, 16
+    q, k, v = (torch.randn(B, H, N, D) for _ in range(3))
+    out = attend(q, k, v, backend, window)
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    s = q64 @ k64.transpose(-1, -2) / math.sqrt(D)
+    if window:
+        idx = torch.arange(N) // window
+        s = s.masked_fill(idx[:, None] != idx[None, :], float("-inf"))
+    ref = torch.softmax(s, -1) @ v64
+    assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-6
+
+
+def test_sinusoidal_formula():
+    n, d = 300, 24
+    table = sinusoidal_position_embedding(n, d).double()
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(d // 2, dtype=torch.float64)
+    angle = pos / 10000.0 ** (2 * i / d)
+    torch.testing.assert_close(table[:, 0::2], torch.sin(angle), atol=1e-4, rtol=0)
+    torch.testing.assert_close(table[:, 1::2], torch.cos(angle), atol=1e-4, rtol=0)
+
+
+def test_fourier_feature_order():
+    uv = torch.rand(2, 5, 2, dtype=torch.float64)
+    f = fourier_features(uv, 8)
+    assert f.shape == (2, 5, 34)
+    for c in range(2):
+        x = uv[..., c]
+        block = f[..., 17 * c : 17 * (c + 1)]
+        torch.testing.assert_close(block[..., 0], x)
+        for k in range(8):
+            torch.testing.assert_close(block[..., 1 + k], torch.sin(x * 2**k * math.pi))
+            torch.testing.assert_close(block[..., 9 + k], torch.cos(x * 2**k * math.pi))
+
+
+def test_rgb_patches_match_grid_sample():
+    """Against F.grid_sample(align_corners=True, padding_mode="border"), one query at a time, in float64;
+    queries near the borders included."""
+    B, T, S, N, size = 2, 3, 20, 30, 9
+    video = torch.rand(B, T, 3, S, S, dtype=torch.float64)
+    uv = torch.rand(B, N, 2, dtype=torch.float64)
+    uv[:, :4] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.99, 0.02]], dtype=torch.float64)
+    t_src = torch.randint(0, T, (B, N))
+    got = sample_rgb_patches(video, uv, t_src, size)
+    offsets = torch.arange(-4, 5, dtype=torch.float64)
+    for b in range(B):
+        for n in range(N):
+            cx, cy = uv[b, n, 0] * (S - 1), uv[b, n, 1] * (S - 1)
+            gy, gx = torch.meshgrid(cy + offsets, cx + offsets, indexing="ij")
+            grid = torch.stack([gx, gy], -1) / (S - 1) * 2 - 1
+            frame = video[b, t_src[b, n]][None]
+            ref = F.grid_sample(frame, grid[None], mode="bilinear", padding_mode="border", align_corners=True)
+            torch.testing.assert_close(got[b, n], ref.reshape(-1), rtol=0, atol=1e-12)
+
+
+def test_bfloat16_model_runs(tiny_config):
+    m = D4RT(tiny_config.replace()).eval().to(torch.bfloat16)
+    video = clip(m.config, frames=2)
+    uv, ts, tt, tc = make_queries(1, 8, 2)
+    with torch.no_grad():
+        out = m(video, uv, ts, tt, tc)
+    assert out["xyz"].dtype == torch.bfloat16 and torch.isfinite(out["xyz"].float()).all()
