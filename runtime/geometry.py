@@ -1,0 +1,88 @@
+"""Numpy geometry shared by the runtime, training metrics and occupancy: the one Umeyama and the one
+intrinsics solver in the house. No torch.
+
+Conventions (design.md): OpenCV camera axes (+x right, +y down, +z forward); extrinsics are camera-to-world
+``T_wc`` [4, 4]; intrinsics K in pixels of the S x S network input; uv normalised u = x / (S - 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True, weights: np.ndarray | None = None):
+    """Least-squares similarity (or rigid) transform with ``dst ~ s * R @ src + t`` (Umeyama 1991).
+
+    Args:
+        src, dst: [N, 3] corresponding points, N >= 3 not all collinear.
+        with_scale: estimate s (Sim(3)); otherwise s = 1 (SE(3)).
+        weights: optional [N] non-negative weights.
+    Returns:
+        s (float), R [3, 3] (det +1), t [3]
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if src.ndim != 2 or src.shape[1] != 3 or src.shape != dst.shape:
+        raise ValueError(f"umeyama needs src and dst of the same shape [N, 3], got {src.shape} and {dst.shape}")
+    if src.shape[0] < 3:
+        raise ValueError(f"umeyama needs at least 3 point pairs, got {src.shape[0]}")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("umeyama got NaN or infinite points; drop invalid points first")
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (len(src),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be [N] = [{len(src)}], non-negative with a positive sum")
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
+    xs, xd = src - mu_s, dst - mu_d
+    cov = (xd * w[:, None]).T @ xs  # [3, 3]
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1.0
+    R = U @ S @ Vt
+    var_s = float(w @ (xs**2).sum(1))
+    s = float(np.trace(np.diag(D) @ S) / var_s) if with_scale and var_s > 0 else 1.0
+    t = mu_d - s * R @ mu_s
+    return s, R, t
+
+
+def similarity_matrix(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """[4, 4] matrix of x -> s R x + t."""
+    M = np.eye(4)
+    M[:3, :3] = s * R
+    M[:3, 3] = t
+    return M
+
+
+def focal_from_points(uv: np.ndarray, xyz_cam: np.ndarray, image_size: int, min_offset: float = 0.05):
+    """Pinhole focal lengths from points in their own camera frame, the median over a grid (OpenD4RT's recipe).
+
+    fx = z (u - 0.5) / x and fy = z (v - 0.5) / y in normalised units, converted to pixels of the S x S input
+    (times S - 1). The principal point is taken at the image centre. Points too close to the centre lines
+    (|u - 0.5| < min_offset) or behind the camera are skipped: they carry no focal information.
+
+    Args:
+        uv: [N, 2] normalised query positions; xyz_cam: [N, 3] their points in the same frame's camera.
+    Returns:
+        K [3, 3] in pixels of the S x S input.
+    """
+    uv, xyz = np.asarray(uv, np.float64), np.asarray(xyz_cam, np.float64)
+    if uv.ndim != 2 or uv.shape[1] != 2 or xyz.shape != (len(uv), 3):
+        raise ValueError(f"uv must be [N, 2] and xyz_cam [N, 3], got {uv.shape} and {xyz.shape}")
+    x, y, z = xyz.T
+    du, dv = uv[:, 0] - 0.5, uv[:, 1] - 0.5
+    ok_x = (np.abs(du) >= min_offset) & (z > 0) & (np.abs(x) > 1e-9)
+    ok_y = (np.abs(dv) >= min_offset) & (z > 0) & (np.abs(y) > 1e-9)
+    if ok_x.sum() == 0 or ok_y.sum() == 0:
+        raise ValueError("no usable points for the focal length: query a grid away from the image centre, z > 0")
+    scale = image_size - 1
+    fx = float(np.median(z[ok_x] * du[ok_x] / x[ok_x])) * scale
+    fy = float(np.median(z[ok_y] * dv[ok_y] / y[ok_y])) * scale
+    c = scale / 2.0
+    return np.array([[fx, 0.0, c], [0.0, fy, c], [0.0, 0.0, 1.0]])
+
+
+def grid_uv(n: int) -> np.ndarray:
+    """An n x n grid of normalised (u, v) in [0, 1], row-major (v outer, u inner). -> [n * n, 2] float32."""
+    g = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    u, v = np.meshgrid(g, g, indexing="xy")
+    return np.stack([u.ravel(), v.ravel()], -1)
