@@ -167,8 +167,8 @@ def test_g_preset_modules_follow_the_facts():
     gelus = [m for m in model.modules() if isinstance(m, torch.nn.GELU)]
     assert len(norms) == 40 * 2 + 1 + 1 + 8 * 3 + 1 and {m.eps for m in norms} == {1e-5}
     assert len(gelus) == 40 + 1 + 1 + 8 and {m.approximate for m in gelus} == {"none"}
-    mhas = [(n.split(".")[0], m.heads, m.head_dim) for n, m in model.named_modules() if isinstance(m, MultiheadAttention)]
-    assert mhas == [("encoder", 16, 88)] * 40 + [("decoder", 16, 80)] * 8
+    attention = [m for m in model.modules() if isinstance(m, MultiheadAttention)]  # encoder blocks, then decoder
+    assert [(m.heads, m.head_dim) for m in attention] == [(16, 88)] * 40 + [(16, 80)] * 8
     assert [model.encoder.is_local(i) for i in range(4)] == [True, False, True, False]
 
 
