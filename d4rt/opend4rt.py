@@ -203,6 +203,8 @@ def config_from_shapes(
     bands = _inverse(uv_in, lambda b: 2 * (1 + 2 * b), 0, 64)
     rgb_patch = _inverse(rgb_in, lambda p: 3 * p * p, 1, 99)
     yaml_model = (model_yaml or {}).get("model", {}) or {}
+    if not isinstance(yaml_model, Mapping):
+        raise ValueError(f"{YAML_NAME}'s 'model' entry is a {type(yaml_model).__name__}, expected a mapping")
     yaml_enc, yaml_dec = yaml_model.get("encoder", {}) or {}, yaml_model.get("decoder", {}) or {}
     yaml_input = yaml_model.get("input", {}) or {}
     sizes = dict(

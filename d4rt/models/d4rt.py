@@ -168,8 +168,8 @@ class D4RT(nn.Module):
         return load_pretrained(directory, attention=attention, **config_overrides)
 
     @classmethod
-    def from_opend4rt(cls, path: str | Path, attention: str | None = None) -> "D4RT":
-        """Load an OpenD4RT ``opend4rt.ckpt`` (see :mod:`d4rt.opend4rt`)."""
+    def from_opend4rt(cls, path: str | Path, attention: str | None = None, **options) -> "D4RT":
+        """Load an OpenD4RT ``opend4rt.ckpt`` or its release folder (options: :func:`d4rt.opend4rt.load_opend4rt`)."""
         from d4rt.opend4rt import load_opend4rt
 
-        return load_opend4rt(path, attention=attention)
+        return load_opend4rt(path, attention=attention, **options)
