@@ -103,11 +103,11 @@ def main() -> int:
     print(f"wrote a random {args.frames}-frame checkpoint: {size / 1e9:.2f} GB in {time.perf_counter() - start:.1f} s")
     measured = run_measured([sys.executable, "-m", "d4rt.cli", "convert-opend4rt", str(ckpt), str(out_dir)])
     files = sorted(out_dir.iterdir())
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(),  # fmt: skip
+        "commit": commit.stdout.strip(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "frames": args.frames,
         "checkpoint_GB": size / 1e9,

@@ -136,11 +136,11 @@ def format_plan(p: dict) -> str:
         return f"{item:{W}s} {value / scale:10.3f} {unit}"
 
     attention = p["attention"]
-    lines = [
+    title = (
         f"D4RT {p['config']}, {p['frames']} frames, {p['bytes_per_value']}-byte weights and activations; "
-        f"M = {p['memory_tokens']} memory tokens",
-        "",
-    ]
+        f"M = {p['memory_tokens']} memory tokens"
+    )
+    lines = [title, ""]
     for graph, n in p["parameters"].items():
         lines.append(row(f"weights, {graph} ({n:,} parameters)", p["weights"][graph]))
     lines.append(row("video input (float32)", p["clip"]["video"]))

@@ -31,8 +31,9 @@ import pickle
 import re
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -61,6 +62,13 @@ def _resolve(path: str | Path) -> Path:
     return path
 
 
+def _unreadable(path: Path, detail: str) -> ValueError:
+    return ValueError(
+        f"{path} is not a readable torch checkpoint ({detail}); it may be truncated or corrupt: download it again "
+        f"and compare its size with the release's"
+    )
+
+
 def _torch_load(path: Path) -> Any:
     """torch.load with weights_only=True, memory-mapped where the format allows; clear errors for bad files."""
     try:
@@ -74,10 +82,7 @@ def _torch_load(path: Path) -> Any:
         detail = str(e).split("WeightsUnpickler error:")[-1].strip()
         what = re.split(r" was not an allowed global|\n", detail)[0] if detail else type(e).__name__
         if what.startswith("Unsupported operand"):  # not a pickle at all: garbage or a damaged file
-            raise ValueError(
-                f"{path} is not a readable torch checkpoint ({what}); it may be truncated or corrupt: download it "
-                f"again and compare its size with the release's"
-            ) from e
+            raise _unreadable(path, what) from e
         raise ValueError(
             f"{path} needs arbitrary unpickling ({what}); a checkpoint may hold only tensors and plain containers, "
             f"because unpickling anything else can run code. If you trust the file, save its state dict alone "
@@ -85,11 +90,7 @@ def _torch_load(path: Path) -> Any:
             f"convert that"
         ) from e
     except (RuntimeError, EOFError, KeyError, OSError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(
-            f"{path} is not a readable torch checkpoint ({type(e).__name__}: {first}); it may be truncated or "
-            f"corrupt: download it again and compare its size with the release's"
-        ) from e
+        raise _unreadable(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}") from e
 
 
 def find_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
@@ -100,13 +101,13 @@ def find_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
         if isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
-    not_tensors = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    not_tensors = sorted(str(k) for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor)))
     if not_tensors or not obj:
         raise ValueError(
             f"{source} has no state dict: expected a dict of tensors at the top level or under one of "
             f"{list(WRAPPER_KEYS)}; found entries that are not tensors: {not_tensors[:10] or 'none (empty)'}"
         )
-    return {(k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in obj.items()}
+    return {k.removeprefix(PREFIX): v for k, v in obj.items()}
 
 
 def read_model_yaml(path: str | Path) -> dict[str, Any]:

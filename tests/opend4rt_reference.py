@@ -94,7 +94,7 @@ def encode(sd, video, aspect_ratio, heads, details=None):
     a = _linear(_gelu(_linear(a, sd, "aspect_ratio_proj.0"), details), sd, "aspect_ratio_proj.2")
     x = torch.cat([x, a[:, None]], dim=1)
     depth = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.blocks."))
-    tt, th, tw = sd["encoder.patch_embed.weight"].shape[2:]
+    tt = sd["encoder.patch_embed.weight"].shape[2]
     slices, per_slice = video.shape[1] // tt, N // (video.shape[1] // tt)
     local_parity = details.get("local_parity", 0)
     for i in range(depth):
@@ -118,7 +118,7 @@ def fourier(uv, bands=8):
 
 def rgb_patches(video, uv, t_src, size=9):
     """grid_sample(align_corners=True, border) of size x size pixels around (u (W-1), v (H-1)), [3, size, size]."""
-    B, T, _, H, W = video.shape
+    B, _, _, H, W = video.shape
     N = uv.shape[1]
     r = torch.arange(-(size // 2), size // 2 + 1, dtype=torch.float64)
     out = []
