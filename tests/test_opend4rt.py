@@ -96,7 +96,7 @@ def clip_inputs(batch: int, frames: int, image: int, n: int):
 
 
 # ----- the math: our modules against the reference written from the facts file --------------------------------------
-FLOAT64_TOL = {"sdpa": 1e-12, "eager": 1e-7}  # the eager backend takes its softmax in float32 by design
+FLOAT64_TOL = {"sdpa": 1e-12, "eager": 1e-12}
 
 
 @pytest.mark.parametrize("backend", ["eager", "sdpa"])
