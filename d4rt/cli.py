@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("d4rt.demo", "run the tiny model end to end on a random clip"),
+    "occupancy": ("d4rt.occupancy_cli", "per-frame 4D occupancy grids of a video from D4RT engines"),
 }
 
 

@@ -19,10 +19,10 @@ from d4rt.runtime.occupancy import (
 from d4rt.runtime.occupancy_metrics import occupancy_scores
 from d4rt.runtime.occupancy_temporal import static_map
 from tests.occupancy_scenes import (
+    AnalyticRuntime,
+    Scene,
     intrinsics,
     pose,
-    ray_box,
-    ray_plane,
     reference_cast,
     render,
     render_clip,
@@ -246,43 +246,6 @@ def test_point_maps_from_depth_unprojects():
     np.testing.assert_allclose(uvw[:, 0] / uvw[:, 2], cols, atol=1e-9)
     np.testing.assert_allclose(uvw[:, 1] / uvw[:, 2], rows, atol=1e-9)
     np.testing.assert_allclose(uvw[:, 2], depth[valid])
-
-
-class AnalyticRuntime:
-    """A stand-in for d4rt.runtime with the same query API, answering from known geometry (test double)."""
-
-    def __init__(self, K, T_wc, boxes, planes, size):
-        self.K, self.T_wc, self.boxes, self.planes, self.size = K, T_wc, boxes, planes, size
-        self.calls = []
-
-    def query(self, scene, uv, t_src, t_tgt, t_cam, batch_size=8192):
-        assert np.array_equal(t_src, t_tgt) and np.array_equal(t_src, t_cam)
-        self.calls.append((len(uv), int(t_src[0])))
-        t = int(t_src[0])
-        px = uv * (self.size - 1)
-        dirs = np.stack([(px[:, 0] - self.K[0, 2]) / self.K[0, 0], (px[:, 1] - self.K[1, 2]) / self.K[1, 1],
-                         np.ones(len(uv))], -1)
-        R, c = self.T_wc[t, :3, :3], self.T_wc[t, :3, 3]
-        d_w = dirs @ R.T
-        s = np.full(len(uv), np.inf)
-        for lo, hi in self.boxes[t]:
-            s = np.minimum(s, ray_box(c, d_w, lo, hi))
-        for axis, value in self.planes:
-            s = np.minimum(s, ray_plane(c, d_w, axis, value))
-        hit = np.isfinite(s)
-        return {"xyz": (dirs * np.where(hit, s, 1.0)[:, None]).astype(np.float32),
-                "confidence": hit.astype(np.float32), "visibility": np.ones(len(uv), np.float32)}
-
-    def camera_poses(self, scene):
-        return self.T_wc
-
-    def intrinsics(self, scene):
-        return self.K
-
-
-class Scene:
-    def __init__(self, T, S):
-        self.num_frames, self.image_size = T, S
 
 
 def test_occupancy_from_scene_matches_ground_truth():
