@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=65536, help="queries per decoder call")
     p.add_argument("--ply", choices=("all", "last", "none"), default="all", help="which frames get a PLY file")
     p.add_argument("--no-plot", action="store_true", help="skip the bird's-eye-view PNG (needs matplotlib)")
+    p.add_argument("--bev-y-range", type=float, nargs=2, default=None, metavar=("YMIN", "YMAX"),
+                   help="heights (world y, down) shown in the top view, e.g. above the floor (default: all)")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     frames = {"all": range(occ.num_frames), "last": [occ.num_frames - 1], "none": []}[args.ply]
     files += [write_ply(out / "ply" / f"frame_{t:04d}.ply", occ, t) for t in frames]
     if not args.no_plot:
-        files.append(plot_bev(out / "bev.png", occ))
+        files.append(plot_bev(out / "bev.png", occ, y_range=args.bev_y_range))
     counts = occ.counts()
     summary = {
         "video": str(args.video), "engines": str(args.engines), "frames": occ.num_frames,

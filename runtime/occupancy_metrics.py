@@ -46,10 +46,12 @@ class OccupancyScores:
         return {**self.clip, "mean_frame_iou": float(np.nanmean(self.iou)), "mean_frame_f": float(np.nanmean(self.f_score))}
 
 
-def occupancy_scores(pred: Occupancy, gt: Occupancy) -> OccupancyScores:
+def occupancy_scores(pred: Occupancy, gt: Occupancy, region: np.ndarray | None = None) -> OccupancyScores:
     """IoU / precision / recall / F-score of occupied voxels, per frame and over the clip (see module docstring).
 
     Both must share the grid: build the prediction with ``grid=gt.grid`` (or the other way round).
+    region: optional sorted unique flat voxel indices to score only (e.g. the voxels moving objects sweep through);
+    it is intersected with each frame's observed region.
     """
     if not pred.grid.same_as(gt.grid):
         raise ValueError(
@@ -59,11 +61,18 @@ def occupancy_scores(pred: Occupancy, gt: Occupancy) -> OccupancyScores:
     if pred.num_frames != gt.num_frames:
         raise ValueError(f"prediction has {pred.num_frames} frames, ground truth {gt.num_frames}; they must match")
     T = gt.num_frames
+    if region is not None:
+        region = np.asarray(region, np.int64)
+        if region.ndim != 1 or (np.diff(region) <= 0).any():
+            raise ValueError("region must be a sorted 1-D array of unique flat voxel indices (np.unique gives one)")
     tp, fp, fn = np.zeros(T, np.int64), np.zeros(T, np.int64), np.zeros(T, np.int64)
     for t in range(T):
-        hit = np.intersect1d(pred.occupied[t], gt.occupied[t], assume_unique=True).size
-        wrong = np.intersect1d(pred.occupied[t], gt.free[t], assume_unique=True).size
-        tp[t], fp[t], fn[t] = hit, wrong, gt.occupied[t].size - hit
+        pred_occ, gt_occ, gt_free = pred.occupied[t], gt.occupied[t], gt.free[t]
+        if region is not None:
+            pred_occ, gt_occ, gt_free = (np.intersect1d(a, region, assume_unique=True) for a in (pred_occ, gt_occ, gt_free))
+        hit = np.intersect1d(pred_occ, gt_occ, assume_unique=True).size
+        wrong = np.intersect1d(pred_occ, gt_free, assume_unique=True).size
+        tp[t], fp[t], fn[t] = hit, wrong, gt_occ.size - hit
     per_frame = _ratios(tp, fp, fn)
     clip = {k: float(v) for k, v in _ratios(tp.sum(), fp.sum(), fn.sum()).items()}
     return OccupancyScores(tp, fp, fn, clip=clip, **per_frame)

@@ -56,47 +56,52 @@ def smooth_sequences(observed: np.ndarray, weights: np.ndarray | None = None, st
         raise ValueError("observed and weights must be finite, weights non-negative")
     if not (np.isfinite(strength) and strength >= 0):
         raise ValueError(f"strength (lambda) must be a non-negative number, got {strength!r}")
-    V, T = z.shape
-    if strength == 0 or T < 3:
+    if strength == 0 or z.shape[1] < 3:
         return z.copy()
     if (w.sum(1) <= 0).any():
         raise ValueError("every sequence needs at least one observation with a positive weight")
+    return _smooth_time_major(np.ascontiguousarray(z.T), np.ascontiguousarray(w.T), strength).T
+
+
+def _smooth_time_major(z: np.ndarray, w: np.ndarray, strength: float) -> np.ndarray:
+    """The solve behind ``smooth_sequences`` on time-major arrays z, w [T, V] (rows contiguous, so every step of
+    the loops over time works on one contiguous row of V voxels). Returns p [T, V]."""
+    T, V = z.shape
     g0, g1, g2 = _difference_bands(T, 2)
     h0, h1, _ = _difference_bands(T, 1)
     eps = _EPS_RELATIVE * strength
-    a0 = (w + strength * g0 + eps * h0).T  # [T, V]: rows contiguous for the loop over time
-    a1 = strength * g1 + eps * h1  # [T - 1], the same for every voxel
-    a2 = strength * g2  # [T - 2]
-    l0, l1, l2 = np.empty((T, V)), np.zeros((T, V)), np.zeros((T, V))  # L[i, i], L[i + 1, i], L[i + 2, i]
+    a0 = w + (strength * g0 + eps * h0)[:, None]  # diagonal [T, V]
+    a1 = strength * g1 + eps * h1  # first off-diagonal [T - 1], the same for every voxel
+    a2 = strength * g2  # second off-diagonal [T - 2]
+    # banded Cholesky A = L L^T: l0[i] = L[i, i], l1[i] = L[i + 1, i], l2[i] = L[i + 2, i]
+    l0, l1, l2 = np.empty((T, V)), np.zeros((T, V)), np.zeros((T, V))
     for i in range(T):
-        s = a0[i].copy()
+        s = a0[i]  # a0 is not needed afterwards: updated in place
         if i >= 1:
             s -= l1[i - 1] ** 2
         if i >= 2:
             s -= l2[i - 2] ** 2
-        l0[i] = np.sqrt(s)
+        np.sqrt(s, out=l0[i])
         if i + 1 < T:
-            l1[i] = (a1[i] - (l2[i - 1] * l1[i - 1] if i >= 1 else 0.0)) / l0[i]
+            l1[i] = a1[i] - l2[i - 1] * l1[i - 1] if i >= 1 else a1[i]
+            l1[i] /= l0[i]
         if i + 2 < T:
-            l2[i] = a2[i] / l0[i]
-    b = (w * z).T
-    y = np.empty((T, V))
-    for i in range(T):  # L y = b
-        r = b[i].copy()
+            np.divide(a2[i], l0[i], out=l2[i])
+    y = w * z  # L y = W z, solved in place
+    for i in range(T):
         if i >= 1:
-            r -= l1[i - 1] * y[i - 1]
+            y[i] -= l1[i - 1] * y[i - 1]
         if i >= 2:
-            r -= l2[i - 2] * y[i - 2]
-        y[i] = r / l0[i]
-    p = np.empty((T, V))
-    for i in range(T - 1, -1, -1):  # L^T p = y
-        r = y[i].copy()
+            y[i] -= l2[i - 2] * y[i - 2]
+        y[i] /= l0[i]
+    p = y  # L^T p = y, in place from the end
+    for i in range(T - 1, -1, -1):
         if i + 1 < T:
-            r -= l1[i] * p[i + 1]
+            p[i] -= l1[i] * p[i + 1]
         if i + 2 < T:
-            r -= l2[i] * p[i + 2]
-        p[i] = r / l0[i]
-    return p.T
+            p[i] -= l2[i] * p[i + 2]
+        p[i] /= l0[i]
+    return p
 
 
 def _union_mask(arrays: list[np.ndarray], num_voxels: int) -> np.ndarray:
@@ -122,6 +127,8 @@ def smooth_occupancy(
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    if not (np.isfinite(strength) and strength >= 0):
+        raise ValueError(f"strength (lambda) must be a non-negative number, got {strength!r}")
     T, n = occ.num_frames, occ.grid.num_voxels
     union = np.flatnonzero(_union_mask(occ.occupied + occ.free, n))
     occ_pos = [np.searchsorted(union, a) for a in occ.occupied]
@@ -130,18 +137,18 @@ def smooth_occupancy(
     new_free: list[list[np.ndarray]] = [[] for _ in range(T)]
     for lo in range(0, len(union), chunk_voxels):
         hi = min(lo + chunk_voxels, len(union))
-        z = np.zeros((hi - lo, T))
-        w = np.zeros((hi - lo, T))
+        z = np.zeros((T, hi - lo))  # time-major: frame t's row is contiguous
+        w = np.zeros((T, hi - lo))
         for t in range(T):
             for pos, value in ((occ_pos[t], 1.0), (free_pos[t], 0.0)):
                 sel = pos[np.searchsorted(pos, lo) : np.searchsorted(pos, hi)] - lo
-                z[sel, t] = value
-                w[sel, t] = 1.0
-        p = smooth_sequences(z, w, strength)
+                z[t, sel] = value
+                w[t, sel] = 1.0
+        p = _smooth_time_major(z, w, strength) if strength > 0 and T >= 3 else z
         ids = union[lo:hi]
         for t in range(T):
-            seen = w[:, t] > 0
-            is_occ = p[:, t] >= threshold
+            seen = w[t] > 0
+            is_occ = p[t] >= threshold
             new_occ[t].append(ids[seen & is_occ])
             new_free[t].append(ids[seen & ~is_occ])
     empty = np.zeros(0, np.int64)

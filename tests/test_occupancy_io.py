@@ -59,20 +59,34 @@ def test_npz_bad_files(tmp_path):
     with pytest.raises(ValueError, match=r"missing \['free_indptr'\]"):
         load_occupancy(tmp_path / "partial.npz")
     arrays = dict(np.load(path))
-    arrays["occupied_indices"] = arrays["occupied_indices"][::-1].copy()
+    t = 1 + int(np.argmax([len(a) for a in occ.free[1:]]))
+    a, b = arrays["free_indptr"][t], arrays["free_indptr"][t] + 1
+    arrays["free_starts"][[a, b]] = arrays["free_starts"][[b, a]]  # swap two runs
     np.savez(tmp_path / "unsorted.npz", **arrays)
     with pytest.raises(ValueError, match="not sorted"):
         load_occupancy(tmp_path / "unsorted.npz")
     arrays = dict(np.load(path))
-    t = 1 + int(np.argmax([len(a) for a in occ.free[1:]]))
-    both = np.union1d(occ.occupied[t], occ.free[t][:1])
-    arrays["occupied_indices"] = np.concatenate(
-        [np.concatenate(occ.occupied[:t]), both, *occ.occupied[t + 1 :]]
-    ).astype(np.int32)
-    arrays["occupied_indptr"][t + 1 :] += 1
-    np.savez(tmp_path / "overlap.npz", **arrays)
+    arrays["occupied_lengths"][-1] += occ.grid.num_voxels
+    np.savez(tmp_path / "outside.npz", **arrays)
+    with pytest.raises(ValueError, match="outside the grid"):
+        load_occupancy(tmp_path / "outside.npz")
+    overlap = Occupancy(occ.grid, list(occ.occupied), list(occ.free), occ.T_wc, occ.K)
+    overlap.occupied[t] = np.union1d(occ.occupied[t], occ.free[t][:1])
+    save_occupancy(tmp_path / "overlap.npz", overlap)
     with pytest.raises(ValueError, match="both occupied and free"):
         load_occupancy(tmp_path / "overlap.npz")
+
+
+def test_runs_round_trip_edge_cases(tmp_path):
+    grid = VoxelGrid(np.zeros(3), 0.1, (2, 3, 4))
+    n = grid.num_voxels
+    lists = [np.arange(n), np.zeros(0, np.int64), np.array([0, n - 1]), np.array([3, 4, 5, 9, 11, 12])]
+    occ = Occupancy(grid, lists, [np.zeros(0, np.int64)] * 4, np.tile(np.eye(4), (4, 1, 1)), np.tile(np.eye(3), (4, 1, 1)))
+    back = load_occupancy(save_occupancy(tmp_path / "e.npz", occ))
+    for a, b in zip(back.occupied, lists):
+        np.testing.assert_array_equal(a, b)
+    with np.load(tmp_path / "e.npz") as data:
+        assert data["occupied_lengths"].tolist() == [n, 1, 1, 3, 1, 2]
 
 
 def parse_ply(path):
@@ -119,7 +133,10 @@ def test_bev_states_and_png(tmp_path):
     top = bev_states(occ, 0)
     assert top.shape == (3, 2)
     assert top.tolist() == [[OCCUPIED, UNOBSERVED], [UNOBSERVED, FREE], [UNOBSERVED, UNOBSERVED]]
-    path = plot_bev(tmp_path / "bev.png", occ)
+    assert bev_states(occ, 0, y_range=(0.3, 0.4)).tolist() == [[OCCUPIED, UNOBSERVED]] + [[UNOBSERVED] * 2] * 2
+    with pytest.raises(ValueError, match="holds no voxel centre"):
+        bev_states(occ, 0, y_range=(1.0, 2.0))
+    path = plot_bev(tmp_path / "bev.png", occ, y_range=(0.0, 0.3))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
@@ -139,6 +156,8 @@ def test_scores_count_by_hand():
     assert (s.true_positive[0], s.false_positive[0], s.false_negative[0]) == (2, 1, 1)
     assert s.iou[0] == 0.5 and s.precision[0] == 2 / 3 and s.recall[0] == 2 / 3
     assert s.f_score[0] == pytest.approx(2 / 3) and s.clip["iou"] == 0.5
+    r = occupancy_scores(pred, gt, region=np.array([4, 5, 6]))  # only 4 (hit) and 5 (wrong) count
+    assert (r.true_positive[0], r.false_positive[0], r.false_negative[0]) == (1, 1, 0)
     other = Occupancy(VoxelGrid(np.zeros(3), 0.2, (1, 1, 10)), pred.occupied, pred.free, *eye)
     with pytest.raises(ValueError, match="different voxel grids"):
         occupancy_scores(other, gt)
