@@ -94,9 +94,16 @@ def speed(repeats: int, frames: int = 48, size: int = 256, voxel: float = 0.05) 
         npz_mb = path.stat().st_size / 2**20
     counts = occ.counts()
     return {
-        "frames": frames, "size": size, "voxel": voxel, "grid_shape": list(occ.grid.shape),
-        "rays_per_frame": int(valid[0].sum()), "mean_occupied": float(counts[:, 0].mean()),
-        "mean_free": float(counts[:, 1].mean()), "steps": steps, "npz_mb": npz_mb, "repeats": repeats,
+        "frames": frames,
+        "size": size,
+        "voxel": voxel,
+        "grid_shape": list(occ.grid.shape),
+        "rays_per_frame": int(valid[0].sum()),
+        "mean_occupied": float(counts[:, 0].mean()),
+        "mean_free": float(counts[:, 1].mean()),
+        "steps": steps,
+        "npz_mb": npz_mb,
+        "repeats": repeats,
     }
 
 
@@ -126,9 +133,20 @@ def static_gap(frames: int = 24, size: int = 128, voxel: float = 0.05, scenes: i
                 )
         for name, values in acc.items():
             iou, f, m_iou, m_f = np.mean(values, 0)
-            rows.append({"noise_voxels": noise_voxels, "method": name, "iou": iou, "f_score": f,
-                         "moving_iou": m_iou, "moving_f_score": m_f, "scenes": scenes, "frames": frames,
-                         "size": size, "voxel": voxel})
+            rows.append(
+                {
+                    "noise_voxels": noise_voxels,
+                    "method": name,
+                    "iou": iou,
+                    "f_score": f,
+                    "moving_iou": m_iou,
+                    "moving_f_score": m_f,
+                    "scenes": scenes,
+                    "frames": frames,
+                    "size": size,
+                    "voxel": voxel,
+                }
+            )
     return rows
 
 
@@ -139,30 +157,41 @@ def main() -> int:
     args = p.parse_args()
 
     s = speed(args.repeats)
-    print(f"\nspeed: {s['frames']} frames x {s['size']}^2 rays at voxel {s['voxel']}, grid {s['grid_shape']} "
-          f"(median of {s['repeats']}, warm-up excluded)")
+    print(
+        f"\nspeed: {s['frames']} frames x {s['size']}^2 rays at voxel {s['voxel']}, grid {s['grid_shape']} "
+        f"(median of {s['repeats']}, warm-up excluded)"
+    )
     print(f"{'step':28s} {'wall s':>8s} {'CPU s':>8s}")
     for name, t in s["steps"].items():
         print(f"{name:28s} {t['wall_s']:8.2f} {t['cpu_s']:8.2f}")
-    print(f"{s['rays_per_frame']} rays, {s['mean_occupied']:.0f} occupied and {s['mean_free']:.0f} free voxels per "
-          f"frame; npz {s['npz_mb']:.1f} MB")
+    print(
+        f"{s['rays_per_frame']} rays, {s['mean_occupied']:.0f} occupied and {s['mean_free']:.0f} free voxels per "
+        f"frame; npz {s['npz_mb']:.1f} MB"
+    )
 
     rows = static_gap()
-    print(f"\nstatic-map gap ({rows[0]['scenes']} rooms x {rows[0]['frames']} frames, {rows[0]['size']}^2, "
-          f"voxel {rows[0]['voxel']}; clip IoU / F over the observed region, and over the moving boxes' voxels)")
+    print(
+        f"\nstatic-map gap ({rows[0]['scenes']} rooms x {rows[0]['frames']} frames, {rows[0]['size']}^2, "
+        f"voxel {rows[0]['voxel']}; clip IoU / F over the observed region, and over the moving boxes' voxels)"
+    )
     print(f"{'noise':>6s} {'method':34s} {'IoU':>6s} {'F':>6s} {'moving IoU':>11s} {'moving F':>9s}")
     for r in rows:
-        print(f"{r['noise_voxels']:6.1f} {r['method']:34s} {r['iou']:6.3f} {r['f_score']:6.3f} "
-              f"{r['moving_iou']:11.3f} {r['moving_f_score']:9.3f}")
+        print(
+            f"{r['noise_voxels']:6.1f} {r['method']:34s} {r['iou']:6.3f} {r['f_score']:6.3f} "
+            f"{r['moving_iou']:11.3f} {r['moving_f_score']:9.3f}"
+        )
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "unknown"
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit,
         "device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}",
-        "command": " ".join(["python", *sys.argv]), "speed": s, "static_gap": rows,
+        "command": " ".join(["python", *sys.argv]),
+        "speed": s,
+        "static_gap": rows,
     }
     write_text_atomic(args.out, json.dumps(result, indent=1))
     print(f"\nwrote {args.out}")

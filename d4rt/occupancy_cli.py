@@ -21,16 +21,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-confidence", type=float, default=0.5, help="drop points below this confidence")
     p.add_argument("--max-range", type=float, default=None, help="drop points farther than this from the camera")
     temporal = p.add_mutually_exclusive_group()
-    temporal.add_argument("--smooth", type=float, default=0.0, metavar="LAMBDA",
-                          help="second-difference temporal smoothing of each voxel (0: off)")
-    temporal.add_argument("--window", type=int, default=1, metavar="W",
-                          help="L3ROcc's sliding-window union over the last W frames (1: off)")
+    temporal.add_argument(
+        "--smooth",
+        type=float,
+        default=0.0,
+        metavar="LAMBDA",
+        help="second-difference temporal smoothing of each voxel (0: off)",
+    )
+    temporal.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        metavar="W",
+        help="L3ROcc's sliding-window union over the last W frames (1: off)",
+    )
     p.add_argument("--backend", default="auto", help="runtime backend: auto, tensorrt, onnxruntime-cuda, ...")
     p.add_argument("--batch-size", type=int, default=65536, help="queries per decoder call")
     p.add_argument("--ply", choices=("all", "last", "none"), default="all", help="which frames get a PLY file")
     p.add_argument("--no-plot", action="store_true", help="skip the bird's-eye-view PNG (needs matplotlib)")
-    p.add_argument("--bev-y-range", type=float, nargs=2, default=None, metavar=("YMIN", "YMAX"),
-                   help="heights (world y, down) shown in the top view, e.g. above the floor (default: all)")
+    p.add_argument(
+        "--bev-y-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("YMIN", "YMAX"),
+        help="heights (world y, down) shown in the top view, e.g. above the floor (default: all)",
+    )
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -75,8 +91,15 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     occ = occupancy_from_scene(
-        rt, scene, voxel_size=args.voxel, grid_size=args.grid, batch_size=args.batch_size, progress=True,
-        metric_scale=args.metric_scale, min_confidence=args.min_confidence, max_range=args.max_range,
+        rt,
+        scene,
+        voxel_size=args.voxel,
+        grid_size=args.grid,
+        batch_size=args.batch_size,
+        progress=True,
+        metric_scale=args.metric_scale,
+        min_confidence=args.min_confidence,
+        max_range=args.max_range,
     )
     timings["queries_and_ray_casting_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -93,10 +116,18 @@ def run(args: argparse.Namespace) -> int:
         files.append(plot_bev(out / "bev.png", occ, y_range=args.bev_y_range))
     counts = occ.counts()
     summary = {
-        "video": str(args.video), "engines": str(args.engines), "frames": occ.num_frames,
-        "grid_shape": list(occ.grid.shape), "voxel_size": occ.grid.voxel_size, "metric_scale": occ.metric_scale,
-        "origin": occ.grid.origin.tolist(), "smooth": args.smooth, "window": args.window,
-        "occupied_per_frame": counts[:, 0].tolist(), "free_per_frame": counts[:, 1].tolist(), **timings,
+        "video": str(args.video),
+        "engines": str(args.engines),
+        "frames": occ.num_frames,
+        "grid_shape": list(occ.grid.shape),
+        "voxel_size": occ.grid.voxel_size,
+        "metric_scale": occ.metric_scale,
+        "origin": occ.grid.origin.tolist(),
+        "smooth": args.smooth,
+        "window": args.window,
+        "occupied_per_frame": counts[:, 0].tolist(),
+        "free_per_frame": counts[:, 1].tolist(),
+        **timings,
     }
     files.append(write_text_atomic(out / "summary.json", json.dumps(summary, indent=1)))
 

@@ -75,9 +75,7 @@ class VoxelGrid:
         return nx * ny * nz
 
     @classmethod
-    def covering(
-        cls, points: np.ndarray, voxel_size: float, max_voxels: int = DEFAULT_MAX_VOXELS
-    ) -> "VoxelGrid":
+    def covering(cls, points: np.ndarray, voxel_size: float, max_voxels: int = DEFAULT_MAX_VOXELS) -> "VoxelGrid":
         """The smallest lattice-aligned grid (voxel centres at integer multiples of voxel_size) holding
         ``points`` [N, 3]."""
         check_voxel_size(voxel_size)
@@ -542,6 +540,4 @@ def occupancy_from_scene(
     xyz_cam, confidence, _ = dense_point_maps(rt, scene, grid_size, batch_size, progress)
     T_wc = np.asarray(rt.camera_poses(scene), np.float64)
     K = np.asarray(rt.intrinsics(scene), np.float64)
-    return occupancy_from_point_maps(
-        xyz_cam, T_wc, K, confidence, voxel_size=voxel_size, progress=progress, **options
-    )
+    return occupancy_from_point_maps(xyz_cam, T_wc, K, confidence, voxel_size=voxel_size, progress=progress, **options)

@@ -163,8 +163,10 @@ def bev_states(occ: Occupancy, t: int, y_range: tuple[float, float] | None = Non
         centres_y = occ.grid.origin[1] + (np.arange(occ.grid.shape[1]) + 0.5) * occ.grid.voxel_size
         keep = (centres_y >= y_range[0]) & (centres_y <= y_range[1])
         if not keep.any():
-            raise ValueError(f"y_range {y_range} holds no voxel centre of the grid (y from {centres_y[0]:.3g} to "
-                             f"{centres_y[-1]:.3g})")
+            raise ValueError(
+                f"y_range {y_range} holds no voxel centre of the grid (y from {centres_y[0]:.3g} to "
+                f"{centres_y[-1]:.3g})"
+            )
         state = state[:, keep]
     return state.max(axis=1)
 
@@ -204,8 +206,15 @@ def plot_bev(
     FigureCanvasAgg(fig)
     for i, t in enumerate(frames):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(bev_states(occ, t, y_range).T, origin="lower", extent=extent, cmap=cmap, vmin=0, vmax=2,
-                  interpolation="nearest")
+        ax.imshow(
+            bev_states(occ, t, y_range).T,
+            origin="lower",
+            extent=extent,
+            cmap=cmap,
+            vmin=0,
+            vmax=2,
+            interpolation="nearest",
+        )
         ax.plot(cams[: t + 1, 0], cams[: t + 1, 2], color="tab:blue", lw=1)
         ax.plot(cams[t, 0], cams[t, 2], "o", color="tab:red", ms=4)
         ax.set_title(f"t = {t}", fontsize=9)

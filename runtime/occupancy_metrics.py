@@ -43,7 +43,11 @@ class OccupancyScores:
 
     def summary(self) -> dict[str, float]:
         """Clip scores plus the mean of the per-frame IoU and F-score."""
-        return {**self.clip, "mean_frame_iou": float(np.nanmean(self.iou)), "mean_frame_f": float(np.nanmean(self.f_score))}
+        return {
+            **self.clip,
+            "mean_frame_iou": float(np.nanmean(self.iou)),
+            "mean_frame_f": float(np.nanmean(self.f_score)),
+        }
 
 
 def occupancy_scores(pred: Occupancy, gt: Occupancy, region: np.ndarray | None = None) -> OccupancyScores:
@@ -69,7 +73,9 @@ def occupancy_scores(pred: Occupancy, gt: Occupancy, region: np.ndarray | None =
     for t in range(T):
         pred_occ, gt_occ, gt_free = pred.occupied[t], gt.occupied[t], gt.free[t]
         if region is not None:
-            pred_occ, gt_occ, gt_free = (np.intersect1d(a, region, assume_unique=True) for a in (pred_occ, gt_occ, gt_free))
+            pred_occ, gt_occ, gt_free = (
+                np.intersect1d(a, region, assume_unique=True) for a in (pred_occ, gt_occ, gt_free)
+            )
         hit = np.intersect1d(pred_occ, gt_occ, assume_unique=True).size
         wrong = np.intersect1d(pred_occ, gt_free, assume_unique=True).size
         tp[t], fp[t], fn[t] = hit, wrong, gt_occ.size - hit

@@ -83,7 +83,7 @@ def reference_cast(origin_grid: np.ndarray, voxel: float, shape, origins: np.nda
     points = np.asarray(points, np.float64).reshape(-1, 3)
     origins = np.broadcast_to(origins, points.shape)
     crossed = np.zeros(len(ijk), bool)
-    for c, p in zip(origins, points):
+    for c, p in zip(origins, points, strict=True):
         d = p - c
         with np.errstate(divide="ignore", invalid="ignore"):
             a = (lo - c) / d
@@ -111,8 +111,9 @@ class AnalyticRuntime:
         self.calls.append((len(uv), int(t_src[0])))
         t = int(t_src[0])
         px = uv * (self.size - 1)
-        dirs = np.stack([(px[:, 0] - self.K[0, 2]) / self.K[0, 0], (px[:, 1] - self.K[1, 2]) / self.K[1, 1],
-                         np.ones(len(uv))], -1)
+        dirs = np.stack(
+            [(px[:, 0] - self.K[0, 2]) / self.K[0, 0], (px[:, 1] - self.K[1, 2]) / self.K[1, 1], np.ones(len(uv))], -1
+        )
         R, c = self.T_wc[t, :3, :3], self.T_wc[t, :3, 3]
         d_w = dirs @ R.T
         s = np.full(len(uv), np.inf)
@@ -121,8 +122,11 @@ class AnalyticRuntime:
         for axis, value in self.planes:
             s = np.minimum(s, ray_plane(c, d_w, axis, value))
         hit = np.isfinite(s)
-        return {"xyz": (dirs * np.where(hit, s, 1.0)[:, None]).astype(np.float32),
-                "confidence": hit.astype(np.float32), "visibility": np.ones(len(uv), np.float32)}
+        return {
+            "xyz": (dirs * np.where(hit, s, 1.0)[:, None]).astype(np.float32),
+            "confidence": hit.astype(np.float32),
+            "visibility": np.ones(len(uv), np.float32),
+        }
 
     def encode(self, frames):
         return Scene(len(self.T_wc), self.size)

@@ -102,7 +102,7 @@ def test_plane_exact_counts():
     state = occ.dense(0)
     assert (state[:, :, k0] == OCCUPIED).all() and (state[:, :, :k0] != OCCUPIED).all()
     assert state[n // 2, n // 2, :k0].tolist() == [FREE] * k0  # the central column, by hand
-    ref_occ, ref_free = reference_cast(g.origin, v, g.shape, cam, pts_world)
+    _, ref_free = reference_cast(g.origin, v, g.shape, cam, pts_world)
     assert free == len(ref_free) and np.array_equal(occ.free[0], ref_free)
     assert unobserved == g.num_voxels - n * n - len(ref_free) > 0
     # corners of the grid next to the camera are outside every ray's cone: unobserved
@@ -200,7 +200,7 @@ def test_moving_box_per_frame_beats_static_map():
 
 def test_metric_scale_and_max_range():
     rng = np.random.default_rng()
-    K, T_wc, xyz_cam, depth = moving_scene(rng, size=32, frames=1)
+    K, T_wc, xyz_cam, _ = moving_scene(rng, size=32, frames=1)
     valid = np.isfinite(xyz_cam[..., 0]).astype(float)
     xyz = np.nan_to_num(xyz_cam)
     scale = rng.uniform(1.5, 3.0)

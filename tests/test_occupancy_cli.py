@@ -38,9 +38,20 @@ def test_cli_writes_occupancy(tmp_path, analytic_runtime, capsys):
     video, engines, out = tmp_path / "clip.mp4", tmp_path / "engines", tmp_path / "out"
     video.write_bytes(b"not read by the analytic runtime")
     engines.mkdir()
-    code = main([
-        "occupancy", str(video), "--engines", str(engines), "--out", str(out), "--voxel", "0.1", "--ply", "last",
-    ])
+    code = main(
+        [
+            "occupancy",
+            str(video),
+            "--engines",
+            str(engines),
+            "--out",
+            str(out),
+            "--voxel",
+            "0.1",
+            "--ply",
+            "last",
+        ]
+    )
     assert code == 0 and loads == [(str(engines), "auto")]
     occ = load_occupancy(out / "occupancy.npz")
     assert occ.num_frames == 3 and occ.grid.voxel_size == 0.1

@@ -81,9 +81,11 @@ def test_runs_round_trip_edge_cases(tmp_path):
     grid = VoxelGrid(np.zeros(3), 0.1, (2, 3, 4))
     n = grid.num_voxels
     lists = [np.arange(n), np.zeros(0, np.int64), np.array([0, n - 1]), np.array([3, 4, 5, 9, 11, 12])]
-    occ = Occupancy(grid, lists, [np.zeros(0, np.int64)] * 4, np.tile(np.eye(4), (4, 1, 1)), np.tile(np.eye(3), (4, 1, 1)))
+    occ = Occupancy(
+        grid, lists, [np.zeros(0, np.int64)] * 4, np.tile(np.eye(4), (4, 1, 1)), np.tile(np.eye(3), (4, 1, 1))
+    )
     back = load_occupancy(save_occupancy(tmp_path / "e.npz", occ))
-    for a, b in zip(back.occupied, lists):
+    for a, b in zip(back.occupied, lists, strict=True):
         np.testing.assert_array_equal(a, b)
     with np.load(tmp_path / "e.npz") as data:
         assert data["occupied_lengths"].tolist() == [n, 1, 1, 3, 1, 2]

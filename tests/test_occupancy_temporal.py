@@ -131,7 +131,7 @@ def test_window_union_is_or_over_window(window):
         np.testing.assert_array_equal(out.occupied[t], np.flatnonzero(any_occ))
         np.testing.assert_array_equal(out.free[t], np.flatnonzero(any_free & ~any_occ))
     if window == 1:
-        assert all(np.array_equal(a, b) for a, b in zip(out.occupied, occ.occupied))
+        assert all(np.array_equal(a, b) for a, b in zip(out.occupied, occ.occupied, strict=True))
 
 
 def test_static_map_is_union_over_clip():
