@@ -261,7 +261,7 @@ def _cast_into(grid: VoxelGrid, origins: np.ndarray, points: np.ndarray, hit: np
         return
     d, start, voxel = d[order], start[order], voxel[order]
 
-    # Flat indices fit int32 (grids are capped below 2**31 voxels); int32 halves the memory traffic of the loop.
+    # Flat indices fit int32: grids are capped below 2**31 voxels.
     strides = np.array([grid.shape[1] * grid.shape[2], grid.shape[2], 1], np.int64)
     flat = (voxel @ strides).astype(np.int32)
     step_sign = np.sign(d).astype(np.int32)
@@ -304,8 +304,8 @@ def cast_rays(grid: VoxelGrid, origins: np.ndarray, points: np.ndarray) -> tuple
 
     Args:
         grid: the voxel grid; parts of rays outside it are ignored.
-        origins: [N, 3] or [3] ray starts (camera centres), world frame, grid units.
-        points: [N, 3] ray ends (surface points), world frame, grid units.
+        origins: [N, 3] or [3] ray starts (camera centres), world frame, the grid's (metric) units.
+        points: [N, 3] ray ends (surface points), world frame, the grid's units.
     Returns:
         occupied, free: sorted unique int64 flat indices (disjoint).
     """
