@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("d4rt.demo", "run the tiny model end to end on a random clip"),
     "convert-opend4rt": ("d4rt.convert_opend4rt", "convert an OpenD4RT opend4rt.ckpt into a save_pretrained dir"),
     "memory-plan": ("d4rt.memory_plan", "memory of the engines per device, and the largest query batch"),
+    "occupancy": ("d4rt.occupancy_cli", "per-frame 4D occupancy grids of a video from D4RT engines"),
 }
 
 
