@@ -8,6 +8,7 @@ written; the manifest is written last, so a failed export leaves no manifest beh
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -40,6 +41,8 @@ MIN_OPSET = 17  # single-node LayerNormalization
 # One protobuf holds at most 2 GB; above this many bytes of weights a graph's weights go to a .onnx.data file.
 EXTERNAL_DATA_BYTES = 1800 * 1024**2
 MAX_QUERIES_TRACED = 2**24  # the upper bound of the dynamic N given to torch.export
+# The exporter logs a warning per missing optional library (torchvision ops) on every export: not ours to report.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def onnx_tensor_specs(model_proto, kind: str) -> list[TensorSpec]:

@@ -126,17 +126,17 @@ class TensorRTBackend:
     ):
         import warnings
 
+        directory = Path(directory)
+        files = engine_files(manifest, directory)  # files first: a clear error even where TensorRT is missing
+        check_files(files, "TensorRT engine", BUILD_HINT, verify_checksums)
+        check_engines_match_graphs(manifest)
         trt = import_tensorrt()
         cudart = import_cudart()
         self._trt, self._cudart = trt, cudart
-        directory = Path(directory)
-        files = engine_files(manifest, directory)
-        check_files(files, "TensorRT engine", BUILD_HINT, verify_checksums)
         cuda_call(cudart, cudart.cudaSetDevice(device))
         gpu = gpu_info(device)
         for message in check_engine_compat(manifest.engines, trt.__version__, gpu.name, gpu.compute_capability):
             warnings.warn(message, stacklevel=3)
-        check_engines_match_graphs(manifest)
         self.name = "tensorrt"
         self.manifest = manifest
         self.cuda_graphs = cuda_graphs
