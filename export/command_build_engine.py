@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     manifest = build_engines(args.onnx_dir, args.out, options)
     e = manifest.engines
+    profile = e["profile"]
     print(f"built TensorRT {e['tensorrt_version']} engines for {e['gpu_name']} (sm {e['compute_capability']}), "
-          f"{e['precision']}, N in [{e['profile']['min']}, {e['profile']['max']}], in {time.perf_counter() - start:.0f} s")
+          f"{e['precision']}, N in [{profile['min']}, {profile['max']}], in {time.perf_counter() - start:.0f} s")
     return 0

@@ -26,26 +26,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
 
 
-def load_or_init(args: argparse.Namespace, out_dir: Path):
-    """The model to export and what to record about where it came from."""
+def load_or_init(checkpoint: str | Path | None, out_dir: Path, preset: str | None = None, random_init: bool = False,
+                 seed: int = 0):
+    """The model to export (float32, eval) and what the manifest records about where it came from.
+
+    With ``random_init`` a seeded random ``preset`` model, saved to out_dir/checkpoint so the torch backend and
+    benchmarks load the very same weights.
+    """
     import torch
 
     from d4rt import D4RT, D4RTConfig
     from d4rt.checkpoint import load_pretrained
     from d4rt.runtime.manifest import sha256_file
 
-    if args.random_init == bool(args.checkpoint):
+    if random_init == bool(checkpoint):
         raise ValueError("give either a checkpoint directory or --random-init --preset NAME (not both, not neither)")
-    if args.random_init:
-        if not args.preset:
+    if random_init:
+        if not preset:
             raise ValueError("--random-init needs --preset (tiny, base or g)")
-        torch.manual_seed(args.seed)
-        model = D4RT(D4RTConfig.preset(args.preset)).eval()
-        ckpt = out_dir / "checkpoint"  # saved so the torch backend and benchmarks can load the same weights
+        torch.manual_seed(seed)
+        model = D4RT(D4RTConfig.preset(preset)).eval()
+        ckpt = out_dir / "checkpoint"
         model.save_pretrained(ckpt)
-        info = {"path": "checkpoint", "random_init": {"preset": args.preset, "seed": args.seed}}
+        info = {"path": "checkpoint", "random_init": {"preset": preset, "seed": seed}}
     else:
-        ckpt = Path(args.checkpoint)
+        ckpt = Path(checkpoint)
         model = load_pretrained(ckpt).float().eval()
         info = {"path": str(ckpt.resolve())}
     info["sha256"] = {f.name: sha256_file(f) for f in sorted(ckpt.glob("*.safetensors"))}
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, info = load_or_init(args, out_dir)
+    model, info = load_or_init(args.checkpoint, out_dir, args.preset, args.random_init, args.seed)
     external = {"auto": None, "yes": True, "no": False}[args.external_data]
     start = time.perf_counter()
     manifest = export_onnx(model, out_dir, precision=args.precision, num_frames=args.frames, opset=args.opset,

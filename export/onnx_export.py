@@ -132,15 +132,18 @@ def export_onnx(
         uv = torch.rand(1, n, 2)
         t = torch.randint(0, T, (1, n, 3), dtype=torch.int32)
         encoder, decoder = EncoderGraph(graph_model).eval(), DecoderGraph(graph_model).eval()
-        with torch.no_grad():
-            keys, values = encoder(video, aspect_ratio)
+        contract = graph_contract(cfg.to_dict(), T, precision)
+        # Example keys / values of the right shape and dtype: tracing needs no real ones (and running the encoder
+        # of a large model on the CPU would take minutes).
+        kv = contract["encoder"]["outputs"][0]
+        keys = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
+        values = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
         N = torch.export.Dim(QUERY_DIM, min=1, max=MAX_QUERIES_TRACED)
         steps = [
             ("encoder", encoder, (video, aspect_ratio), ENCODER_INPUTS, ENCODER_OUTPUTS, None),
             ("decoder", decoder, (video, keys, values, uv, t), DECODER_INPUTS, DECODER_OUTPUTS,
              {"video": None, "keys": None, "values": None, "uv": {1: N}, "t": {1: N}}),
         ]
-        contract = graph_contract(cfg.to_dict(), T, precision)
         graphs: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
             for graph, module, args, inputs, outputs, dynamic in tqdm(steps, desc="ONNX export", disable=not progress):

@@ -38,6 +38,7 @@ class ParityReport:
     tolerance: float
     queries: int
     errors: dict[str, dict[str, float]]  # "encoder" | "decoder" | "end_to_end" -> tensor -> relative error
+    seed: int  # of the random inputs, to reproduce a failure
 
     @property
     def worst(self) -> float:
@@ -49,11 +50,11 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "tolerance": self.tolerance, "queries": self.queries,
-                "worst": self.worst, "passed": self.passed, "errors": self.errors}
+                "seed": self.seed, "worst": self.worst, "passed": self.passed, "errors": self.errors}
 
     def table(self) -> str:
-        lines = [f"parity vs eager PyTorch float32 ({self.precision} graphs, ONNX Runtime CPU, {self.queries} queries, "
-                 f"relative error, tolerance {self.tolerance:g})"]
+        lines = [f"parity vs eager PyTorch float32 ({self.precision} graphs, ONNX Runtime CPU, {self.queries} random "
+                 f"queries, seed {self.seed}; relative error, tolerance {self.tolerance:g})"]
         for group, errs in self.errors.items():
             lines.append(f"  {group:11s} " + "  ".join(f"{k} {v:.2e}" for k, v in errs.items()))
         lines.append(f"  worst {self.worst:.2e}: {'PASS' if self.passed else 'FAIL'}")
@@ -67,12 +68,16 @@ def verify_export(
     tolerance: float | None = None,
     record: bool = True,
     raise_on_failure: bool = True,
+    seed: int | None = None,
 ) -> ParityReport:
     """Run the exported graphs in ONNX Runtime (CPU) and compare them with ``model`` (float32, eager attention).
 
-    Inputs are fresh random draws: a video in [0, 1], an aspect ratio in [0.5, 2], ``queries`` uniform uv and
-    uniform frame indices. With ``record`` the report is stored in the manifest under "parity".
+    Inputs are fresh random draws (from ``seed``, a new one per call when None): a video in [0, 1], an aspect
+    ratio in [0.5, 2], ``queries`` uniform uv and uniform frame indices. With ``record`` the report is stored in
+    the manifest under "parity".
     """
+    import secrets
+
     from d4rt.runtime.backend_onnxruntime import OnnxRuntimeBackend
 
     directory = Path(directory)
@@ -81,10 +86,12 @@ def verify_export(
     T, S = manifest.num_frames, manifest.image_size
     backend = OnnxRuntimeBackend(directory, manifest, "cpu")
 
-    video = torch.rand(1, T, 3, S, S)
-    aspect_ratio = torch.empty(1).uniform_(0.5, 2.0)
-    uv = torch.rand(1, queries, 2)
-    t = torch.randint(0, T, (1, queries, 3), dtype=torch.int32)
+    seed = secrets.randbits(63) if seed is None else int(seed)
+    g = torch.Generator().manual_seed(seed)
+    video = torch.rand(1, T, 3, S, S, generator=g)
+    aspect_ratio = 0.5 + 1.5 * torch.rand(1, generator=g)
+    uv = torch.rand(1, queries, 2, generator=g)
+    t = torch.randint(0, T, (1, queries, 3), dtype=torch.int32, generator=g)
 
     previous = model.config.attention
     model.eval().set_attention("eager")
@@ -107,11 +114,12 @@ def verify_export(
     end_to_end = backend.decode(state, uv_np, t_np)
 
     errors = {
-        "encoder": {"keys": relative_error(onnx_keys, keys.numpy()), "values": relative_error(onnx_values, values.numpy())},
+        "encoder": {"keys": relative_error(onnx_keys, keys.numpy()),
+                    "values": relative_error(onnx_values, values.numpy())},
         "decoder": {n: relative_error(decoder_alone[n], alone[MODEL_OUTPUT_NAMES[n]].numpy()) for n in DECODER_OUTPUTS},
         "end_to_end": {n: relative_error(end_to_end[n], whole[MODEL_OUTPUT_NAMES[n]].numpy()) for n in DECODER_OUTPUTS},
     }
-    report = ParityReport(manifest.precision, tolerance, queries, errors)
+    report = ParityReport(manifest.precision, tolerance, queries, errors, seed)
     if record:
         manifest.parity = report.to_dict()
         write_manifest(directory, manifest)

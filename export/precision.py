@@ -38,7 +38,7 @@ def to_float16(model: nn.Module) -> nn.Module:
     for module in list(half.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.LayerNorm) and not isinstance(child, Float32LayerNorm):
-                norm = Float32LayerNorm(child.normalized_shape, eps=child.eps, elementwise_affine=child.elementwise_affine)
+                norm = Float32LayerNorm(child.normalized_shape, child.eps, child.elementwise_affine)
                 norm.load_state_dict(child.state_dict())
                 setattr(module, name, norm)
     for module in half.modules():

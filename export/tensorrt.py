@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from d4rt.runtime.backend_tensorrt import GpuInfo, gpu_info, import_tensorrt
 from d4rt.runtime.files import write_bytes_atomic
 from d4rt.runtime.manifest import (
     ENGINE_FILES,
-    GRAPH_FILES,
     HARDWARE_COMPAT,
     QUERY_DIM,
     Manifest,
@@ -36,6 +35,8 @@ from d4rt.runtime.manifest import (
     sha256_file,
     write_manifest,
 )
+
+HARDWARE_LEVELS = {"ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
 
 
 @dataclass
@@ -105,7 +106,8 @@ def engine_section(
         "workspace_gb": options.workspace_gb,
         "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **{
-            graph: {"file": ENGINE_FILES[graph], "sha256": engine_sha256[graph], "onnx_sha256": manifest.graphs[graph]["sha256"]}
+            graph: {"file": ENGINE_FILES[graph], "sha256": engine_sha256[graph],
+                    "onnx_sha256": manifest.graphs[graph]["sha256"]}
             for graph in ENGINE_FILES
         },
     }
@@ -153,7 +155,7 @@ def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: En
     if options.version_compat:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if options.hardware_compat != "none":
-        member = {"ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}[options.hardware_compat]
+        member = HARDWARE_LEVELS[options.hardware_compat]
         level = getattr(trt.HardwareCompatibilityLevel, member, None)
         if level is None:
             raise ValueError(f"TensorRT {trt.__version__} has no HardwareCompatibilityLevel.{member}")
@@ -217,7 +219,3 @@ def build_engines(
     result.engines = engine_section(manifest, options, trt.__version__, gpu, digests)
     write_manifest(out_dir, result)
     return result
-
-
-def options_dict(options: EngineBuildOptions) -> dict[str, Any]:
-    return asdict(options)

@@ -219,7 +219,9 @@ class TensorRTBackend:
         cudart = self._cudart
         n = uv.shape[1]
         if not self.min_queries <= n <= self.max_queries:
-            raise ValueError(f"a batch of {n} queries is outside the engine profile [{self.min_queries}, {self.max_queries}]")
+            raise ValueError(
+                f"a batch of {n} queries is outside the engine profile [{self.min_queries}, {self.max_queries}]"
+            )
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name, array in (("uv", uv), ("t", t)):
             staged = self._host[name].array[:, :n]
@@ -277,12 +279,12 @@ class TensorRTBackend:
         cuda_call(cudart, cudart.cudaGraphLaunch(graph_exec, self.stream))
 
     def keys_values(self, state: TrtSceneState) -> tuple[np.ndarray, np.ndarray]:
-        trt, cudart = self._trt, self._cudart
+        trt, d2h = self._trt, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         out = []
         for name in ENCODER_OUTPUTS:
             shape = tuple(self.encoder.get_tensor_shape(name))
             host = np.empty(shape, np.dtype(trt.nptype(self.encoder.get_tensor_dtype(name))))
-            self._copy(host.ctypes.data, state.buffers[name].ptr, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+            self._copy(host.ctypes.data, state.buffers[name].ptr, host.nbytes, d2h)
             out.append(host)
         self._synchronize()
         return out[0], out[1]

@@ -88,7 +88,8 @@ class TorchBackend:
         with torch.inference_mode():
             uv_t = torch.from_numpy(uv).to(self.device)
             t_t = torch.from_numpy(t).to(self.device).long()
-            out = self.model.decode_kv(state.keys, state.values, state.video, uv_t, t_t[..., 0], t_t[..., 1], t_t[..., 2])
+            t_src, t_tgt, t_cam = t_t.unbind(-1)
+            out = self.model.decode_kv(state.keys, state.values, state.video, uv_t, t_src, t_tgt, t_cam)
             return {name: out[MODEL_OUTPUT_NAMES[name]].float().cpu().numpy() for name in DECODER_OUTPUTS}
 
     def keys_values(self, state: TorchSceneState) -> tuple[np.ndarray, np.ndarray]:

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["d4rt", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("d4rt") else " ".join(sys.argv),
+        "command": " ".join(["d4rt", *sys.argv[1:]]),
         "commit": _commit(),
         "host": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "versions": _versions(),

@@ -90,7 +90,9 @@ def graph_contract(config: dict[str, Any], num_frames: int, precision: str) -> d
     return {
         "encoder": {"inputs": [video, TensorSpec("aspect_ratio", (1,), "float32")], "outputs": [keys, values]},
         "decoder": {
-            "inputs": [video, keys, values, TensorSpec("uv", (1, N, 2), "float32"), TensorSpec("t", (1, N, 3), "int32")],
+            "inputs": [
+                video, keys, values, TensorSpec("uv", (1, N, 2), "float32"), TensorSpec("t", (1, N, 3), "int32"),
+            ],
             "outputs": outputs,
         },
     }
@@ -152,7 +154,8 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
 
 
 def read_manifest(directory: str | Path) -> Manifest:
-    """Read and validate ``directory/manifest.json``; FileNotFoundError / ValueError say what is wrong and what to do."""
+    """Read and validate ``directory/manifest.json``; FileNotFoundError / ValueError say what is wrong and what
+    to do."""
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
@@ -252,7 +255,9 @@ def check_engine_compat(
                 f"or newer, but this machine has TensorRT {tensorrt_version}"
             )
     elif tensorrt_version != built_trt:
-        problems.append(f"the engines were built with TensorRT {built_trt}, this machine has TensorRT {tensorrt_version}")
+        problems.append(
+            f"the engines were built with TensorRT {built_trt}, this machine has TensorRT {tensorrt_version}"
+        )
     level = engines.get("hardware_compatibility", "none")
     if level == "ampere+":
         if _major_minor(compute_capability) < (8, 0):

@@ -141,7 +141,8 @@ class Runtime:
         self._check_scene(scene)
         uv = _check_uv(uv)
         N = len(uv)
-        t = np.stack([_check_times(n, x, N, self.num_frames) for n, x in (("t_src", t_src), ("t_tgt", t_tgt), ("t_cam", t_cam))], -1)
+        times = (("t_src", t_src), ("t_tgt", t_tgt), ("t_cam", t_cam))
+        t = np.stack([_check_times(name, x, N, self.num_frames) for name, x in times], -1)  # [N, 3] int32
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         step = int(min(batch_size, self.backend.max_queries or batch_size))
@@ -322,7 +323,9 @@ def _check_times(name: str, t, n: int, num_frames: int) -> np.ndarray:
     if t.ndim > 1 or (t.ndim == 1 and len(t) != n):
         raise ValueError(f"{name} must be a scalar or [N] = [{n}], got shape {t.shape}")
     if t.size and (t.min() < 0 or t.max() >= num_frames):
-        raise ValueError(f"{name} has frame indices in [{t.min()}, {t.max()}], expected [0, {num_frames}) for this clip")
+        raise ValueError(
+            f"{name} has frame indices in [{t.min()}, {t.max()}], expected [0, {num_frames}) for this clip"
+        )
     return np.broadcast_to(t, (n,)).astype(np.int32)
 
 
@@ -397,7 +400,8 @@ def load(
         return Runtime(make(backend), manifest.num_frames, manifest.image_size, manifest)
 
     candidates = []
-    if manifest.engines and all((directory / ENGINE_FILES[g]).is_file() for g in ENGINE_FILES) and _has_module("tensorrt"):
+    engines_here = manifest.engines and all((directory / ENGINE_FILES[g]).is_file() for g in ENGINE_FILES)
+    if engines_here and _has_module("tensorrt"):
         candidates.append("tensorrt")
     if _has_module("onnxruntime"):
         from d4rt.runtime.backend_onnxruntime import available_providers

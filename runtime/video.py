@@ -39,7 +39,9 @@ def read_video(path: str | Path, max_frames: int | None = None, start: int = 0, 
         raise ValueError(f"start must be >= 0 and stride >= 1, got start={start}, stride={stride}")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise ValueError(f"OpenCV cannot open {path} as a video; convert it to mp4 (H.264) or pass the frames as an array")
+        raise ValueError(
+            f"OpenCV cannot open {path} as a video; convert it to mp4 (H.264) or pass the frames as an array"
+        )
     frames = []
     index = 0
     try:
@@ -83,10 +85,14 @@ def prepare_clip(frames: np.ndarray, image_size: int, num_frames: int) -> Clip:
     elif np.issubdtype(frames.dtype, np.floating):
         if not np.isfinite(frames).all():
             bad = int((~np.isfinite(frames)).sum())
-            raise ValueError(f"frames contain {bad} NaN or infinite values; decode the video again or drop those frames")
+            raise ValueError(
+                f"frames contain {bad} NaN or infinite values; decode the video again or drop those frames"
+            )
         lo, hi = float(frames.min()), float(frames.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"float frames must be RGB in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; pass uint8 0..255")
+            raise ValueError(
+                f"float frames must be RGB in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; pass uint8 0..255"
+            )
         frames_u8 = None
     else:
         raise ValueError(f"frames must be uint8 (0..255) or float in [0, 1], got dtype {frames.dtype}")

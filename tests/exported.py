@@ -43,7 +43,8 @@ def exported(preset: str = "tiny", frames: int = 4, precision: str = "fp32", ext
     model = random_model(preset)
     out = _ROOT / f"{preset}-T{frames}-{precision}{'-ext' if external_data else ''}"
     model.save_pretrained(out / "checkpoint")
-    checkpoint = {"path": "checkpoint", "sha256": {"model.safetensors": sha256_file(out / "checkpoint" / "model.safetensors")}}
+    weights = out / "checkpoint" / "model.safetensors"
+    checkpoint = {"path": "checkpoint", "sha256": {weights.name: sha256_file(weights)}}
     export_onnx(model, out, precision=precision, num_frames=frames, checkpoint=checkpoint,
                 external_data=external_data, progress=False)
     return model, out

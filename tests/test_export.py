@@ -29,7 +29,8 @@ def test_graphs_follow_the_contract():
     cfg = model.config
     M = 4 // 2 * (cfg.image_size // 16) ** 2 + 1
     assert manifest.tensors("encoder", "outputs")[0].shape == (cfg.dec_depth, 1, cfg.dec_heads, M, cfg.dec_head_dim)
-    for graph, inputs, outputs in (("encoder", ENCODER_INPUTS, ENCODER_OUTPUTS), ("decoder", DECODER_INPUTS, DECODER_OUTPUTS)):
+    graphs = (("encoder", ENCODER_INPUTS, ENCODER_OUTPUTS), ("decoder", DECODER_INPUTS, DECODER_OUTPUTS))
+    for graph, inputs, outputs in graphs:
         proto = onnx.load(str(directory / f"{graph}.onnx"))
         onnx.checker.check_model(proto, full_check=True)
         assert tuple(i.name for i in proto.graph.input) == inputs
@@ -43,7 +44,8 @@ def test_graphs_follow_the_contract():
     dynamic = {v.name for v in [*decoder.graph.input, *decoder.graph.output]
                if any(d.dim_param for d in v.type.tensor_type.shape.dim)}
     assert dynamic == {"uv", "t", *DECODER_OUTPUTS}
-    assert manifest.checkpoint["sha256"]["model.safetensors"] == sha256_file(directory / "checkpoint" / "model.safetensors")
+    weights = directory / "checkpoint" / "model.safetensors"
+    assert manifest.checkpoint["sha256"]["model.safetensors"] == sha256_file(weights)
     assert manifest.config == {**cfg.to_dict(), "attention": cfg.attention}
 
 
@@ -77,7 +79,8 @@ def test_reference_evaluator_agrees_with_onnxruntime_and_torch():
     aspect = torch.tensor([0.75])
     uv = torch.rand(1, 9, 2)
     t = torch.randint(0, T, (1, 9, 3), dtype=torch.int32)
-    keys, values = ReferenceEvaluator(str(directory / "encoder.onnx")).run(None, {"video": video.numpy(), "aspect_ratio": aspect.numpy()})
+    encoder = ReferenceEvaluator(str(directory / "encoder.onnx"))
+    keys, values = encoder.run(None, {"video": video.numpy(), "aspect_ratio": aspect.numpy()})
     outs = ReferenceEvaluator(str(directory / "decoder.onnx"), new_ops=[GatherElements]).run(
         None, {"video": video.numpy(), "keys": keys, "values": values, "uv": uv.numpy(), "t": t.numpy()})
     with torch.no_grad():

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from d4rt.runtime import Runtime, load
-from d4rt.runtime.runtime import sigmoid
 from tests.exported import exported
 
 T = 4
@@ -26,7 +25,8 @@ def smooth_frames(frames, h, w):
     """Frames of random smooth colour waves, a different phase per frame: [frames, h, w, 3] uint8."""
     y, x = np.mgrid[0:h, 0:w]
     phase = np.random.rand(frames, 3) * 2 * np.pi
-    waves = np.sin(x[None, :, :, None] / 9.0 + phase[:, None, None]) * np.cos(y[None, :, :, None] / 7.0 - phase[:, None, None])
+    x, y, phase = x[None, :, :, None], y[None, :, :, None], phase[:, None, None]
+    waves = np.sin(x / 9.0 + phase) * np.cos(y / 7.0 - phase)
     return (127.5 + 100 * waves).astype(np.uint8)
 
 

@@ -89,7 +89,8 @@ def test_engine_files_are_checked_before_tensorrt_is_needed(private_export):
         load(private_export, backend="tensorrt")
     manifest["engines"] = {
         "tensorrt_version": "10.9.0", "gpu_name": "NVIDIA H200", "compute_capability": "9.0",
-        "encoder": {"file": "encoder.engine", "sha256": "0" * 64, "onnx_sha256": manifest["graphs"]["encoder"]["sha256"]},
+        "encoder": {"file": "encoder.engine", "sha256": "0" * 64,
+                    "onnx_sha256": manifest["graphs"]["encoder"]["sha256"]},
         "decoder": {"file": "decoder.engine", "sha256": "0" * 64, "onnx_sha256": "f" * 64},
     }
     (private_export / "manifest.json").write_text(json.dumps(manifest))
