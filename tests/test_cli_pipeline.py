@@ -139,3 +139,20 @@ def test_runtime_runs_with_torch_blocked(tmp_path):
     expected = rt.query(rt.encode(frames), uv, 0, 1, 2)["xyz"]
     np.testing.assert_array_equal(np.load(tmp_path / "xyz.npy"), expected)
     assert (tmp_path / "out" / "points.ply").is_file()
+
+
+def test_export_command_reads_a_checkpoint(tmp_path):
+    """`d4rt export CKPT_DIR` loads the save_pretrained weights as they are and records their sha256."""
+    import torch
+
+    from d4rt.export.command_export import load_or_init
+    from d4rt.runtime.manifest import sha256_file
+
+    model, directory = exported("tiny", 4, "fp32")
+    loaded, info = load_or_init(directory / "checkpoint", tmp_path)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert info["path"] == str((directory / "checkpoint").resolve())
+    assert info["sha256"] == {"model.safetensors": sha256_file(directory / "checkpoint" / "model.safetensors")}
+    with pytest.raises(ValueError, match="needs --preset"):
+        load_or_init(None, tmp_path, random_init=True)
