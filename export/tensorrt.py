@@ -131,7 +131,7 @@ def rebase_graphs(manifest: Manifest, onnx_dir: Path, out_dir: Path) -> Manifest
 
 # ----- the TensorRT part -------------------------------------------------------------------------------------------
 def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: EngineBuildOptions, cache):
-    """Parse one ONNX graph and build a serialized engine (bytes); returns (plan, timing cache)."""
+    """Parse one ONNX graph and build a serialized engine (bytes), timing into the shared ``cache``."""
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if not options.fp16_flag and strongly_typed is not None:  # TensorRT 11: accepted and ignored (always strong)
@@ -202,7 +202,8 @@ def build_engines(
     builder = trt.Builder(logger)
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    cache = builder.create_builder_config().create_timing_cache(cache_bytes)
+    cache_config = builder.create_builder_config()  # owns the cache for the whole build
+    cache = cache_config.create_timing_cache(cache_bytes)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     digests = {}
