@@ -171,3 +171,13 @@ def test_empty_query_and_scalar_times(rt):
     np.testing.assert_array_equal(a["xyz"], b["xyz"])
     with pytest.raises(ValueError, match="scene must be a Scene"):
         rt.query("scene", uv, 0, 0, 0)
+
+
+def test_checkpoint_with_another_config_is_refused(private_export):
+    """The torch backend compares the checkpoint's config with the one the engines were exported from."""
+    path = private_export / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["config"]["enc_mlp_dim"] = 512  # not part of the graphs' tensor contract, still another model
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"another config than the engines .*\['enc_mlp_dim'\]\); re-export"):
+        load(private_export, backend="torch")
