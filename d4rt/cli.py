@@ -12,10 +12,14 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("d4rt.demo", "run the tiny model end to end on a random clip"),
+    "demo": ("d4rt.demo", "the main job end to end: export, verify, (build an engine), infer on a sample clip"),
     "convert-opend4rt": ("d4rt.convert_opend4rt", "convert an OpenD4RT opend4rt.ckpt into a save_pretrained dir"),
     "memory-plan": ("d4rt.memory_plan", "memory of the engines per device, and the largest query batch"),
     "occupancy": ("d4rt.occupancy_cli", "per-frame 4D occupancy grids of a video from D4RT engines"),
+    "export": ("d4rt.export.command_export", "export a checkpoint to encoder/decoder ONNX graphs + manifest"),
+    "build-engine": ("d4rt.export.command_build_engine", "build TensorRT engines from exported ONNX graphs"),
+    "infer": ("d4rt.runtime.command_infer", "depth, point cloud, cameras and tracks of a video from engines"),
+    "bench": ("d4rt.runtime.command_bench", "encode latency and query throughput per backend (JSON)"),
 }
 
 

@@ -33,7 +33,7 @@ def _unwindows(x: torch.Tensor, batch: int) -> torch.Tensor:
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale) v, the softmax in at least float32. q [B, H, Nq, D], k, v [B, H, Nk, D] -> [B, H, Nq, D]."""
     scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype)
+    probs = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1).to(v.dtype)
     return torch.matmul(probs, v)
 
 

@@ -1,0 +1,195 @@
+"""Split ONNX export: encoder.onnx + decoder.onnx + manifest.json (design.md's tensor contract).
+
+torch.onnx's dynamo exporter (torch.export + onnxscript), opset 18 by default (LayerNormalization is a single node
+from opset 17), the query count N dynamic, T and S fixed per export. Each graph passes ``onnx.checker``'s full
+check (with shape inference) and must match the contract in ``d4rt.runtime.manifest`` before the manifest is
+written; the manifest is written last, so a failed export leaves no manifest behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from d4rt.export.graphs import DecoderGraph, EncoderGraph
+from d4rt.export.precision import to_float16
+from d4rt.runtime.manifest import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    GRAPH_FILES,
+    MANIFEST_NAME,
+    PRECISIONS,
+    QUERY_DIM,
+    Manifest,
+    TensorSpec,
+    graph_contract,
+    sha256_file,
+    write_manifest,
+)
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 17  # single-node LayerNormalization
+# One protobuf holds at most 2 GB; above this many bytes of weights a graph's weights go to a .onnx.data file.
+EXTERNAL_DATA_BYTES = 1800 * 1024**2
+MAX_QUERIES_TRACED = 2**24  # the upper bound of the dynamic N given to torch.export
+# The exporter logs a warning per missing optional library (torchvision ops) on every export: not ours to report.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
+def onnx_tensor_specs(model_proto, kind: str) -> list[TensorSpec]:
+    """The inputs or outputs of a loaded ONNX model as TensorSpecs (dynamic dims -> "N")."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    specs = []
+    for value in getattr(model_proto.graph, kind):
+        t = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else QUERY_DIM for d in t.shape.dim)
+        specs.append(TensorSpec(value.name, shape, tensor_dtype_to_np_dtype(t.elem_type).name))
+    return specs
+
+
+def external_data_files(path: Path) -> list[str]:
+    """Names of the external-data files an ONNX file refers to (relative to its directory)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = set()
+    for tensor in _get_all_tensors(proto):
+        if uses_external_data(tensor):
+            locations.update(e.value for e in tensor.external_data if e.key == "location")
+    return sorted(locations)
+
+
+def _check_num_frames(model: nn.Module, num_frames: int | None) -> int:
+    cfg = model.config
+    T = cfg.num_frames if num_frames is None else int(num_frames)
+    tt = cfg.tubelet[0]
+    if T <= 0 or T % tt or T > cfg.num_frames:
+        raise ValueError(
+            f"num_frames={T} is not valid for this model: a positive multiple of {tt} up to {cfg.num_frames}"
+        )
+    return T
+
+
+def export_onnx(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    precision: str = "fp32",
+    num_frames: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    checkpoint: dict[str, Any] | None = None,
+    external_data: bool | None = None,
+    progress: bool = True,
+) -> Manifest:
+    """Export ``model`` as encoder.onnx + decoder.onnx into ``out_dir`` and write manifest.json.
+
+    Args:
+        model: a D4RT (float32 weights). Exported on the "eager" attention path (explicit MatMul, Softmax,
+            MatMul); its own attention setting is restored afterwards.
+        precision: "fp32", or "fp16" (float16 weights and activations, LayerNorm statistics and softmax in float32;
+            see :mod:`d4rt.export.precision`).
+        num_frames: T of the exported clip (default: the config's num_frames); the graphs take exactly T frames.
+        opset: ONNX opset, at least 17.
+        checkpoint: what the weights came from, recorded in the manifest (path, sha256, ...).
+        external_data: store the weights in ``*.onnx.data`` beside each graph; default: when they exceed
+            ~1.8 GB (one protobuf holds at most 2 GB).
+    Returns:
+        the written Manifest.
+    """
+    import onnx
+    from tqdm import tqdm
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    T = _check_num_frames(model, num_frames)
+    cfg = model.config
+    S = cfg.image_size
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest unless this export completes
+
+    previous_attention = cfg.attention
+    graph_model = to_float16(model) if precision == "fp16" else model.eval().set_attention("eager")
+    try:
+        weight_bytes = sum(p.numel() * p.element_size() for p in graph_model.parameters())
+        use_external = weight_bytes > EXTERNAL_DATA_BYTES if external_data is None else bool(external_data)
+        video = torch.rand(1, T, 3, S, S)
+        aspect_ratio = torch.rand(1) + 0.5
+        n = 64
+        uv = torch.rand(1, n, 2)
+        t = torch.randint(0, T, (1, n, 3), dtype=torch.int32)
+        encoder, decoder = EncoderGraph(graph_model).eval(), DecoderGraph(graph_model).eval()
+        contract = graph_contract(cfg.to_dict(), T, precision)
+        # Example keys / values of the right shape and dtype: tracing needs no real ones (and running the encoder
+        # of a large model on the CPU would take minutes).
+        kv = contract["encoder"]["outputs"][0]
+        keys = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
+        values = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
+        N = torch.export.Dim(QUERY_DIM, min=1, max=MAX_QUERIES_TRACED)
+        steps = [
+            ("encoder", encoder, (video, aspect_ratio), ENCODER_INPUTS, ENCODER_OUTPUTS, None),
+            ("decoder", decoder, (video, keys, values, uv, t), DECODER_INPUTS, DECODER_OUTPUTS,
+             {"video": None, "keys": None, "values": None, "uv": {1: N}, "t": {1: N}}),
+        ]
+        graphs: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+            for graph, module, args, inputs, outputs, dynamic in tqdm(steps, desc="ONNX export", disable=not progress):
+                path = Path(tmp) / GRAPH_FILES[graph]
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")
+                    program = torch.onnx.export(
+                        module, args, dynamo=True, opset_version=opset, input_names=list(inputs),
+                        output_names=list(outputs), dynamic_shapes=dynamic, optimize=True, verbose=False,
+                    )
+                    program.save(str(path), external_data=use_external)
+                del program
+                onnx.checker.check_model(str(path), full_check=True)
+                proto = onnx.load(str(path), load_external_data=False)
+                found = {"inputs": onnx_tensor_specs(proto, "input"), "outputs": onnx_tensor_specs(proto, "output")}
+                del proto
+                for kind in ("inputs", "outputs"):
+                    if found[kind] != contract[graph][kind]:
+                        raise RuntimeError(
+                            f"the exported {graph} graph's {kind} {found[kind]} differ from the contract "
+                            f"{contract[graph][kind]}: an export bug, please report it"
+                        )
+                graphs[graph] = {"file": GRAPH_FILES[graph], "external_data": external_data_files(path)}
+                graphs[graph].update({k: [s.to_dict() for s in v] for k, v in found.items()})
+            # Move the finished files in; drop data files an earlier export left that this one does not use.
+            for graph, entry in graphs.items():
+                stale = out_dir / (GRAPH_FILES[graph] + ".data")
+                if stale.name not in entry["external_data"]:
+                    stale.unlink(missing_ok=True)
+                for name in [entry["file"], *entry["external_data"]]:
+                    os.replace(Path(tmp) / name, out_dir / name)
+    finally:
+        if precision == "fp32":
+            model.set_attention(previous_attention)
+
+    for graph, entry in graphs.items():
+        entry["sha256"] = sha256_file(out_dir / entry["file"])
+        entry["external_data"] = [{"file": f, "sha256": sha256_file(out_dir / f)} for f in entry["external_data"]]
+    manifest = Manifest(
+        config={**cfg.to_dict(), "attention": previous_attention},
+        num_frames=T,
+        image_size=S,
+        precision=precision,
+        opset=opset,
+        checkpoint=checkpoint or {},
+        graphs=graphs,
+    )
+    write_manifest(out_dir, manifest)
+    return manifest

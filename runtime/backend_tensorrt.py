@@ -1,0 +1,293 @@
+"""TensorRT backend: the two engines on one CUDA stream, through TensorRT's name-based tensor API.
+
+- A scene's video, keys and values live on the device from ``encode`` until the scene is dropped.
+- The query buffers (uv, t, six outputs) are allocated once, at the decoder profile's maximum N, and reused by
+  every batch; a batch sets its input shapes, the tensor addresses, and runs ``execute_async_v3``.
+- Optional CUDA graphs: one captured graph per (scene, batch size), each with its own execution context (a graph
+  fixes the shapes and addresses it was captured with). Worth it for small batches, where launch overhead counts.
+
+Written against the TensorRT 10 / 11 Python API and cuda-python's runtime bindings (docs.nvidia.com). It has not
+been run: the machines this project is built on have no TensorRT (see the README).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from d4rt.runtime.manifest import (
+    BUILD_HINT,
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    Manifest,
+    check_engine_compat,
+    check_engines_match_graphs,
+    check_files,
+    engine_files,
+)
+
+INSTALL_HINT = (
+    "install TensorRT and cuda-python (`pip install tensorrt cuda-python`, or `pip install d4rt[tensorrt]`; "
+    "NVIDIA's wheels need an NVIDIA GPU and driver), or use backend='onnxruntime'"
+)
+
+
+def import_tensorrt():
+    """``import tensorrt``, or an ImportError that says what to install."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise ImportError(f"TensorRT is not installed: {INSTALL_HINT}") from e
+    return tensorrt
+
+
+def import_cudart():
+    """cuda-python's CUDA runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart`` before cuda-python 12.6)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as e:
+            raise ImportError(f"cuda-python is not installed: {INSTALL_HINT}") from e
+    return cudart
+
+
+def cuda_call(cudart, result):
+    """cuda-python calls return (error, value...): raise on error, return the value(s)."""
+    err, *values = result
+    if int(err) != int(cudart.cudaError_t.cudaSuccess):
+        name = cudart.cudaGetErrorName(err)[1]
+        raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name} ({err})")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: str  # "9.0"
+
+
+def gpu_info(device: int = 0) -> GpuInfo:
+    """Name and compute capability of a CUDA device."""
+    cudart = import_cudart()
+    prop = cuda_call(cudart, cudart.cudaGetDeviceProperties(device))
+    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+    return GpuInfo(name=name.rstrip("\x00").strip(), compute_capability=f"{prop.major}.{prop.minor}")
+
+
+class DeviceBuffer:
+    """cudaMalloc'd memory, freed when the object is collected."""
+
+    def __init__(self, cudart, nbytes: int):
+        self.nbytes = int(nbytes)
+        self.ptr = int(cuda_call(cudart, cudart.cudaMalloc(max(self.nbytes, 1))))
+        self._finalizer = weakref.finalize(self, cudart.cudaFree, self.ptr)
+
+
+class PinnedArray:
+    """A numpy array in page-locked host memory (cudaMallocHost), so copies to and from the device are async."""
+
+    def __init__(self, cudart, shape: tuple[int, ...], dtype: np.dtype):
+        import ctypes
+
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        ptr = int(cuda_call(cudart, cudart.cudaMallocHost(max(count * dtype.itemsize, 1))))
+        raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(ptr)
+        self.array = np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        self.ptr = ptr
+        self._finalizer = weakref.finalize(self, cudart.cudaFreeHost, ptr)
+
+
+class TrtSceneState:
+    """A scene's device buffers: video (encoder and decoder input), keys and values (encoder output)."""
+
+    def __init__(self, buffers: dict[str, DeviceBuffer]):
+        self.buffers = buffers
+        self.token = object()  # identity for CUDA-graph caching
+
+
+class TensorRTBackend:
+    """encoder.engine / decoder.engine from ``d4rt build-engine``, checked against this machine first."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        manifest: Manifest,
+        cuda_graphs: bool = False,
+        device: int = 0,
+        verify_checksums: bool = True,
+    ):
+        import warnings
+
+        directory = Path(directory)
+        files = engine_files(manifest, directory)  # files first: a clear error even where TensorRT is missing
+        check_files(files, "TensorRT engine", BUILD_HINT, verify_checksums)
+        check_engines_match_graphs(manifest)
+        trt = import_tensorrt()
+        cudart = import_cudart()
+        self._trt, self._cudart = trt, cudart
+        cuda_call(cudart, cudart.cudaSetDevice(device))
+        gpu = gpu_info(device)
+        for message in check_engine_compat(manifest.engines, trt.__version__, gpu.name, gpu.compute_capability):
+            warnings.warn(message, stacklevel=3)
+        self.name = "tensorrt"
+        self.manifest = manifest
+        self.cuda_graphs = cuda_graphs
+
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        if manifest.engines.get("version_compatible"):
+            # Version-compatible plans embed the lean runtime (host code); allowed only for engines we built.
+            self._runtime.engine_host_code_allowed = True
+        self.encoder = self._deserialize(files[0][0])
+        self.decoder = self._deserialize(files[1][0])
+        self._check_io(self.encoder, "encoder", ENCODER_INPUTS, ENCODER_OUTPUTS)
+        self._check_io(self.decoder, "decoder", DECODER_INPUTS, DECODER_OUTPUTS)
+        self.encoder_context = self.encoder.create_execution_context()
+        self.decoder_context = self.decoder.create_execution_context()
+        self.stream = cuda_call(cudart, cudart.cudaStreamCreate())
+
+        # The decoder profile's N range: batches above max_queries are split by the runtime.
+        min_shape, _, max_shape = self.decoder.get_tensor_profile_shape("uv", 0)
+        self.min_queries, self.max_queries = int(min_shape[1]), int(max_shape[1])
+
+        # Query buffers, allocated once for the largest batch and reused.
+        self._host: dict[str, PinnedArray] = {}
+        self._device: dict[str, DeviceBuffer] = {}
+        for name in ("uv", "t", *DECODER_OUTPUTS):
+            shape = tuple(self.decoder.get_tensor_shape(name))
+            shape = tuple(self.max_queries if d < 0 else d for d in shape)
+            dtype = np.dtype(trt.nptype(self.decoder.get_tensor_dtype(name)))
+            self._host[name] = PinnedArray(cudart, shape, dtype)
+            self._device[name] = DeviceBuffer(cudart, self._host[name].array.nbytes)
+        self._graphs: dict[int, tuple[object, object, object]] = {}  # n -> (context, graph exec, scene token)
+
+    # ----- set-up helpers ----------------------------------------------------------------------------------------
+    def _deserialize(self, path: Path):
+        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise ValueError(
+                f"TensorRT could not deserialize {path} (built by another TensorRT version or for another GPU, or "
+                f"corrupt); {BUILD_HINT}"
+            )
+        return engine
+
+    def _check_io(self, engine, graph: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
+        trt = self._trt
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        found_in = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        found_out = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        if set(found_in) != set(inputs) or set(found_out) != set(outputs):
+            raise ValueError(
+                f"the {graph} engine has inputs {found_in} and outputs {found_out}, expected {inputs} and {outputs}; "
+                f"{BUILD_HINT}"
+            )
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind) -> None:
+        cuda_call(self._cudart, self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream))
+
+    def _synchronize(self) -> None:
+        cuda_call(self._cudart, self._cudart.cudaStreamSynchronize(self.stream))
+
+    # ----- the two steps ----------------------------------------------------------------------------------------
+    def encode(self, video: np.ndarray, aspect_ratio: np.ndarray) -> TrtSceneState:
+        trt, cudart, engine, context = self._trt, self._cudart, self.encoder, self.encoder_context
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        host = {"video": np.ascontiguousarray(video), "aspect_ratio": np.ascontiguousarray(aspect_ratio)}
+        buffers = {}
+        for name in (*ENCODER_INPUTS, *ENCODER_OUTPUTS):
+            shape = tuple(engine.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            buffers[name] = DeviceBuffer(cudart, int(np.prod(shape)) * dtype.itemsize)
+            context.set_tensor_address(name, buffers[name].ptr)
+        for name, array in host.items():
+            self._copy(buffers[name].ptr, array.ctypes.data, array.nbytes, h2d)
+        if not context.execute_async_v3(int(self.stream)):
+            raise RuntimeError("TensorRT failed to run the encoder engine (see the TensorRT log above)")
+        self._synchronize()  # the host arrays must outlive their copies
+        del buffers["aspect_ratio"]
+        return TrtSceneState(buffers)
+
+    def decode(self, state: TrtSceneState, uv: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        cudart = self._cudart
+        n = uv.shape[1]
+        if not self.min_queries <= n <= self.max_queries:
+            raise ValueError(
+                f"a batch of {n} queries is outside the engine profile [{self.min_queries}, {self.max_queries}]"
+            )
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name, array in (("uv", uv), ("t", t)):
+            staged = self._host[name].array[:, :n]
+            staged[...] = array
+            self._copy(self._device[name].ptr, self._host[name].ptr, staged.nbytes, h2d)
+
+        if self.cuda_graphs:
+            self._launch_graph(state, n)
+        else:
+            self._bind_decoder(self.decoder_context, state, n)
+            if not self.decoder_context.execute_async_v3(int(self.stream)):
+                raise RuntimeError("TensorRT failed to run the decoder engine (see the TensorRT log above)")
+
+        out = {}
+        for name in DECODER_OUTPUTS:
+            host = self._host[name].array[:, :n]
+            self._copy(self._host[name].ptr, self._device[name].ptr, host.nbytes, d2h)
+            out[name] = host
+        self._synchronize()
+        return {name: array.copy() for name, array in out.items()}
+
+    def _bind_decoder(self, context, state: TrtSceneState, n: int) -> None:
+        context.set_input_shape("uv", (1, n, 2))
+        context.set_input_shape("t", (1, n, 3))
+        for name in ("video", "keys", "values"):
+            context.set_tensor_address(name, state.buffers[name].ptr)
+        for name in ("uv", "t", *DECODER_OUTPUTS):
+            context.set_tensor_address(name, self._device[name].ptr)
+
+    def _launch_graph(self, state: TrtSceneState, n: int) -> None:
+        """Replay the CUDA graph for (scene, n), capturing it first when needed.
+
+        A graph fixes the input shapes and tensor addresses it was captured with, so each batch size has its own
+        execution context, and a graph is captured again when a new scene (new video / keys / values buffers) comes.
+        """
+        cudart = self._cudart
+        context, graph_exec, token = self._graphs.get(n, (None, None, None))
+        if context is None:
+            context = self.decoder.create_execution_context()
+        if graph_exec is None or token is not state.token:
+            if graph_exec is not None:
+                cuda_call(cudart, cudart.cudaGraphExecDestroy(graph_exec))
+            self._bind_decoder(context, state, n)
+            # One plain run first: it lets TensorRT do its shape-dependent set-up outside the capture.
+            if not context.execute_async_v3(int(self.stream)):
+                raise RuntimeError("TensorRT failed to run the decoder engine (see the TensorRT log above)")
+            self._synchronize()
+            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            cuda_call(cudart, cudart.cudaStreamBeginCapture(self.stream, mode))
+            context.execute_async_v3(int(self.stream))
+            graph = cuda_call(cudart, cudart.cudaStreamEndCapture(self.stream))
+            graph_exec = cuda_call(cudart, cudart.cudaGraphInstantiate(graph, 0))
+            cuda_call(cudart, cudart.cudaGraphDestroy(graph))
+            self._graphs[n] = (context, graph_exec, state.token)
+        cuda_call(cudart, cudart.cudaGraphLaunch(graph_exec, self.stream))
+
+    def keys_values(self, state: TrtSceneState) -> tuple[np.ndarray, np.ndarray]:
+        trt, d2h = self._trt, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        out = []
+        for name in ENCODER_OUTPUTS:
+            shape = tuple(self.encoder.get_tensor_shape(name))
+            host = np.empty(shape, np.dtype(trt.nptype(self.encoder.get_tensor_dtype(name))))
+            self._copy(host.ctypes.data, state.buffers[name].ptr, host.nbytes, d2h)
+            out.append(host)
+        self._synchronize()
+        return out[0], out[1]
+
+    def synchronize(self) -> None:
+        self._synchronize()

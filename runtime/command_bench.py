@@ -1,0 +1,145 @@
+"""``d4rt bench``: encode latency and query throughput of each backend beside eager PyTorch.
+
+    d4rt bench --engines engines/ --batch-sizes 1024,8192 --repeats 10 --json bench.json
+
+Each number is the median over ``--repeats`` timed runs after ``--warmup`` untimed ones. Encode is the backend's
+encoder call alone (the clip is resized beforehand); a query batch is ``rt.query`` end to end (host checks, the
+engine call, the copy back, the sigmoids). Random frames and queries: speed does not depend on the content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CANDIDATES = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engines", required=True, help="an engine directory (d4rt export / build-engine)")
+    p.add_argument("--backends", default="auto", help="comma list, e.g. onnxruntime-cpu,torch,torch-sdpa-bfloat16 "
+                   "(auto: every backend that loads here, and eager PyTorch)")
+    p.add_argument("--batch-sizes", default="1024,8192", help="query batch sizes to time")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--json", default=None, help="where to write the results (default: ENGINES/bench.json)")
+
+
+def _median_time(fn, repeats: int, warmup: int) -> float:
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        fn()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _load(directory: str, name: str, threads: int | None):
+    from d4rt.runtime import load
+
+    if name.startswith("torch"):
+        parts = name.split("-")  # torch[-attention[-dtype]]
+        attention = parts[1] if len(parts) > 1 else "eager"
+        dtype = parts[2] if len(parts) > 2 else "float32"
+        return load(directory, backend="torch", attention=attention, dtype=dtype)
+    return load(directory, backend=name, threads=threads)
+
+
+def bench_runtime(rt, batch_sizes: list[int], repeats: int, warmup: int) -> dict:
+    """Encode latency (ms) and query throughput (queries / s) of one runtime, medians."""
+    rng = np.random.default_rng()
+    T, S = rt.num_frames, rt.image_size
+    frames = rng.integers(0, 256, (T, S, S, 3), dtype=np.uint8)
+    scene = rt.encode(frames)
+    backend = rt.backend
+    sync = getattr(backend, "synchronize", lambda: None)
+    aspect = np.array([scene.aspect_ratio], np.float32)
+
+    def encode():
+        backend.encode(scene.video, aspect)
+        sync()
+
+    result = {"backend": rt.name, "encode_ms": 1e3 * _median_time(encode, repeats, warmup), "query": {}}
+    for B in batch_sizes:
+        uv = rng.random((B, 2), dtype=np.float32)
+        t = rng.integers(0, T, (3, B))
+        seconds = _median_time(lambda: rt.query(scene, uv, t[0], t[1], t[2], batch_size=B), repeats, warmup)
+        result["query"][str(B)] = {"ms": 1e3 * seconds, "queries_per_s": B / seconds}
+    return result
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for module in ("onnxruntime", "tensorrt", "torch"):
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "?")
+    return versions
+
+
+def run(args: argparse.Namespace) -> int:
+    from d4rt.runtime.files import write_text_atomic
+    from d4rt.runtime.manifest import read_manifest
+
+    manifest = read_manifest(args.engines)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"--batch-sizes must be positive integers, got {args.batch_sizes!r}")
+    names = CANDIDATES if args.backends == "auto" else tuple(n.strip() for n in args.backends.split(","))
+    rows, skipped = [], {}
+    for name in names:
+        try:
+            rt = _load(args.engines, name, args.threads)
+        except (ImportError, ValueError, FileNotFoundError, RuntimeError) as e:
+            skipped[name] = str(e).splitlines()[0]
+            if args.backends != "auto":
+                raise
+            continue
+        print(f"timing {rt.name} ...", flush=True)
+        rows.append(bench_runtime(rt, batch_sizes, args.repeats, args.warmup))
+        del rt
+
+    header = f"{'backend':24s} {'encode ms':>10s}" + "".join(f" {f'q/s @ {b}':>14s}" for b in batch_sizes)
+    print(f"\n{manifest.config['name']} ({manifest.precision}), T={manifest.num_frames}, S={manifest.image_size}; "
+          f"median of {args.repeats} after {args.warmup} warm-up")
+    print(header)
+    for r in rows:
+        print(f"{r['backend']:24s} {r['encode_ms']:10.2f}"
+              + "".join(f" {r['query'][str(b)]['queries_per_s']:14,.0f}" for b in batch_sizes))
+    for name, why in skipped.items():
+        print(f"(skipped {name}: {why})")
+
+    import json
+
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["d4rt", *sys.argv[1:]]),
+        "commit": _commit(),
+        "host": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "versions": _versions(),
+        "model": {"name": manifest.config["name"], "precision": manifest.precision, "frames": manifest.num_frames,
+                  "image_size": manifest.image_size},
+        "repeats": args.repeats, "warmup": args.warmup, "results": rows, "skipped": skipped,
+    }
+    path = Path(args.json) if args.json else Path(args.engines) / "bench.json"
+    write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,293 @@
+"""``manifest.json``: what an engine directory holds, what it was made from and for which machine.
+
+The runtime's lowest layer: ``d4rt export`` and ``d4rt build-engine`` write the manifest through this module and
+the runtime reads and checks it here, so the runtime never reaches up into ``d4rt.export``. No torch.
+
+An engine directory::
+
+    manifest.json      this file
+    encoder.onnx       video [1, T, 3, S, S] float32, aspect_ratio [1] float32 -> keys, values [L, 1, H, M, Dh]
+    decoder.onnx       video, keys, values, uv [1, N, 2] float32, t [1, N, 3] int32 -> the six outputs, N dynamic
+    *.onnx.data        the weights, beside the graph, when a graph is too big for one protobuf (> 2 GB)
+    encoder.engine     TensorRT engines, when ``d4rt build-engine`` has run on this machine
+    decoder.engine
+
+Paths inside the manifest are relative to the manifest's directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d4rt.runtime.files import write_text_atomic
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+GRAPH_FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+ENGINE_FILES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}
+PRECISIONS = ("fp32", "fp16")
+
+# The two graphs' tensor names (design.md). The decoder's "uv_tgt" is the model's output "uv" (an ONNX graph
+# cannot have an input and an output of the same name).
+ENCODER_INPUTS = ("video", "aspect_ratio")
+ENCODER_OUTPUTS = ("keys", "values")
+DECODER_INPUTS = ("video", "keys", "values", "uv", "t")
+DECODER_OUTPUTS = ("xyz", "uv_tgt", "visibility", "displacement", "normal", "confidence")
+MODEL_OUTPUT_NAMES = dict(zip(DECODER_OUTPUTS, ("xyz", "uv", "visibility", "displacement", "normal", "confidence")))
+QUERY_DIM = "N"  # the name of the dynamic query dimension
+
+EXPORT_HINT = "re-export with `d4rt export CKPT_DIR --out DIR`"
+BUILD_HINT = "rebuild the engines on this machine with `d4rt build-engine ONNX_DIR --out DIR`"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, shape (ints, or "N" for the dynamic query count) and numpy dtype name."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        return cls(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+def graph_contract(config: dict[str, Any], num_frames: int, precision: str) -> dict[str, dict[str, list[TensorSpec]]]:
+    """The tensors each graph must have (design.md), from the model config and the exported clip length.
+
+    keys / values are float16 in the float16 export, float32 otherwise; every other tensor keeps its dtype.
+    Returns {"encoder": {"inputs": [...], "outputs": [...]}, "decoder": {...}}.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    S, T = int(config["image_size"]), int(num_frames)
+    tt, th, tw = (int(x) for x in config["tubelet"])
+    L, H = int(config["dec_depth"]), int(config["dec_heads"])
+    Dh = int(config["dec_dim"]) // H
+    M = T // tt * (S // th) * (S // tw) + 1
+    kv_dtype = "float16" if precision == "fp16" else "float32"
+    video = TensorSpec("video", (1, T, 3, S, S), "float32")
+    keys = TensorSpec("keys", (L, 1, H, M, Dh), kv_dtype)
+    values = TensorSpec("values", (L, 1, H, M, Dh), kv_dtype)
+    N = QUERY_DIM
+    outputs = [
+        TensorSpec("xyz", (1, N, 3), "float32"),
+        TensorSpec("uv_tgt", (1, N, 2), "float32"),
+        TensorSpec("visibility", (1, N), "float32"),
+        TensorSpec("displacement", (1, N, 3), "float32"),
+        TensorSpec("normal", (1, N, 3), "float32"),
+        TensorSpec("confidence", (1, N), "float32"),
+    ]
+    return {
+        "encoder": {"inputs": [video, TensorSpec("aspect_ratio", (1,), "float32")], "outputs": [keys, values]},
+        "decoder": {
+            "inputs": [
+                video, keys, values, TensorSpec("uv", (1, N, 2), "float32"), TensorSpec("t", (1, N, 3), "int32"),
+            ],
+            "outputs": outputs,
+        },
+    }
+
+
+@dataclass
+class Manifest:
+    """The content of ``manifest.json``. ``graphs`` / ``engines`` map "encoder" / "decoder" to their files."""
+
+    config: dict[str, Any]
+    num_frames: int
+    image_size: int
+    precision: str
+    opset: int
+    checkpoint: dict[str, Any]
+    graphs: dict[str, dict[str, Any]]
+    engines: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    d4rt_version: str = ""
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = SCHEMA_VERSION
+
+    # ----- tensors ---------------------------------------------------------------------------------------------
+    def tensors(self, graph: str, kind: str) -> list[TensorSpec]:
+        """The recorded inputs or outputs ("inputs" | "outputs") of "encoder" or "decoder"."""
+        return [TensorSpec.from_dict(d) for d in self.graphs[graph][kind]]
+
+    @property
+    def memory_tokens(self) -> int:
+        return int(self.tensors("encoder", "outputs")[0].shape[3])
+
+    @property
+    def kv_dtype(self) -> str:
+        return self.tensors("encoder", "outputs")[0].dtype
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+REQUIRED_FIELDS = ("config", "num_frames", "image_size", "precision", "opset", "checkpoint", "graphs")
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 16 * 1024 * 1024) -> str:
+    """Hex sha256 of a file, streamed (graphs and engines can be several GB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    """Write ``directory/manifest.json`` atomically."""
+    if not manifest.d4rt_version:
+        from d4rt import __version__
+
+        manifest.d4rt_version = __version__
+    return write_text_atomic(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2) + "\n")
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    """Read and validate ``directory/manifest.json``; FileNotFoundError / ValueError say what is wrong and what
+    to do."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise FileNotFoundError(f"engine directory {directory} does not exist; {EXPORT_HINT}")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {MANIFEST_NAME} in {directory}: not an exported engine directory (or an export that did not "
+            f"finish); {EXPORT_HINT}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the file is corrupt: {EXPORT_HINT}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}; {EXPORT_HINT}")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has schema_version {version!r}; this d4rt reads version {SCHEMA_VERSION}: {EXPORT_HINT} "
+            f"with this d4rt version"
+        )
+    missing = [k for k in REQUIRED_FIELDS if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks the fields {missing}; the file is incomplete: {EXPORT_HINT}")
+    known = set(Manifest.__dataclass_fields__)
+    manifest = Manifest(**{k: v for k, v in data.items() if k in known})
+    if manifest.precision not in PRECISIONS:
+        raise ValueError(f"{path}: precision {manifest.precision!r} is not one of {PRECISIONS}; {EXPORT_HINT}")
+    for graph in GRAPH_FILES:
+        entry = manifest.graphs.get(graph)
+        if not isinstance(entry, dict) or not {"file", "sha256", "inputs", "outputs"} <= set(entry):
+            raise ValueError(f"{path}: the {graph} graph entry is missing or incomplete; {EXPORT_HINT}")
+    expected = graph_contract(manifest.config, manifest.num_frames, manifest.precision)
+    for graph, kinds in expected.items():
+        for kind, specs in kinds.items():
+            found = manifest.tensors(graph, kind)
+            if found != specs:
+                raise ValueError(
+                    f"{path}: the {graph} {kind} {[s.to_dict() for s in found]} do not match the config's "
+                    f"contract {[s.to_dict() for s in specs]}; {EXPORT_HINT}"
+                )
+    return manifest
+
+
+def graph_files(manifest: Manifest, directory: str | Path, graph: str) -> list[tuple[Path, str]]:
+    """[(path, sha256)] of a graph's ONNX file and its external-data files."""
+    directory = Path(directory)
+    entry = manifest.graphs[graph]
+    files = [(directory / entry["file"], entry["sha256"])]
+    files += [(directory / d["file"], d["sha256"]) for d in entry.get("external_data", [])]
+    return files
+
+
+def check_files(files: list[tuple[Path, str]], what: str, hint: str, verify_sha256: bool = True) -> None:
+    """Every file exists and (optionally) has its recorded sha256; else FileNotFoundError / ValueError with ``hint``."""
+    for path, digest in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file {path} is missing; {hint}")
+        if verify_sha256 and sha256_file(path) != digest:
+            raise ValueError(
+                f"{what} file {path} does not match the sha256 in {MANIFEST_NAME} (corrupt, truncated or replaced); "
+                f"{hint}"
+            )
+
+
+def check_graph_files(manifest: Manifest, directory: str | Path, verify_sha256: bool = True) -> None:
+    for graph in GRAPH_FILES:
+        check_files(graph_files(manifest, directory, graph), f"{graph} ONNX", EXPORT_HINT, verify_sha256)
+
+
+# ----- engines ---------------------------------------------------------------------------------------------------
+HARDWARE_COMPAT = ("none", "ampere+", "same-compute-capability")
+
+
+def engine_files(manifest: Manifest, directory: str | Path) -> list[tuple[Path, str]]:
+    if not manifest.engines:
+        raise FileNotFoundError(f"{Path(directory) / MANIFEST_NAME} lists no TensorRT engines; {BUILD_HINT}")
+    return [(Path(directory) / manifest.engines[g]["file"], manifest.engines[g]["sha256"]) for g in ENGINE_FILES]
+
+
+def check_engine_compat(
+    engines: dict[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str
+) -> list[str]:
+    """Refuse engines built for another TensorRT version or GPU (ValueError saying how to rebuild).
+
+    Args:
+        engines: the manifest's ``engines`` section; the other arguments describe this machine.
+    Returns:
+        warnings that do not stop the run (another GPU model of the same compute capability).
+    """
+    built_trt, built_cc = str(engines["tensorrt_version"]), str(engines["compute_capability"])
+    problems, warnings = [], []
+    if engines.get("version_compatible"):
+        if _major_minor(tensorrt_version) < _major_minor(built_trt):
+            problems.append(
+                f"the engines were built with TensorRT {built_trt} (version-compatible), which runs on that version "
+                f"or newer, but this machine has TensorRT {tensorrt_version}"
+            )
+    elif tensorrt_version != built_trt:
+        problems.append(
+            f"the engines were built with TensorRT {built_trt}, this machine has TensorRT {tensorrt_version}"
+        )
+    level = engines.get("hardware_compatibility", "none")
+    if level == "ampere+":
+        if _major_minor(compute_capability) < (8, 0):
+            problems.append(f"ampere+ engines need compute capability >= 8.0, this GPU has {compute_capability}")
+    elif built_cc != str(compute_capability):
+        problems.append(
+            f"the engines were built for compute capability {built_cc} ({engines.get('gpu_name')}), this GPU "
+            f"({gpu_name}) has {compute_capability}"
+        )
+    if not problems and level == "none" and engines.get("gpu_name") and engines["gpu_name"] != gpu_name:
+        warnings.append(
+            f"the engines were built on a {engines['gpu_name']} and run on a {gpu_name} of the same compute "
+            f"capability: they work, but their tactics were timed on the other GPU; {BUILD_HINT} for best speed"
+        )
+    if problems:
+        raise ValueError("TensorRT engines do not match this machine: " + "; ".join(problems) + f". {BUILD_HINT}")
+    return warnings
+
+
+def check_engines_match_graphs(manifest: Manifest) -> None:
+    """The engines must have been built from the graphs this manifest describes (not from an older export)."""
+    for graph in ENGINE_FILES:
+        built_from = manifest.engines[graph].get("onnx_sha256")
+        if built_from != manifest.graphs[graph]["sha256"]:
+            raise ValueError(
+                f"the {graph} engine was built from another {GRAPH_FILES[graph]} (sha256 {built_from}) than the one "
+                f"in the manifest ({manifest.graphs[graph]['sha256']}); {BUILD_HINT}"
+            )
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    parts = [int(p) for p in str(version).split(".")[:2] if p.isdigit()]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]

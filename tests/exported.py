@@ -1,0 +1,55 @@
+"""Exports shared by the export / runtime tests: each made once per test session (they take seconds).
+
+Weights are random (drawn from the test's fresh seed) with random LayerNorm weights and biases, so a graph that
+mixed up two norms or dropped an affine term could not pass. Tests that damage files copy the directory first.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+_ROOT = Path(tempfile.mkdtemp(prefix="d4rt-test-exports-"))
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+
+
+def randomize_norms(model) -> None:
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+
+
+def random_model(preset: str):
+    from d4rt import D4RT, D4RTConfig
+
+    model = D4RT(D4RTConfig.preset(preset)).eval()
+    randomize_norms(model)
+    return model
+
+
+@functools.cache
+def exported(preset: str = "tiny", frames: int = 4, precision: str = "fp32", external_data: bool = False):
+    """(model, directory): ``model`` exported for ``frames`` frames, its checkpoint saved in directory/checkpoint."""
+    from d4rt.export import export_onnx
+    from d4rt.runtime.manifest import sha256_file
+
+    model = random_model(preset)
+    out = _ROOT / f"{preset}-T{frames}-{precision}{'-ext' if external_data else ''}"
+    model.save_pretrained(out / "checkpoint")
+    weights = out / "checkpoint" / "model.safetensors"
+    checkpoint = {"path": "checkpoint", "sha256": {weights.name: sha256_file(weights)}}
+    export_onnx(model, out, precision=precision, num_frames=frames, checkpoint=checkpoint,
+                external_data=external_data, progress=False)
+    return model, out
+
+
+def copy_export(directory: Path, destination: Path) -> Path:
+    """A private copy of an export directory (for tests that damage files)."""
+    return Path(shutil.copytree(directory, destination / directory.name))

@@ -1,0 +1,158 @@
+"""The commands end to end on a tiny clip (d4rt export / infer / bench), and the runtime with torch blocked."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+from d4rt.cli import main
+from d4rt.runtime import load
+from d4rt.runtime.outputs import read_ply
+from tests.exported import exported
+
+
+@pytest.fixture(scope="module")
+def cli_export(tmp_path_factory):
+    """`d4rt export --preset tiny --random-init --frames 2 --verify` through the command line entry point."""
+    out = tmp_path_factory.mktemp("cli") / "engines"
+    code = main(["export", "--preset", "tiny", "--random-init", "--seed", "7", "--frames", "2", "--out", str(out),
+                 "--verify", "--queries", "256"])
+    assert code == 0
+    return out
+
+
+def write_video(path, frames):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (frames.shape[2], frames.shape[1]))
+    assert writer.isOpened(), "OpenCV cannot write mp4 here"
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_export_command(cli_export):
+    manifest = json.loads((cli_export / "manifest.json").read_text())
+    assert manifest["num_frames"] == 2 and manifest["precision"] == "fp32"
+    assert manifest["checkpoint"]["random_init"] == {"preset": "tiny", "seed": 7}
+    assert (cli_export / "checkpoint" / "model.safetensors").is_file()
+    assert manifest["parity"]["passed"] and manifest["parity"]["worst"] < 1e-4
+    with pytest.raises(ValueError, match="either a checkpoint directory or --random-init"):
+        main(["export", "--out", str(cli_export.parent / "x")])
+
+
+def test_infer_command(cli_export, tmp_path, capsys):
+    y, x = np.mgrid[0:50, 0:80]
+    frames = np.stack([(127 + 100 * np.sin(x[..., None] / (5 + k) + y[..., None] / 9 + np.arange(3))).astype(np.uint8)
+                       for k in range(2)])
+    video = write_video(tmp_path / "clip.mp4", frames)
+    out = tmp_path / "result"
+    args = ["infer", str(video), "--engines", str(cli_export), "--out", str(out), "--depth-size", "32",
+            "--cloud-size", "16", "--track-grid", "4", "--pose-grid", "8", "--batch-size", "300"]
+    assert main(args) == 0
+    assert "2 frames on onnxruntime-cpu" in capsys.readouterr().out
+
+    rt = load(cli_export)
+    scene = rt.encode(video)
+    depth = np.load(out / "depth.npz")
+    np.testing.assert_allclose(depth["depth"], rt.depth(scene, None, 32), rtol=1e-5, atol=1e-6)
+    depth_max = float(depth["depth_max"])
+    for t in range(2):  # the 16-bit PNG is the depth quantised to depth_max / 65535
+        png = cv2.imread(str(out / "depth" / f"{t:04d}.png"), cv2.IMREAD_UNCHANGED)
+        assert png.dtype == np.uint16 and png.shape == (32, 32)
+        positive = depth["depth"][t] > 0
+        assert np.abs(png[positive] * depth_max / 65535 - depth["depth"][t][positive]).max() <= depth_max / 65535
+        assert (png[~positive] == 0).all()
+    xyz, rgb = read_ply(out / "points.ply")
+    cloud = rt.point_cloud(scene, 0, 16)
+    np.testing.assert_allclose(xyz, cloud["xyz"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(rgb, cloud["rgb"])
+    trajectory = json.loads((out / "trajectory.json").read_text())
+    assert np.array_equal(trajectory["T_wc"][0], np.eye(4).tolist()) and np.array(trajectory["K"]).shape == (2, 3, 3)
+    np.testing.assert_allclose(trajectory["T_wc"][1], rt.camera_poses(scene, 8)[1], atol=1e-6)
+    tracks = np.load(out / "tracks.npz")
+    assert tracks["xyz"].shape == (16, 2, 3) and tracks["uv"].shape == (16, 2)
+    assert cv2.imread(str(out / "preview.png")) is not None
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "onnxruntime-cpu" and summary["original_size"] == [50, 80]
+    assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_bench_command(cli_export, tmp_path):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--engines", str(cli_export), "--backends", "onnxruntime-cpu,torch", "--repeats", "2",
+                 "--warmup", "1", "--batch-sizes", "16,64", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert [r["backend"] for r in report["results"]] == ["onnxruntime-cpu", "torch"]
+    for r in report["results"]:
+        assert r["encode_ms"] > 0 and set(r["query"]) == {"16", "64"}
+        assert all(q["queries_per_s"] > 0 for q in r["query"].values())
+    assert report["model"] == {"name": "tiny", "precision": "fp32", "frames": 2, "image_size": 128}
+
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+
+class BlockTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"torch is blocked in this test ({name})")
+        return None
+
+sys.meta_path.insert(0, BlockTorch())
+"""
+
+
+def test_runtime_runs_with_torch_blocked(tmp_path):
+    _, directory = exported("tiny", 4, "fp32")
+    frames = np.random.randint(0, 256, (4, 60, 90, 3), dtype=np.uint8)
+    uv = np.random.rand(100, 2).astype(np.float32)
+    np.save(tmp_path / "frames.npy", frames)
+    np.save(tmp_path / "uv.npy", uv)
+    code = BLOCK_TORCH + textwrap.dedent(f"""
+        import numpy as np
+        from d4rt.runtime import load
+        from d4rt.cli import main
+
+        directory, tmp = {str(directory)!r}, {str(tmp_path)!r}
+        rt = load(directory)
+        scene = rt.encode(np.load(tmp + "/frames.npy"))
+        res = rt.query(scene, np.load(tmp + "/uv.npy"), 0, 1, 2)
+        poses, K = rt.camera_poses(scene, grid=6), rt.intrinsics(scene, grid=6)
+        np.save(tmp + "/xyz.npy", res["xyz"])
+        assert main(["infer", tmp + "/frames.npy", "--engines", directory, "--out", tmp + "/out", "--depth-size", "16",
+                     "--cloud-size", "8", "--track-grid", "2", "--pose-grid", "6"]) == 0
+        try:
+            load(directory, backend="torch")
+        except ImportError as e:
+            print("torch backend refused:", e)
+        assert "torch" not in sys.modules, "torch was imported"
+        print("ran without torch on", rt.name)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ran without torch on onnxruntime-cpu" in out.stdout and "torch backend refused" in out.stdout
+    rt = load(directory)  # the same numbers as here, with torch importable
+    expected = rt.query(rt.encode(frames), uv, 0, 1, 2)["xyz"]
+    np.testing.assert_array_equal(np.load(tmp_path / "xyz.npy"), expected)
+    assert (tmp_path / "out" / "points.ply").is_file()
+
+
+def test_export_command_reads_a_checkpoint(tmp_path):
+    """`d4rt export CKPT_DIR` loads the save_pretrained weights as they are and records their sha256."""
+    import torch
+
+    from d4rt.export.command_export import load_or_init
+    from d4rt.runtime.manifest import sha256_file
+
+    model, directory = exported("tiny", 4, "fp32")
+    loaded, info = load_or_init(directory / "checkpoint", tmp_path)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert info["path"] == str((directory / "checkpoint").resolve())
+    assert info["sha256"] == {"model.safetensors": sha256_file(directory / "checkpoint" / "model.safetensors")}
+    with pytest.raises(ValueError, match="needs --preset"):
+        load_or_init(None, tmp_path, random_init=True)
