@@ -3,7 +3,8 @@
 Triton ships ptxas, so a kernel can be compiled to a cubin for, say, sm_90 (H100 / H200) on any machine. This script
 records the exact launches ``local_attention`` / ``cross_attention`` and their backward would make for the D4RT
 preset shapes (on meta tensors: nothing runs), compiles each kernel with each of its autotune configs, and prints
-registers and local memory (spills) per thread and shared memory per program. It fails (exit 1) if a kernel does not
+registers and stack / local memory (spills) per thread and shared memory per program, for every config the autotuner
+would try (after its pruning). It fails (exit 1) if a kernel does not
 compile or a config needs more shared memory than the architecture has; the autotuner would skip such a config,
 but a config that can never run should not be in the list.
 
@@ -108,7 +109,7 @@ def _compile(jit_fn, args, kwargs, config_kwargs, num_warps, num_stages, arch):
 
 
 def _resource_usage(cubin: bytes) -> tuple[int, int]:
-    """(registers per thread, local-memory bytes per thread: spills) of a cubin, from the bundled cuobjdump."""
+    """(registers per thread, stack + local bytes per thread: spills) of a cubin, from the bundled cuobjdump."""
     import re
     import subprocess
     import tempfile
@@ -121,8 +122,8 @@ def _resource_usage(cubin: bytes) -> tuple[int, int]:
         f.flush()
         text = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
     regs = re.search(r"REG:(\d+)", text)
-    local = re.search(r"LOCAL:(\d+)", text)
-    return int(regs.group(1)) if regs else -1, int(local.group(1)) if local else -1
+    spilled = sum(int(m) for m in re.findall(r"(?:STACK|LOCAL):(\d+)", text))
+    return int(regs.group(1)) if regs else -1, spilled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     limit = SHARED_MEMORY.get(args.arch)
     failures = 0
-    print(f"{'kernel':<28} {'D':>4} {'config':<26} {'regs':>5} {'local':>6} {'smem':>7} {'s':>5}")
+    print(f"{'kernel':<28} {'D':>4} {'config':<26} {'regs':>5} {'spill':>6} {'smem':>7} {'s':>5}")
     for head_dim in args.head_dims:
         seen = set()
         for kernel, call_args, call_kwargs in _record_launches(dtype, head_dim, 256, 2 * 256, 4096, 6145):
-            configs = kernel.configs if isinstance(kernel, Autotuner) else [None]
             jit_fn = kernel.fn if isinstance(kernel, Autotuner) else kernel
+            configs = [None]
+            if isinstance(kernel, Autotuner):  # the configs the autotuner would try for this launch
+                configs = kernel.configs
+                if kernel.early_config_prune:
+                    configs = kernel.early_config_prune(configs, dict(zip(jit_fn.arg_names, call_args)), **call_kwargs)
             for config in configs:
                 extra = dict(config.kwargs) if config else {}
                 warps, stages = (config.num_warps, config.num_stages) if config else (4, 3)

@@ -32,7 +32,7 @@ from d4rt.kernels.tiling import (
     backward_q_configs,
     bucket,
     head_dim_chunks,
-    prune_by_query_rows,
+    prune_configs,
     stride_alignment,
 )
 
@@ -102,7 +102,11 @@ def _dkdv_query_range(
     return dk0, dk1, dv0, dv1
 
 
-@triton.autotune(configs=backward_kv_configs(), key=["HEAD_DIM", "Q_BUCKET", "K_BUCKET"])
+@triton.autotune(
+    configs=backward_kv_configs(),
+    key=["HEAD_DIM", "Q_BUCKET", "K_BUCKET"],
+    prune_configs_by={"early_config_prune": prune_configs},
+)
 @triton.jit
 def _dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV,
@@ -212,7 +216,7 @@ def _dq_key_range(
 @triton.autotune(
     configs=backward_q_configs(),
     key=["HEAD_DIM", "Q_BUCKET", "K_BUCKET"],
-    prune_configs_by={"early_config_prune": prune_by_query_rows},
+    prune_configs_by={"early_config_prune": prune_configs},
 )
 @triton.jit
 def _dq_kernel(

@@ -83,12 +83,27 @@ def smallest_query_block() -> int:
     return min(c.kwargs["BLOCK_M"] for c in forward_configs())
 
 
-def prune_by_query_rows(configs: list[triton.Config], named_args: dict, **_) -> list[triton.Config]:
-    """Drop configs whose query block is far larger than a group's queries (e.g. 128 rows for Nq = 1)."""
-    rows = {**named_args, **_}["Q_GROUP"]
-    smallest = min(c.kwargs["BLOCK_M"] for c in configs)
-    fitting = [c for c in configs if c.kwargs["BLOCK_M"] <= max(smallest, triton.next_power_of_2(rows))]
-    return fitting or configs
+def prune_configs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The autotuner's early pruning (``BLOCK_M`` = query rows, ``BLOCK_N`` = key rows in every kernel):
+    - blocks far larger than a group (128 query rows for Nq = 1, 128 key rows for a 33-key memory) only waste work;
+    - float32 multiplies on CUDA cores ("ieee" dots, see ``forward.dot_precision``): on sm_90 a 64 x 64 tile spills
+      7 kB of stack per thread and needs 140 kB of shared memory (``benchmarks/compile_check.py --dtype float32``),
+      so float32 keeps tiles of at most 64 x 32.
+    Keeps at least the smallest config.
+    """
+    args = {**named_args, **kwargs}
+    rows, keys = triton.next_power_of_2(args["Q_GROUP"]), triton.next_power_of_2(args["K_GROUP"])
+    smallest_m = min(c.kwargs["BLOCK_M"] for c in configs)
+    smallest_n = min(c.kwargs["BLOCK_N"] for c in configs)
+    fp32 = args["Q"].dtype == torch.float32
+    kept = [
+        c
+        for c in configs
+        if c.kwargs["BLOCK_M"] <= max(smallest_m, rows)
+        and c.kwargs["BLOCK_N"] <= max(smallest_n, keys)
+        and (not fp32 or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 32)
+    ]
+    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
 
 
 def stride_alignment(*tensors: torch.Tensor) -> int:
