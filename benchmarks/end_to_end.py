@@ -17,7 +17,6 @@ Writes benchmarks/results/<date>-<gpu>-end-to-end.{json,md} (--out to change the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -98,25 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny preset, 2 frames, 16 queries, float32, on the "
                         "CPU in Triton's interpreter: checks the code path, the times mean nothing")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.cpu_smoke:
-        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+
+    from report import choose_device, environment, fmt, markdown_table, write_results
+
+    chosen = choose_device("benchmarks/end_to_end.py", args.cpu_smoke, args.out)
+    if chosen is None:
+        return 2
+    device, out_dir = chosen
     import torch
 
-    from report import environment, fmt, markdown_table, write_results
-
     if args.cpu_smoke:
-        device, dtype, presets, frames, queries = "cpu", torch.float32, ["tiny"], 2, [16]
-        out_dir = args.out or Path(__import__("tempfile").mkdtemp(prefix="d4rt-bench-smoke-"))
+        dtype, presets, frames, queries = torch.float32, ["tiny"], 2, [16]
     else:
-        if not torch.cuda.is_available():
-            print("benchmarks/end_to_end.py needs a CUDA GPU and none was found. "
-                  "Run it with --cpu-smoke to check the code path on a CPU.")  # fmt: skip
-            return 2
-        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-            print("TRITON_INTERPRET is set: the kernels would run in the interpreter. Unset it to benchmark.")
-            return 2
-        device, dtype, presets, frames, queries = "cuda", torch.bfloat16, args.presets, None, args.queries
-        out_dir = args.out
+        dtype, presets, frames, queries = torch.bfloat16, args.presets, None, args.queries
 
     env = environment(device)
     rows = []

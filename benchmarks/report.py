@@ -18,6 +18,28 @@ from typing import Callable
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def choose_device(script: str, cpu_smoke: bool, out_dir: Path | None) -> tuple[str, Path | None] | None:
+    """("cpu", a temporary results folder unless given) for a smoke run, ("cuda", out_dir) when a GPU can be
+    benchmarked, or None after saying why not. Call it before anything imports triton: a smoke run sets
+    TRITON_INTERPRET=1."""
+    import os
+
+    if cpu_smoke:
+        os.environ["TRITON_INTERPRET"] = "1"
+        import tempfile
+
+        return "cpu", out_dir or Path(tempfile.mkdtemp(prefix="d4rt-bench-smoke-"))
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"{script} needs a CUDA GPU and none was found. Run it with --cpu-smoke to check the code path on a CPU.")
+        return None
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("TRITON_INTERPRET is set: the kernels would run in the interpreter. Unset it to benchmark.")
+        return None
+    return "cuda", out_dir
+
+
 def median_ms(fn: Callable[[], object], device: str, warmup: int = 25, rep: int = 100) -> float:
     """Median time of ``fn()`` in milliseconds: ``triton.testing.do_bench`` on a GPU (CUDA events, L2 flushed
     between runs, warm-up runs excluded), a perf_counter loop on the CPU (smoke runs)."""

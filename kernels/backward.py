@@ -23,7 +23,7 @@ from d4rt.kernels.forward import (
     _drop_overlap,
     _last_columns,
     _load_rows,
-    _multiple3,
+    _seek,
     _store_rows,
     dot_precision,
 )
@@ -51,12 +51,10 @@ def _delta_kernel(
     b = tl.program_id(1) // heads
     h = tl.program_id(1) % heads
     cols, col_ok = _columns(0, D_POW2, HEAD_DIM)
-    stride_ob, stride_oh, stride_on = _multiple3(stride_ob, stride_oh, stride_on, ALIGN)
-    stride_dob, stride_doh, stride_don = _multiple3(stride_dob, stride_doh, stride_don, ALIGN)
-    o = _load_rows(O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh, rows, row_ok, stride_on, cols, col_ok,
-                   stride_od)  # fmt: skip
-    do = _load_rows(DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh, rows, row_ok, stride_don, cols,
-                    col_ok, stride_dod)  # fmt: skip
+    O, stride_on = _seek(O, b, h, 0, stride_ob, stride_oh, stride_on, ALIGN)
+    DO, stride_don = _seek(DO, b, h, 0, stride_dob, stride_doh, stride_don, ALIGN)
+    o = _load_rows(O, rows, row_ok, stride_on, cols, col_ok, stride_od)
+    do = _load_rows(DO, rows, row_ok, stride_don, cols, col_ok, stride_dod)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + tl.program_id(1).to(tl.int64) * n_queries + rows, delta, mask=row_ok)
 
@@ -127,20 +125,14 @@ def _dkdv_kernel(
     k_start = (tl.program_id(0) % k_blocks) * BLOCK_N
     b = tl.program_id(1) // heads
     h = tl.program_id(1) % heads
-    stride_qb, stride_qh, stride_qn = _multiple3(stride_qb, stride_qh, stride_qn, ALIGN)
-    stride_kb, stride_kh, stride_kn = _multiple3(stride_kb, stride_kh, stride_kn, ALIGN)
-    stride_vb, stride_vh, stride_vn = _multiple3(stride_vb, stride_vh, stride_vn, ALIGN)
-    stride_dob, stride_doh, stride_don = _multiple3(stride_dob, stride_doh, stride_don, ALIGN)
-    stride_dkb, stride_dkh, stride_dkn = _multiple3(stride_dkb, stride_dkh, stride_dkn, ALIGN)
-    stride_dvb, stride_dvh, stride_dvn = _multiple3(stride_dvb, stride_dvh, stride_dvn, ALIGN)
     k_row0 = group.to(tl.int64) * K_GROUP + k_start
     q_row0 = group.to(tl.int64) * Q_GROUP
-    K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh + k_row0 * stride_kn
-    V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh + k_row0 * stride_vn
-    DK += b.to(tl.int64) * stride_dkb + h.to(tl.int64) * stride_dkh + k_row0 * stride_dkn
-    DV += b.to(tl.int64) * stride_dvb + h.to(tl.int64) * stride_dvh + k_row0 * stride_dvn
-    Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_row0 * stride_qn
-    DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh + q_row0 * stride_don
+    K, stride_kn = _seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
+    V, stride_vn = _seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
+    DK, stride_dkn = _seek(DK, b, h, k_row0, stride_dkb, stride_dkh, stride_dkn, ALIGN)
+    DV, stride_dvn = _seek(DV, b, h, k_row0, stride_dvb, stride_dvh, stride_dvn, ALIGN)
+    Q, stride_qn = _seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
+    DO, stride_don = _seek(DO, b, h, q_row0, stride_dob, stride_doh, stride_don, ALIGN)
     LSE += tl.program_id(1).to(tl.int64) * n_queries + q_row0
     DELTA += tl.program_id(1).to(tl.int64) * n_queries + q_row0
 
@@ -237,18 +229,13 @@ def _dq_kernel(
     q_start = (tl.program_id(0) % q_blocks) * BLOCK_M
     b = tl.program_id(1) // heads
     h = tl.program_id(1) % heads
-    stride_qb, stride_qh, stride_qn = _multiple3(stride_qb, stride_qh, stride_qn, ALIGN)
-    stride_kb, stride_kh, stride_kn = _multiple3(stride_kb, stride_kh, stride_kn, ALIGN)
-    stride_vb, stride_vh, stride_vn = _multiple3(stride_vb, stride_vh, stride_vn, ALIGN)
-    stride_dob, stride_doh, stride_don = _multiple3(stride_dob, stride_doh, stride_don, ALIGN)
-    stride_dqb, stride_dqh, stride_dqn = _multiple3(stride_dqb, stride_dqh, stride_dqn, ALIGN)
     q_row0 = group.to(tl.int64) * Q_GROUP + q_start
     k_row0 = group.to(tl.int64) * K_GROUP
-    Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_row0 * stride_qn
-    DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh + q_row0 * stride_don
-    DQ += b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh + q_row0 * stride_dqn
-    K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh + k_row0 * stride_kn
-    V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh + k_row0 * stride_vn
+    Q, stride_qn = _seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
+    DO, stride_don = _seek(DO, b, h, q_row0, stride_dob, stride_doh, stride_don, ALIGN)
+    DQ, stride_dqn = _seek(DQ, b, h, q_row0, stride_dqb, stride_dqh, stride_dqn, ALIGN)
+    K, stride_kn = _seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
+    V, stride_vn = _seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
 
     rows = tl.arange(0, BLOCK_M)
     row_ok = q_start + rows < Q_GROUP

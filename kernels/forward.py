@@ -49,11 +49,13 @@ def _multiple(x, ALIGN: tl.constexpr):
 
 
 @triton.jit
-def _multiple3(b, h, n, ALIGN: tl.constexpr):
-    """``_multiple`` of three strides (written out: every nested call costs the interpreter a millisecond)."""
+def _seek(ptr, b, h, row, stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
+    """Pointer to token ``row`` (int64) of batch ``b``, head ``h`` of a [B, H, N, D] tensor, and its token stride,
+    with the strides hinted as multiples of ``ALIGN`` (see ``_multiple``; written out: every nested call costs the
+    interpreter a millisecond). Offsets inside a block are 32-bit, relative to this pointer."""
     if ALIGN > 1:
-        b, h, n = b // ALIGN * ALIGN, h // ALIGN * ALIGN, n // ALIGN * ALIGN
-    return b, h, n
+        stride_b, stride_h, stride_n = stride_b // ALIGN * ALIGN, stride_h // ALIGN * ALIGN, stride_n // ALIGN * ALIGN
+    return ptr + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + row * stride_n, stride_n
 
 
 @triton.jit
@@ -167,22 +169,17 @@ def _attention_forward_kernel(
     b = tl.program_id(1) // heads
     h = tl.program_id(1) % heads
     split = tl.program_id(2)
-    stride_qb, stride_qh, stride_qn = _multiple3(stride_qb, stride_qh, stride_qn, ALIGN)
-    stride_kb, stride_kh, stride_kn = _multiple3(stride_kb, stride_kh, stride_kn, ALIGN)
-    stride_vb, stride_vh, stride_vn = _multiple3(stride_vb, stride_vh, stride_vn, ALIGN)
-    stride_ob, stride_oh, stride_on = _multiple3(stride_ob, stride_oh, stride_on, ALIGN)
-    stride_os = _multiple(stride_os, ALIGN)
 
     q_row0 = group.to(tl.int64) * Q_GROUP + q_start  # first query row of this block, in the [N] axis
     k_first = split * KEYS_PER_SPLIT  # first key of this split, inside the group
     n_keys = tl.minimum(K_GROUP - k_first, KEYS_PER_SPLIT)  # keys of this split
     k_row0 = group.to(tl.int64) * K_GROUP + k_first
-    Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + q_row0 * stride_qn
-    K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh + k_row0 * stride_kn
-    V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh + k_row0 * stride_vn
-    O += split.to(tl.int64) * stride_os + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + q_row0 * stride_on
-    LSE += split.to(tl.int64) * stride_ls + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh
-    LSE += q_row0 * stride_ln
+    Q, stride_qn = _seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
+    K, stride_kn = _seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
+    V, stride_vn = _seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
+    O, stride_on = _seek(O + split.to(tl.int64) * _multiple(stride_os, ALIGN), b, h, q_row0, stride_ob, stride_oh,
+                         stride_on, ALIGN)  # fmt: skip
+    LSE, stride_ln = _seek(LSE + split.to(tl.int64) * stride_ls, b, h, q_row0, stride_lb, stride_lh, stride_ln, 1)
 
     rows = tl.arange(0, BLOCK_M)
     row_ok = q_start + rows < Q_GROUP
@@ -237,9 +234,7 @@ def _combine_splits_kernel(
     h = tl.program_id(1) % heads
     cols, col_ok = _columns(0, D_POW2, HEAD_DIM)
     stride_ps = _multiple(stride_ps, ALIGN)
-    stride_pb, stride_ph, stride_pn = _multiple3(stride_pb, stride_ph, stride_pn, ALIGN)
-    stride_ob, stride_oh, stride_on = _multiple3(stride_ob, stride_oh, stride_on, ALIGN)
-    PARTIAL_O += b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
+    PARTIAL_O, stride_pn = _seek(PARTIAL_O, b, h, 0, stride_pb, stride_ph, stride_pn, ALIGN)
     PARTIAL_LSE += b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh
 
     m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -255,7 +250,7 @@ def _combine_splits_kernel(
         acc = acc * alpha[:, None] + w[:, None] * o_s
         m = m_new
 
-    O += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    O, stride_on = _seek(O, b, h, 0, stride_ob, stride_oh, stride_on, ALIGN)
     _store_rows(O, acc / weight_sum[:, None], rows, row_ok, stride_on, cols, col_ok, stride_od)
     tl.store(LSE + (b * heads + h).to(tl.int64) * n_queries + rows, m + tl.log2(weight_sum), mask=row_ok)
 
