@@ -111,6 +111,10 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, name: str) 
         raise ValueError(f"{name}: head dim {D} is not supported (1 to {MAX_HEAD_DIM})")
     if B * H > _MAX_GRID_Y:
         raise ValueError(f"{name}: batch x heads = {B * H} exceeds {_MAX_GRID_Y}; run the batch in chunks")
+    tokens = max(q.shape[2], k.shape[2])
+    if tokens * H * D > _MAX_INT32:  # the output and gradients are [B, N, H, D] in memory
+        raise ValueError(f"{name}: {tokens} tokens x {H} heads x {D} exceed 2^31 elements per batch entry; "
+                         "run the queries in batches")  # fmt: skip
     for key, t in tensors.items():  # in-group offsets are 32-bit: rows x row stride must fit
         if t.shape[2] * abs(t.stride(2)) + D * abs(t.stride(3)) > _MAX_INT32:
             raise ValueError(

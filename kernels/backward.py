@@ -17,16 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from d4rt.kernels.forward import (
-    LOG2_E,
-    _columns,
-    _drop_overlap,
-    _last_columns,
-    _load_rows,
-    _seek,
-    _store_rows,
-    dot_precision,
-)
+from d4rt.kernels.forward import LOG2_E, dot_precision
+from d4rt.kernels.tiles import columns, drop_overlap, last_columns, load_rows, seek, store_rows
 from d4rt.kernels.tiling import (
     backward_kv_configs,
     backward_q_configs,
@@ -50,11 +42,11 @@ def _delta_kernel(
     row_ok = rows < n_queries
     b = tl.program_id(1) // heads
     h = tl.program_id(1) % heads
-    cols, col_ok = _columns(0, D_POW2, HEAD_DIM)
-    O, stride_on = _seek(O, b, h, 0, stride_ob, stride_oh, stride_on, ALIGN)
-    DO, stride_don = _seek(DO, b, h, 0, stride_dob, stride_doh, stride_don, ALIGN)
-    o = _load_rows(O, rows, row_ok, stride_on, cols, col_ok, stride_od)
-    do = _load_rows(DO, rows, row_ok, stride_don, cols, col_ok, stride_dod)
+    cols, col_ok = columns(0, D_POW2, HEAD_DIM)
+    O, stride_on = seek(O, b, h, 0, stride_ob, stride_oh, stride_on, ALIGN)
+    DO, stride_don = seek(DO, b, h, 0, stride_dob, stride_doh, stride_don, ALIGN)
+    o = load_rows(O, rows, row_ok, stride_on, cols, col_ok, stride_od)
+    do = load_rows(DO, rows, row_ok, stride_don, cols, col_ok, stride_dod)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + tl.program_id(1).to(tl.int64) * n_queries + rows, delta, mask=row_ok)
 
@@ -77,13 +69,13 @@ def _dkdv_query_range(
             row_ok = rows < n_queries
         else:
             row_ok = tl.full([BLOCK_M], 1, tl.int1)
-        q0 = _load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
-        do0 = _load_rows(DO, rows, row_ok, stride_don, cols0, col0_ok, stride_dod)
+        q0 = load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
+        do0 = load_rows(DO, rows, row_ok, stride_don, cols0, col0_ok, stride_dod)
         s_t = tl.dot(k0, tl.trans(q0), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
         dp_t = tl.dot(v0, tl.trans(do0), input_precision=PRECISION)
         if D1 > 0:
-            q1 = _load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd)
-            do1 = _load_rows(DO, rows, row_ok, stride_don, cols1, col1_ok, stride_dod)
+            q1 = load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd)
+            do1 = load_rows(DO, rows, row_ok, stride_don, cols1, col1_ok, stride_dod)
             s_t += tl.dot(k1, tl.trans(q1), input_precision=PRECISION)
             dp_t += tl.dot(v1, tl.trans(do1), input_precision=PRECISION)
         lse = tl.load(LSE + rows * stride_ln, mask=row_ok, other=0.0)
@@ -127,26 +119,26 @@ def _dkdv_kernel(
     h = tl.program_id(1) % heads
     k_row0 = group.to(tl.int64) * K_GROUP + k_start
     q_row0 = group.to(tl.int64) * Q_GROUP
-    K, stride_kn = _seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
-    V, stride_vn = _seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
-    DK, stride_dkn = _seek(DK, b, h, k_row0, stride_dkb, stride_dkh, stride_dkn, ALIGN)
-    DV, stride_dvn = _seek(DV, b, h, k_row0, stride_dvb, stride_dvh, stride_dvn, ALIGN)
-    Q, stride_qn = _seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
-    DO, stride_don = _seek(DO, b, h, q_row0, stride_dob, stride_doh, stride_don, ALIGN)
+    K, stride_kn = seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
+    V, stride_vn = seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
+    DK, stride_dkn = seek(DK, b, h, k_row0, stride_dkb, stride_dkh, stride_dkn, ALIGN)
+    DV, stride_dvn = seek(DV, b, h, k_row0, stride_dvb, stride_dvh, stride_dvn, ALIGN)
+    Q, stride_qn = seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
+    DO, stride_don = seek(DO, b, h, q_row0, stride_dob, stride_doh, stride_don, ALIGN)
     LSE += tl.program_id(1).to(tl.int64) * n_queries + q_row0
     DELTA += tl.program_id(1).to(tl.int64) * n_queries + q_row0
 
     keys = tl.arange(0, BLOCK_N)
     key_ok = k_start + keys < K_GROUP
-    cols0, col0_ok = _columns(0, D0, HEAD_DIM)
-    k0 = _load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
-    v0 = _load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
+    cols0, col0_ok = columns(0, D0, HEAD_DIM)
+    k0 = load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
+    v0 = load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
     dk0 = tl.zeros([BLOCK_N, D0], dtype=tl.float32)
     dv0 = tl.zeros([BLOCK_N, D0], dtype=tl.float32)
     if D1 > 0:
-        cols1, col1_ok, own1 = _last_columns(D0, D1, HEAD_DIM)
-        k1 = _drop_overlap(_load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd), own1, D0, D1, HEAD_DIM)
-        v1 = _drop_overlap(_load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd), own1, D0, D1, HEAD_DIM)
+        cols1, col1_ok, own1 = last_columns(D0, D1, HEAD_DIM)
+        k1 = drop_overlap(load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd), own1, D0, D1, HEAD_DIM)
+        v1 = drop_overlap(load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd), own1, D0, D1, HEAD_DIM)
         dk1 = tl.zeros([BLOCK_N, D1], dtype=tl.float32)
         dv1 = tl.zeros([BLOCK_N, D1], dtype=tl.float32)
     else:  # placeholders: the second chunk is compiled out
@@ -162,11 +154,11 @@ def _dkdv_kernel(
         full_end, Q_GROUP, Q_GROUP, qk_scale, cols0, col0_ok, cols1, col1_ok, D1, BLOCK_M, True, PRECISION,
     )  # fmt: skip
 
-    _store_rows(DK, dk0 * scale, keys, key_ok, stride_dkn, cols0, col0_ok, stride_dkd)
-    _store_rows(DV, dv0, keys, key_ok, stride_dvn, cols0, col0_ok, stride_dvd)
+    store_rows(DK, dk0 * scale, keys, key_ok, stride_dkn, cols0, col0_ok, stride_dkd)
+    store_rows(DV, dv0, keys, key_ok, stride_dvn, cols0, col0_ok, stride_dvd)
     if D1 > 0:
-        _store_rows(DK, dk1 * scale, keys, key_ok, stride_dkn, cols1, own1, stride_dkd)
-        _store_rows(DV, dv1, keys, key_ok, stride_dvn, cols1, own1, stride_dvd)
+        store_rows(DK, dk1 * scale, keys, key_ok, stride_dkn, cols1, own1, stride_dkd)
+        store_rows(DV, dv1, keys, key_ok, stride_dvn, cols1, own1, stride_dvd)
 
 
 # ----- dQ ---------------------------------------------------------------------------------------------------------
@@ -186,13 +178,13 @@ def _dq_key_range(
             key_ok = keys < n_keys
         else:
             key_ok = tl.full([BLOCK_N], 1, tl.int1)
-        k0 = _load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
-        v0 = _load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
+        k0 = load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
+        v0 = load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
         s = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         dp = tl.dot(do0, tl.trans(v0), input_precision=PRECISION)
         if D1 > 0:
-            k1 = _load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
-            v1 = _load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
+            k1 = load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
+            v1 = load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
             s += tl.dot(q1, tl.trans(k1), input_precision=PRECISION)
             dp += tl.dot(do1, tl.trans(v1), input_precision=PRECISION)
         p = tl.exp2(s * qk_scale - lse[:, None])
@@ -231,24 +223,24 @@ def _dq_kernel(
     h = tl.program_id(1) % heads
     q_row0 = group.to(tl.int64) * Q_GROUP + q_start
     k_row0 = group.to(tl.int64) * K_GROUP
-    Q, stride_qn = _seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
-    DO, stride_don = _seek(DO, b, h, q_row0, stride_dob, stride_doh, stride_don, ALIGN)
-    DQ, stride_dqn = _seek(DQ, b, h, q_row0, stride_dqb, stride_dqh, stride_dqn, ALIGN)
-    K, stride_kn = _seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
-    V, stride_vn = _seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
+    Q, stride_qn = seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
+    DO, stride_don = seek(DO, b, h, q_row0, stride_dob, stride_doh, stride_don, ALIGN)
+    DQ, stride_dqn = seek(DQ, b, h, q_row0, stride_dqb, stride_dqh, stride_dqn, ALIGN)
+    K, stride_kn = seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
+    V, stride_vn = seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
 
     rows = tl.arange(0, BLOCK_M)
     row_ok = q_start + rows < Q_GROUP
     lse = tl.load(LSE + tl.program_id(1).to(tl.int64) * n_queries + q_row0 + rows, mask=row_ok, other=0.0)
     delta = tl.load(DELTA + tl.program_id(1).to(tl.int64) * n_queries + q_row0 + rows, mask=row_ok, other=0.0)
-    cols0, col0_ok = _columns(0, D0, HEAD_DIM)
-    q0 = _load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
-    do0 = _load_rows(DO, rows, row_ok, stride_don, cols0, col0_ok, stride_dod)
+    cols0, col0_ok = columns(0, D0, HEAD_DIM)
+    q0 = load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
+    do0 = load_rows(DO, rows, row_ok, stride_don, cols0, col0_ok, stride_dod)
     dq0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
     if D1 > 0:
-        cols1, col1_ok, own1 = _last_columns(D0, D1, HEAD_DIM)
-        q1 = _drop_overlap(_load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd), own1, D0, D1, HEAD_DIM)
-        do1 = _drop_overlap(_load_rows(DO, rows, row_ok, stride_don, cols1, col1_ok, stride_dod), own1, D0, D1,
+        cols1, col1_ok, own1 = last_columns(D0, D1, HEAD_DIM)
+        q1 = drop_overlap(load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd), own1, D0, D1, HEAD_DIM)
+        do1 = drop_overlap(load_rows(DO, rows, row_ok, stride_don, cols1, col1_ok, stride_dod), own1, D0, D1,
                             HEAD_DIM)  # fmt: skip
         dq1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
     else:  # placeholders: the second chunk is compiled out
@@ -264,9 +256,9 @@ def _dq_kernel(
         full_end, K_GROUP, K_GROUP, qk_scale, cols0, col0_ok, cols1, col1_ok, D1, BLOCK_N, True, PRECISION,
     )  # fmt: skip
 
-    _store_rows(DQ, dq0 * scale, rows, row_ok, stride_dqn, cols0, col0_ok, stride_dqd)
+    store_rows(DQ, dq0 * scale, rows, row_ok, stride_dqn, cols0, col0_ok, stride_dqd)
     if D1 > 0:
-        _store_rows(DQ, dq1 * scale, rows, row_ok, stride_dqn, cols1, own1, stride_dqd)
+        store_rows(DQ, dq1 * scale, rows, row_ok, stride_dqn, cols1, own1, stride_dqd)
 
 
 def attention_backward(

@@ -11,7 +11,7 @@ registers (float32). Query blocks never straddle two groups, so any window size 
 the last query block and the last key block of a group are masked.
 
 The head dim is covered by two power-of-two column chunks, the first ``D0`` and the last ``D1`` columns (see
-``tiling.head_dim_chunks`` and ``_last_columns``), so the loads of the inner loops carry no column mask.
+``tiling.head_dim_chunks`` and ``tiles.last_columns``), so the loads of the inner loops carry no column mask.
 Log-sum-exp values are kept in base 2 (``m + log2(l)`` of the scores times ``scale * log2(e)``) for ``exp2``.
 """
 
@@ -23,83 +23,10 @@ import torch
 import triton
 import triton.language as tl
 
+from d4rt.kernels.tiles import aligned, columns, drop_overlap, last_columns, load_rows, seek, store_rows
 from d4rt.kernels.tiling import bucket, forward_configs, head_dim_chunks, prune_configs, stride_alignment
 
 LOG2_E = 1.0 / math.log(2.0)
-
-
-@triton.jit
-def _load_rows(ptr, rows, row_ok, stride_row, cols, col_ok, stride_col):
-    """Load the tile ``ptr[rows, cols]`` ([len(rows), len(cols)]), zeros where a row or column is out of range."""
-    return tl.load(
-        ptr + rows[:, None] * stride_row + cols[None, :] * stride_col,
-        mask=row_ok[:, None] & col_ok[None, :],
-        other=0.0,
-    )
-
-
-@triton.jit
-def _multiple(x, ALIGN: tl.constexpr):
-    """``x`` rounded down to a multiple of ``ALIGN``: the identity on strides the launcher checked
-    (``tiling.stride_alignment``), and a fact the compiler uses to vectorise loads into 16-byte accesses (Triton only
-    detects multiples of 16 elements on its own; a head dim of 88 gives strides that are multiples of 8)."""
-    if ALIGN > 1:
-        x = x // ALIGN * ALIGN
-    return x
-
-
-@triton.jit
-def _seek(ptr, b, h, row, stride_b, stride_h, stride_n, ALIGN: tl.constexpr):
-    """Pointer to token ``row`` (int64) of batch ``b``, head ``h`` of a [B, H, N, D] tensor, and its token stride,
-    with the strides hinted as multiples of ``ALIGN`` (see ``_multiple``; written out: every nested call costs the
-    interpreter a millisecond). Offsets inside a block are 32-bit, relative to this pointer."""
-    if ALIGN > 1:
-        stride_b, stride_h, stride_n = stride_b // ALIGN * ALIGN, stride_h // ALIGN * ALIGN, stride_n // ALIGN * ALIGN
-    return ptr + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h + row * stride_n, stride_n
-
-
-@triton.jit
-def _columns(first: tl.constexpr, width: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """Column indices ``first + [0, width)`` of a head-dim chunk and which of them are < HEAD_DIM (a constant mask
-    when the chunk lies inside the head, so the compiler drops it)."""
-    cols = first + tl.arange(0, width)
-    if first + width <= HEAD_DIM:
-        ok = tl.full([width], 1, tl.int1)
-    else:
-        ok = cols < HEAD_DIM
-    return cols, ok
-
-
-@triton.jit
-def _last_columns(D0: tl.constexpr, D1: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """The second head-dim chunk: the last ``D1`` columns ``[HEAD_DIM - D1, HEAD_DIM)``, all valid, so its loads need
-    no column mask. Returns (columns, load mask (all true), ``own``: the columns chunk 0 does not cover). Where the
-    chunks overlap (D0 + D1 > HEAD_DIM, e.g. 88 = 64 + 32 - 8), the overlap is zeroed in the operand a program keeps
-    in registers (so q k^T and dO v^T count it once) and not stored."""
-    cols = (HEAD_DIM - D1) + tl.arange(0, D1)
-    valid = tl.full([D1], 1, tl.int1)
-    if D0 + D1 > HEAD_DIM:
-        own = cols >= D0
-    else:
-        own = valid
-    return cols, valid, own
-
-
-@triton.jit
-def _drop_overlap(x, own, D0: tl.constexpr, D1: tl.constexpr, HEAD_DIM: tl.constexpr):
-    """Zero the columns of a second-chunk tile [rows, D1] that chunk 0 already covers (see ``_last_columns``)."""
-    if D0 + D1 > HEAD_DIM:
-        x = tl.where(own[None, :], x, tl.zeros_like(x))
-    return x
-
-
-@triton.jit
-def _store_rows(ptr, value, rows, row_ok, stride_row, cols, col_ok, stride_col):
-    tl.store(
-        ptr + rows[:, None] * stride_row + cols[None, :] * stride_col,
-        value.to(ptr.dtype.element_ty),
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
 
 
 @triton.jit
@@ -119,10 +46,10 @@ def _attend_key_range(
             key_ok = keys < n_keys
         else:
             key_ok = tl.full([BLOCK_N], 1, tl.int1)  # a constant mask: the compiler drops it
-        k0 = _load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
+        k0 = load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
         s = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)
         if D1 > 0:
-            k1 = _load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
+            k1 = load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
             s += tl.dot(q1, tl.trans(k1), input_precision=PRECISION)
         s = s * qk_scale
         if MASK_KEYS:
@@ -131,10 +58,10 @@ def _attend_key_range(
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v0 = _load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
+        v0 = load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
         acc0 = acc0 * alpha[:, None] + tl.dot(p.to(v0.dtype), v0, input_precision=PRECISION)
         if D1 > 0:
-            v1 = _load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
+            v1 = load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
             acc1 = acc1 * alpha[:, None] + tl.dot(p.to(v1.dtype), v1, input_precision=PRECISION)
         m_i = m_new
     return acc0, acc1, l_i, m_i
@@ -160,8 +87,8 @@ def _attention_forward_kernel(
 ):  # fmt: skip
     """Grid: (groups * cdiv(Q_GROUP, BLOCK_M), batch * heads, SPLITS).
 
-    Writes O (normalised output of this split's keys, [split, b, h, n, d] through its strides; stride_os = 0 without
-    split) and LSE (base-2 log-sum-exp of the split, [split, b, h, n]).
+    Writes O (normalised output of this split's keys, [split, b, h, n, d] through its strides; without split-K the
+    output itself, split 0) and LSE (base-2 log-sum-exp of the split's scores, [split, b, h, n]).
     """
     q_blocks = tl.cdiv(Q_GROUP, BLOCK_M)
     group = tl.program_id(0) // q_blocks
@@ -174,21 +101,21 @@ def _attention_forward_kernel(
     k_first = split * KEYS_PER_SPLIT  # first key of this split, inside the group
     n_keys = tl.minimum(K_GROUP - k_first, KEYS_PER_SPLIT)  # keys of this split
     k_row0 = group.to(tl.int64) * K_GROUP + k_first
-    Q, stride_qn = _seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
-    K, stride_kn = _seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
-    V, stride_vn = _seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
-    O, stride_on = _seek(O + split.to(tl.int64) * _multiple(stride_os, ALIGN), b, h, q_row0, stride_ob, stride_oh,
+    Q, stride_qn = seek(Q, b, h, q_row0, stride_qb, stride_qh, stride_qn, ALIGN)
+    K, stride_kn = seek(K, b, h, k_row0, stride_kb, stride_kh, stride_kn, ALIGN)
+    V, stride_vn = seek(V, b, h, k_row0, stride_vb, stride_vh, stride_vn, ALIGN)
+    O, stride_on = seek(O + split.to(tl.int64) * aligned(stride_os, ALIGN), b, h, q_row0, stride_ob, stride_oh,
                          stride_on, ALIGN)  # fmt: skip
-    LSE, stride_ln = _seek(LSE + split.to(tl.int64) * stride_ls, b, h, q_row0, stride_lb, stride_lh, stride_ln, 1)
+    LSE, stride_ln = seek(LSE + split.to(tl.int64) * stride_ls, b, h, q_row0, stride_lb, stride_lh, stride_ln, 1)
 
     rows = tl.arange(0, BLOCK_M)
     row_ok = q_start + rows < Q_GROUP
-    cols0, col0_ok = _columns(0, D0, HEAD_DIM)
-    q0 = _load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
+    cols0, col0_ok = columns(0, D0, HEAD_DIM)
+    q0 = load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
     acc0 = tl.zeros([BLOCK_M, D0], dtype=tl.float32)
     if D1 > 0:
-        cols1, col1_ok, own1 = _last_columns(D0, D1, HEAD_DIM)
-        q1 = _drop_overlap(_load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd), own1, D0, D1, HEAD_DIM)
+        cols1, col1_ok, own1 = last_columns(D0, D1, HEAD_DIM)
+        q1 = drop_overlap(load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd), own1, D0, D1, HEAD_DIM)
         acc1 = tl.zeros([BLOCK_M, D1], dtype=tl.float32)
     else:  # placeholders: the second chunk is compiled out
         cols1, col1_ok, q1, acc1 = cols0, col0_ok, q0, 0.0
@@ -207,9 +134,9 @@ def _attention_forward_kernel(
         D1, BLOCK_N, True, PRECISION,
     )  # fmt: skip
 
-    _store_rows(O, acc0 / l_i[:, None], rows, row_ok, stride_on, cols0, col0_ok, stride_od)
+    store_rows(O, acc0 / l_i[:, None], rows, row_ok, stride_on, cols0, col0_ok, stride_od)
     if D1 > 0:
-        _store_rows(O, acc1 / l_i[:, None], rows, row_ok, stride_on, cols1, own1, stride_od)
+        store_rows(O, acc1 / l_i[:, None], rows, row_ok, stride_on, cols1, own1, stride_od)
     tl.store(LSE + rows * stride_ln, m_i + tl.log2(l_i), mask=row_ok)
 
 
@@ -232,9 +159,9 @@ def _combine_splits_kernel(
     row_ok = rows < n_queries
     b = tl.program_id(1) // heads
     h = tl.program_id(1) % heads
-    cols, col_ok = _columns(0, D_POW2, HEAD_DIM)
-    stride_ps = _multiple(stride_ps, ALIGN)
-    PARTIAL_O, stride_pn = _seek(PARTIAL_O, b, h, 0, stride_pb, stride_ph, stride_pn, ALIGN)
+    cols, col_ok = columns(0, D_POW2, HEAD_DIM)
+    stride_ps = aligned(stride_ps, ALIGN)
+    PARTIAL_O, stride_pn = seek(PARTIAL_O, b, h, 0, stride_pb, stride_ph, stride_pn, ALIGN)
     PARTIAL_LSE += b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh
 
     m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -242,7 +169,7 @@ def _combine_splits_kernel(
     acc = tl.zeros([BLOCK_M, D_POW2], dtype=tl.float32)
     for s in range(splits):
         lse_s = tl.load(PARTIAL_LSE + s * stride_ls + rows, mask=row_ok, other=0.0)
-        o_s = _load_rows(PARTIAL_O + s * stride_ps, rows, row_ok, stride_pn, cols, col_ok, 1)
+        o_s = load_rows(PARTIAL_O + s * stride_ps, rows, row_ok, stride_pn, cols, col_ok, 1)
         m_new = tl.maximum(m, lse_s)
         alpha = tl.exp2(m - m_new)
         w = tl.exp2(lse_s - m_new)
@@ -250,8 +177,8 @@ def _combine_splits_kernel(
         acc = acc * alpha[:, None] + w[:, None] * o_s
         m = m_new
 
-    O, stride_on = _seek(O, b, h, 0, stride_ob, stride_oh, stride_on, ALIGN)
-    _store_rows(O, acc / weight_sum[:, None], rows, row_ok, stride_on, cols, col_ok, stride_od)
+    O, stride_on = seek(O, b, h, 0, stride_ob, stride_oh, stride_on, ALIGN)
+    store_rows(O, acc / weight_sum[:, None], rows, row_ok, stride_on, cols, col_ok, stride_od)
     tl.store(LSE + (b * heads + h).to(tl.int64) * n_queries + rows, m + tl.log2(weight_sum), mask=row_ok)
 
 

@@ -18,8 +18,10 @@ MAX_HEAD_DIM = 256
 
 
 def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` before triton is imported)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` before triton is imported).
+    Reads the environment as Triton does (``triton.knobs.runtime.interpret`` itself cannot be traced by
+    torch.compile, and the input checks run while it traces)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
 
 
 # ----- head dim ---------------------------------------------------------------------------------------------------
