@@ -1,0 +1,120 @@
+"""What every benchmark script shares: timing (medians, warm-up excluded), the run's environment, and writing the
+results as JSON + Markdown (atomically) to ``benchmarks/results/<date>-<gpu>-<name>.{json,md}``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def choose_device(script: str, cpu_smoke: bool, out_dir: Path | None) -> tuple[str, Path | None] | None:
+    """("cpu", a temporary results folder unless given) for a smoke run, ("cuda", out_dir) when a GPU can be
+    benchmarked, or None after saying why not. Call it before anything imports triton: a smoke run sets
+    TRITON_INTERPRET=1."""
+    import os
+
+    if cpu_smoke:
+        os.environ["TRITON_INTERPRET"] = "1"
+        import tempfile
+
+        return "cpu", out_dir or Path(tempfile.mkdtemp(prefix="d4rt-bench-smoke-"))
+    import torch
+
+    if not torch.cuda.is_available():
+        print(f"{script} needs a CUDA GPU and none was found. Run it with --cpu-smoke to check the code path on a CPU.")
+        return None
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("TRITON_INTERPRET is set: the kernels would run in the interpreter. Unset it to benchmark.")
+        return None
+    return "cuda", out_dir
+
+
+def median_ms(fn: Callable[[], object], device: str, warmup: int = 25, rep: int = 100) -> float:
+    """Median time of ``fn()`` in milliseconds: ``triton.testing.do_bench`` on a GPU (CUDA events, L2 flushed
+    between runs, warm-up runs excluded), a perf_counter loop on the CPU (smoke runs)."""
+    if device == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+    fn()  # warm-up (compiles / autotunes)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def environment(device: str) -> dict:
+    """Date, device, commit, exact command and library versions of this run."""
+    import torch
+    import triton
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    env = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'unknown'})",
+        "commit": commit,
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+    }
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env["compute_capability"] = f"{props.major}.{props.minor}"
+        env["sm_count"] = props.multi_processor_count
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def device_slug(env: dict) -> str:
+    """'NVIDIA H200' -> 'h200' (for file names)."""
+    name = re.sub(r"^nvidia\s+", "", env["device"].lower())
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "device"
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, env: dict, payload: dict, markdown: str, out_dir: Path | None = None) -> Path:
+    """Write ``<date>-<gpu>-<name>.json`` (env + payload) and ``.md`` (env header + ``markdown``) atomically."""
+    from d4rt.runtime.files import write_text_atomic
+
+    out_dir = Path(out_dir) if out_dir else RESULTS
+    stem = f"{env['date'][:10]}-{device_slug(env)}-{name}"
+    json_path = out_dir / f"{stem}.json"
+    write_text_atomic(json_path, json.dumps({"environment": env, **payload}, indent=2) + "\n")
+    header = "\n".join(f"- {k}: `{v}`" for k, v in env.items())
+    write_text_atomic(out_dir / f"{stem}.md", f"# {name} ({env['device']})\n\n{header}\n\n{markdown}\n")
+    return json_path
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
