@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from d4rt.runtime.manifest import (
     QUERY_DIM,
     Manifest,
     check_graph_files,
+    major_minor,
     read_manifest,
     sha256_file,
     write_manifest,
@@ -129,18 +131,92 @@ def rebase_graphs(manifest: Manifest, onnx_dir: Path, out_dir: Path) -> Manifest
     return rebased
 
 
+# ----- what TensorRT's ONNX parser takes ----------------------------------------------------------------------------
+# ONNX op -> element types TensorRT 10 / 11 parse, for every op our two graphs use (onnx-tensorrt docs/operators.md,
+# TensorRT 10.15: "Supported Types"; INT64 is a native type since TensorRT 10.0). Checked on every export by the
+# tests, so a model change that brings in, say, an int64 Clip (Clip: FP32 / FP16 / BF16 only) fails here and not
+# on the user's GPU.
+_FLOATS = {"float32", "float16", "bfloat16"}
+_NUMBERS = _FLOATS | {"int32", "int64"}
+_ANY = _NUMBERS | {"bool"}
+TENSORRT_ONNX_TYPES: dict[str, set[str]] = {
+    **{op: _FLOATS for op in (
+        "Clip", "Conv", "Cos", "Erf", "Floor", "Gemm", "LayerNormalization", "MatMul", "Sin", "Softmax", "Sqrt",
+        "Tanh", "Sigmoid", "Exp", "Log", "Reciprocal", "Round", "Ceil")},
+    **{op: _NUMBERS for op in ("Add", "Sub", "Mul", "Div", "Max", "Min", "Neg", "Abs", "Pow", "Range")},
+    **{op: _ANY for op in (
+        "Cast", "Concat", "Expand", "Gather", "GatherElements", "Identity", "Reshape", "Shape", "Slice", "Squeeze",
+        "Transpose", "Unsqueeze", "Where", "Split", "Tile", "Constant")},
+}
+
+
+def tensorrt_unsupported_nodes(model_proto) -> list[str]:
+    """Nodes of an ONNX model that TensorRT's parser does not take, per :data:`TENSORRT_ONNX_TYPES` (empty: fine).
+
+    Each entry names the node, its op and the element type of its first input (for Cast, also the target type).
+    Ops outside the table are reported too: add them to the table only after checking operators.md.
+    """
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    model_proto = onnx.shape_inference.infer_shapes(model_proto)
+    elem_types = {v.name: v.type.tensor_type.elem_type
+                  for v in [*model_proto.graph.input, *model_proto.graph.value_info, *model_proto.graph.output]}
+    elem_types.update({t.name: t.data_type for t in model_proto.graph.initializer})
+
+    def type_name(elem_type: int | None) -> str:
+        return tensor_dtype_to_np_dtype(elem_type).name if elem_type else "unknown"
+
+    problems = []
+    for node in model_proto.graph.node:
+        allowed = TENSORRT_ONNX_TYPES.get(node.op_type)
+        types = [type_name(elem_types.get(node.input[0]))] if node.input else []
+        if node.op_type == "Cast":
+            types += [type_name(next(a.i for a in node.attribute if a.name == "to"))]
+        if allowed is None:
+            problems.append(f"{node.name}: {node.op_type} is not in the TensorRT support table")
+        elif not set(types) <= allowed:
+            problems.append(f"{node.name}: {node.op_type} on {'/'.join(types)} (TensorRT takes {sorted(allowed)})")
+    return problems
+
+
 # ----- the TensorRT part -------------------------------------------------------------------------------------------
+def network_flags(trt, major: int, weak_typing: bool) -> int:
+    """create_network() flags. TensorRT 10: STRONGLY_TYPED unless weak typing (the FP16 builder flag) is asked for;
+    EXPLICIT_BATCH is deprecated and ignored since 10.0, so it is never passed. TensorRT 11: 0, strongly typed is
+    the only mode and its flag is deprecated and ignored (TensorRT 11.0 Builder Python API,
+    NetworkDefinitionCreationFlag)."""
+    if major >= 11 or weak_typing:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _check_profile_covers_inputs(network, profile: dict, onnx_path: Path) -> None:
+    """Every network input with a dynamic dimension needs min/opt/max shapes in the profile (else the build
+    fails with a terse TensorRT error); say which and why here instead."""
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if any(int(d) < 0 for d in tensor.shape) and tensor.name not in profile:
+            raise ValueError(
+                f"{onnx_path} has input {tensor.name!r} of shape {tuple(tensor.shape)} with a dynamic dimension "
+                f"that the optimization profile does not cover (it covers {sorted(profile)}); re-export the graphs "
+                f"with this d4rt version (`d4rt export`)"
+            )
+
+
 def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: EngineBuildOptions, cache):
-    """Parse one ONNX graph and build a serialized engine (bytes), timing into the shared ``cache``."""
-    flags = 0
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if not options.fp16_flag and strongly_typed is not None:  # TensorRT 11: accepted and ignored (always strong)
-        flags |= 1 << int(strongly_typed)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):  # resolves *.onnx.data beside the graph
+    """Parse one ONNX graph and build a serialized engine (bytes), timing into the shared ``cache``.
+
+    API as in the TensorRT 10 / 11 Python docs (Builder, OnnxParser, IBuilderConfig, IOptimizationProfile).
+    """
+    major = major_minor(trt.__version__)[0]
+    network = builder.create_network(network_flags(trt, major, weak_typing=options.fp16_flag))
+    parser = trt.OnnxParser(network, logger)  # the parser owns the weights: keep it alive until the build is done
+    # parse_from_file, not parse(bytes): it resolves external data (*.onnx.data) relative to the graph's folder.
+    if not parser.parse_from_file(str(onnx_path)):
         errors = "\n  ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ValueError(f"TensorRT's ONNX parser rejected {onnx_path}:\n  {errors}")
+    _check_profile_covers_inputs(network, profile, onnx_path)
 
     config = builder.create_builder_config()
     if options.workspace_gb is not None:
@@ -148,24 +224,30 @@ def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: En
     if profile:
         opt_profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in profile.items():
-            opt_profile.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(opt_profile)
-    if options.fp16_flag:
+            opt_profile.set_shape(name, lo, opt, hi)  # raises on inconsistent shapes
+        if config.add_optimization_profile(opt_profile) < 0:
+            raise ValueError(f"TensorRT refused the optimization profile {profile} for {onnx_path}")
+    if options.fp16_flag:  # TensorRT 10 only (checked by build_engines); weak typing
         config.set_flag(trt.BuilderFlag.FP16)
     if options.version_compat:
+        # Without EXCLUDE_LEAN_RUNTIME the plan embeds the lean runtime; the loader must then set
+        # Runtime.engine_host_code_allowed (runtime/backend_tensorrt.py does, from the manifest).
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if options.hardware_compat != "none":
+        # AMPERE_PLUS (8.6+), SAME_COMPUTE_CAPABILITY (later 10.x): both dGPU only, not on JetPack / DriveOS.
         member = HARDWARE_LEVELS[options.hardware_compat]
         level = getattr(trt.HardwareCompatibilityLevel, member, None)
         if level is None:
             raise ValueError(f"TensorRT {trt.__version__} has no HardwareCompatibilityLevel.{member}")
         config.hardware_compatibility_level = level
-    config.set_timing_cache(cache, False)  # ignore_mismatch=False: refuse a cache from another device / version
+    # ignore_mismatch=False: a cache from another device or TensorRT version is not used for this build.
+    if not config.set_timing_cache(cache, False):
+        raise RuntimeError("TensorRT did not accept the timing cache (see the TensorRT log above)")
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
-    return bytes(plan)
+    return bytes(plan)  # IHostMemory has the buffer protocol
 
 
 def build_engines(
@@ -188,8 +270,9 @@ def build_engines(
     check_graph_files(manifest, onnx_dir)
 
     trt = import_tensorrt()
-    major = int(trt.__version__.split(".")[0])
-    if options.fp16_flag and major >= 11:
+    major = major_minor(trt.__version__)[0]
+    # TensorRT 11 removed BuilderFlag.FP16 with all weak typing (TensorRT 10.x -> 11.x migration guide, Python API).
+    if options.fp16_flag and (major >= 11 or not hasattr(trt.BuilderFlag, "FP16")):
         raise ValueError(
             f"TensorRT {trt.__version__} removed the FP16 builder flag: export a float16 graph "
             f"(`d4rt export ... --precision fp16`) and build from it"
@@ -202,8 +285,14 @@ def build_engines(
     builder = trt.Builder(logger)
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    cache_config = builder.create_builder_config()  # owns the cache for the whole build
-    cache = cache_config.create_timing_cache(cache_bytes)
+    cache_config = builder.create_builder_config()  # creates the cache shared by both builds
+    cache = cache_config.create_timing_cache(cache_bytes)  # b"": a new, empty cache
+    if cache is None and cache_bytes:  # unreadable (another TensorRT version, or corrupt): start afresh
+        warnings.warn(f"TensorRT could not read the timing cache {cache_path}; building with an empty one "
+                      f"(the file is overwritten after the build)", stacklevel=2)
+        cache = cache_config.create_timing_cache(b"")
+    if cache is None:
+        raise RuntimeError("TensorRT could not create a timing cache (see the TensorRT log above)")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     digests = {}

@@ -6,8 +6,16 @@
 - Optional CUDA graphs: one captured graph per (scene, batch size), each with its own execution context (a graph
   fixes the shapes and addresses it was captured with). Worth it for small batches, where launch overhead counts.
 
-Written against the TensorRT 10 / 11 Python API and cuda-python's runtime bindings (docs.nvidia.com). It has not
-been run: the machines this project is built on have no TensorRT (see the README).
+Written against the TensorRT 10 / 11 Python API and cuda-python's runtime bindings (docs.nvidia.com,
+nvidia.github.io/cuda-python). It has not been run: the machines this project is built on have no TensorRT (see the
+README). Version notes:
+- cuda-python: ``cuda.bindings.runtime`` since 12.6; the old ``cuda.cudart`` path was deprecated then and removed in
+  13.0 (cuda-bindings 13.0.0 release notes). Calls return ``(cudaError_t, value...)``. ``int(handle)`` for a
+  stream's address is deprecated in 13.0 in favour of ``cuda.bindings.utils.get_cuda_native_handle``.
+- TensorRT 10 and 11 share the name-based tensor API used here (num_io_tensors, get_tensor_name / mode / dtype /
+  shape, get_tensor_profile_shape, set_input_shape, set_tensor_address, execute_async_v3; TensorRT 10.x -> 11.x
+  migration guide). Every context of an engine starts on optimization profile 0 (IExecutionContext Python docs);
+  several contexts may share it here because they all run on the one stream, never concurrently.
 """
 
 from __future__ import annotations
@@ -56,6 +64,37 @@ def import_cudart():
         except ImportError as e:
             raise ImportError(f"cuda-python is not installed: {INSTALL_HINT}") from e
     return cudart
+
+
+def native_handle(cuda_object) -> int:
+    """The address behind a cuda-python handle (a cudaStream_t), as TensorRT's ``execute_async_v3`` wants it."""
+    if isinstance(cuda_object, int):
+        return cuda_object
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle  # cuda-python >= 12.9 / 13
+    except ImportError:
+        return int(cuda_object)
+    return int(get_cuda_native_handle(cuda_object))
+
+
+# TensorRT DataType member name -> numpy dtype, for the types these engines use (and a few more). Read by name so
+# the table works whether or not this TensorRT still has ``trt.nptype``; types numpy cannot hold (BF16, FP8, INT4)
+# are refused with a clear error rather than guessed.
+TENSORRT_NUMPY_DTYPES = {
+    "FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
+    "UINT8": np.uint8, "BOOL": np.bool_,
+}
+
+
+def numpy_dtype(trt_dtype) -> np.dtype:
+    """numpy dtype of a ``tensorrt.DataType`` (or of its member name, e.g. "HALF")."""
+    name = trt_dtype if isinstance(trt_dtype, str) else getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
+    if name not in TENSORRT_NUMPY_DTYPES:
+        raise ValueError(
+            f"engine tensor of TensorRT type {name} has no numpy equivalent (expected one of "
+            f"{sorted(TENSORRT_NUMPY_DTYPES)}); re-export the graphs with `d4rt export` (float32 or float16)"
+        )
+    return np.dtype(TENSORRT_NUMPY_DTYPES[name])
 
 
 def cuda_call(cudart, result):
@@ -153,6 +192,7 @@ class TensorRTBackend:
         self.encoder_context = self.encoder.create_execution_context()
         self.decoder_context = self.decoder.create_execution_context()
         self.stream = cuda_call(cudart, cudart.cudaStreamCreate())
+        self._stream_handle = native_handle(self.stream)
 
         # The decoder profile's N range: batches above max_queries are split by the runtime.
         min_shape, _, max_shape = self.decoder.get_tensor_profile_shape("uv", 0)
@@ -164,7 +204,7 @@ class TensorRTBackend:
         for name in ("uv", "t", *DECODER_OUTPUTS):
             shape = tuple(self.decoder.get_tensor_shape(name))
             shape = tuple(self.max_queries if d < 0 else d for d in shape)
-            dtype = np.dtype(trt.nptype(self.decoder.get_tensor_dtype(name)))
+            dtype = numpy_dtype(self.decoder.get_tensor_dtype(name))
             self._host[name] = PinnedArray(cudart, shape, dtype)
             self._device[name] = DeviceBuffer(cudart, self._host[name].array.nbytes)
         self._graphs: dict[int, tuple[object, object, object]] = {}  # n -> (context, graph exec, scene token)
@@ -190,6 +230,11 @@ class TensorRTBackend:
                 f"{BUILD_HINT}"
             )
 
+    @staticmethod
+    def _set_address(context, name: str, ptr: int) -> None:
+        if not context.set_tensor_address(name, ptr):
+            raise RuntimeError(f"TensorRT refused the address of tensor {name!r} (see the TensorRT log above)")
+
     def _copy(self, dst: int, src: int, nbytes: int, kind) -> None:
         cuda_call(self._cudart, self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream))
 
@@ -198,18 +243,24 @@ class TensorRTBackend:
 
     # ----- the two steps ----------------------------------------------------------------------------------------
     def encode(self, video: np.ndarray, aspect_ratio: np.ndarray) -> TrtSceneState:
-        trt, cudart, engine, context = self._trt, self._cudart, self.encoder, self.encoder_context
+        cudart, engine, context = self._cudart, self.encoder, self.encoder_context
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         host = {"video": np.ascontiguousarray(video), "aspect_ratio": np.ascontiguousarray(aspect_ratio)}
         buffers = {}
         for name in (*ENCODER_INPUTS, *ENCODER_OUTPUTS):
-            shape = tuple(engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            dtype = numpy_dtype(engine.get_tensor_dtype(name))
+            if name in host and (host[name].shape != shape or host[name].dtype != dtype):
+                # A copy of the wrong size would overrun the device buffer: refuse before copying.
+                raise ValueError(
+                    f"encoder input {name!r} is {host[name].dtype}{list(host[name].shape)}, the engine takes "
+                    f"{dtype}{list(shape)}"
+                )
             buffers[name] = DeviceBuffer(cudart, int(np.prod(shape)) * dtype.itemsize)
-            context.set_tensor_address(name, buffers[name].ptr)
+            self._set_address(context, name, buffers[name].ptr)
         for name, array in host.items():
             self._copy(buffers[name].ptr, array.ctypes.data, array.nbytes, h2d)
-        if not context.execute_async_v3(int(self.stream)):
+        if not context.execute_async_v3(self._stream_handle):
             raise RuntimeError("TensorRT failed to run the encoder engine (see the TensorRT log above)")
         self._synchronize()  # the host arrays must outlive their copies
         del buffers["aspect_ratio"]
@@ -232,7 +283,7 @@ class TensorRTBackend:
             self._launch_graph(state, n)
         else:
             self._bind_decoder(self.decoder_context, state, n)
-            if not self.decoder_context.execute_async_v3(int(self.stream)):
+            if not self.decoder_context.execute_async_v3(self._stream_handle):
                 raise RuntimeError("TensorRT failed to run the decoder engine (see the TensorRT log above)")
 
         out = {}
@@ -244,12 +295,16 @@ class TensorRTBackend:
         return {name: array.copy() for name, array in out.items()}
 
     def _bind_decoder(self, context, state: TrtSceneState, n: int) -> None:
-        context.set_input_shape("uv", (1, n, 2))
-        context.set_input_shape("t", (1, n, 3))
+        for name, shape in (("uv", (1, n, 2)), ("t", (1, n, 3))):
+            if not context.set_input_shape(name, shape):
+                raise ValueError(
+                    f"TensorRT refused input {name!r} of shape {shape} (decoder profile: N in "
+                    f"[{self.min_queries}, {self.max_queries}])"
+                )
         for name in ("video", "keys", "values"):
-            context.set_tensor_address(name, state.buffers[name].ptr)
+            self._set_address(context, name, state.buffers[name].ptr)
         for name in ("uv", "t", *DECODER_OUTPUTS):
-            context.set_tensor_address(name, self._device[name].ptr)
+            self._set_address(context, name, self._device[name].ptr)
 
     def _launch_graph(self, state: TrtSceneState, n: int) -> None:
         """Replay the CUDA graph for (scene, n), capturing it first when needed.
@@ -266,24 +321,33 @@ class TensorRTBackend:
                 cuda_call(cudart, cudart.cudaGraphExecDestroy(graph_exec))
             self._bind_decoder(context, state, n)
             # One plain run first: it lets TensorRT do its shape-dependent set-up outside the capture.
-            if not context.execute_async_v3(int(self.stream)):
+            if not context.execute_async_v3(self._stream_handle):
                 raise RuntimeError("TensorRT failed to run the decoder engine (see the TensorRT log above)")
             self._synchronize()
-            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            # Capture as in TensorRT's developer guide (CUDA Graphs): global capture mode, one execute_async_v3.
+            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
             cuda_call(cudart, cudart.cudaStreamBeginCapture(self.stream, mode))
-            context.execute_async_v3(int(self.stream))
-            graph = cuda_call(cudart, cudart.cudaStreamEndCapture(self.stream))
-            graph_exec = cuda_call(cudart, cudart.cudaGraphInstantiate(graph, 0))
+            try:
+                captured = context.execute_async_v3(self._stream_handle)
+            finally:  # always end the capture, or the stream stays unusable
+                graph = cuda_call(cudart, cudart.cudaStreamEndCapture(self.stream))
+            if not captured:
+                cuda_call(cudart, cudart.cudaGraphDestroy(graph))
+                raise RuntimeError("TensorRT could not run the decoder inside a CUDA graph capture; use "
+                                   "cuda_graphs=False")
+            # cudaGraphInstantiateWithFlags(graph, flags): one signature in cuda-python 11.4 to 13, unlike
+            # cudaGraphInstantiate, whose arguments changed with CUDA 12.
+            graph_exec = cuda_call(cudart, cudart.cudaGraphInstantiateWithFlags(graph, 0))
             cuda_call(cudart, cudart.cudaGraphDestroy(graph))
             self._graphs[n] = (context, graph_exec, state.token)
         cuda_call(cudart, cudart.cudaGraphLaunch(graph_exec, self.stream))
 
     def keys_values(self, state: TrtSceneState) -> tuple[np.ndarray, np.ndarray]:
-        trt, d2h = self._trt, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        d2h = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         out = []
         for name in ENCODER_OUTPUTS:
             shape = tuple(self.encoder.get_tensor_shape(name))
-            host = np.empty(shape, np.dtype(trt.nptype(self.encoder.get_tensor_dtype(name))))
+            host = np.empty(shape, numpy_dtype(self.encoder.get_tensor_dtype(name)))
             self._copy(host.ctypes.data, state.buffers[name].ptr, host.nbytes, d2h)
             out.append(host)
         self._synchronize()

@@ -249,10 +249,11 @@ def check_engine_compat(
     built_trt, built_cc = str(engines["tensorrt_version"]), str(engines["compute_capability"])
     problems, warnings = [], []
     if engines.get("version_compatible"):
-        if _major_minor(tensorrt_version) < _major_minor(built_trt):
+        if not version_compatible_runs(built_trt, tensorrt_version):
             problems.append(
                 f"the engines were built with TensorRT {built_trt} (version-compatible), which runs on that version "
-                f"or newer, but this machine has TensorRT {tensorrt_version}"
+                f"or a newer one of the same major version (or TensorRT 11 for a TensorRT 10 engine), but this "
+                f"machine has TensorRT {tensorrt_version}"
             )
     elif tensorrt_version != built_trt:
         problems.append(
@@ -260,7 +261,7 @@ def check_engine_compat(
         )
     level = engines.get("hardware_compatibility", "none")
     if level == "ampere+":
-        if _major_minor(compute_capability) < (8, 0):
+        if major_minor(compute_capability) < (8, 0):
             problems.append(f"ampere+ engines need compute capability >= 8.0, this GPU has {compute_capability}")
     elif built_cc != str(compute_capability):
         problems.append(
@@ -288,6 +289,29 @@ def check_engines_match_graphs(manifest: Manifest) -> None:
             )
 
 
-def _major_minor(version: str) -> tuple[int, int]:
-    parts = [int(p) for p in str(version).split(".")[:2] if p.isdigit()]
-    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+def major_minor(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string: "10.9.0.34" -> (10, 9), "11.0.0b6" -> (11, 0), "9.0" -> (9, 0).
+
+    Used for ``tensorrt.__version__`` (four numbers in release wheels, "10.0.0b6" in early-access ones) and for
+    compute capabilities. Raises ValueError when there is no leading number.
+    """
+    import re
+
+    match = re.match(r"\s*(\d+)(?:\.(\d+))?", str(version))
+    if match is None:
+        raise ValueError(f"cannot read a version number from {version!r}; expected e.g. '10.9.0.34'")
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+# Version-compatible engines (BuilderFlag.VERSION_COMPATIBLE) run on the TensorRT they were built with or a later
+# release of the same major version; across major versions only these (built, runtime) pairs are supported
+# (TensorRT 11.4 support matrix, "Engine Portability": 10 -> 11 and 8 -> 10, no other combination).
+CROSS_MAJOR_VERSION_COMPAT = {(8, 10), (10, 11)}
+
+
+def version_compatible_runs(built_version: str, runtime_version: str) -> bool:
+    """Whether a version-compatible engine built with TensorRT ``built_version`` runs on ``runtime_version``."""
+    built, runtime = major_minor(built_version), major_minor(runtime_version)
+    if built[0] == runtime[0]:
+        return runtime >= built
+    return (built[0], runtime[0]) in CROSS_MAJOR_VERSION_COMPAT

@@ -1,22 +1,32 @@
 """The TensorRT engine builder and the engine checks, everything that can be tested without TensorRT (which
 cannot be installed where this project is built): options, the missing-library error, the query profile, the
-engine manifest and its round trip through the runtime's compatibility checks."""
+engine manifest and its round trip through the runtime's compatibility checks, version parsing, the dtype table,
+and that the exported graphs only use ONNX ops and types TensorRT's parser takes."""
 
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from d4rt.export.tensorrt import (
     EngineBuildOptions,
     build_engines,
     engine_section,
+    network_flags,
     query_profile,
     rebase_graphs,
+    tensorrt_unsupported_nodes,
 )
-from d4rt.runtime.backend_tensorrt import GpuInfo
-from d4rt.runtime.manifest import check_engine_compat, check_engines_match_graphs, read_manifest
+from d4rt.runtime.backend_tensorrt import GpuInfo, numpy_dtype
+from d4rt.runtime.manifest import (
+    check_engine_compat,
+    check_engines_match_graphs,
+    major_minor,
+    read_manifest,
+    version_compatible_runs,
+)
 from tests.exported import exported
 
 
@@ -91,7 +101,7 @@ def test_engine_manifest_round_trip():
     assert check_engine_compat(portable, "10.13.0", "RTX 3090", "8.6") == []  # newer TensorRT, another Ampere+
     with pytest.raises(ValueError, match="ampere\\+ engines need compute capability >= 8.0"):
         check_engine_compat(portable, "10.9.0.34", "T4", "7.5")
-    with pytest.raises(ValueError, match="runs on that version or newer"):
+    with pytest.raises(ValueError, match="runs on that version or a newer one"):
         check_engine_compat(portable, "10.8.0", "NVIDIA H200", "9.0")
 
     digests = {"encoder": "", "decoder": ""}
@@ -110,3 +120,92 @@ def test_engines_elsewhere_point_back_at_the_graphs(tmp_path):
     assert (out / rebased.checkpoint["path"]).resolve() == (directory / "checkpoint").resolve()
     assert manifest.graphs["encoder"]["file"] == "encoder.onnx"  # the original is untouched
     assert Path(rebased.graphs["encoder"]["file"]).name == "encoder.onnx"
+
+
+@pytest.mark.parametrize(
+    "version, expected",
+    [("10.9.0.34", (10, 9)), ("10.0.0b6", (10, 0)), ("11.4.1", (11, 4)), ("9.0", (9, 0)), ("8", (8, 0)),
+     ("12.10", (12, 10))],
+)
+def test_major_minor(version, expected):
+    assert major_minor(version) == expected
+
+
+def test_major_minor_refuses_garbage():
+    with pytest.raises(ValueError, match="cannot read a version number from 'unknown'"):
+        major_minor("unknown")
+
+
+@pytest.mark.parametrize(
+    "built, runtime, runs",
+    [
+        ("10.9.0.34", "10.9.0.34", True), ("10.9.0.34", "10.13.0.35", True), ("10.9.0.34", "10.8.0.43", False),
+        ("10.9.0.34", "11.0.0.114", True), ("11.0.0", "10.13.0", False), ("8.6.1", "10.0.1", True),
+        ("8.6.1", "11.0.0", False), ("11.1.0", "12.0.0", False), ("11.2.0", "11.1.0", False),
+    ],
+)
+def test_version_compatible_engines_follow_the_support_matrix(built, runtime, runs):
+    assert version_compatible_runs(built, runtime) is runs
+    section = {"tensorrt_version": built, "compute_capability": "9.0", "gpu_name": "NVIDIA H200",
+               "version_compatible": True, "hardware_compatibility": "none"}
+    if runs:
+        assert check_engine_compat(section, runtime, "NVIDIA H200", "9.0") == []
+    else:
+        with pytest.raises(ValueError, match=f"this machine has TensorRT {runtime}"):
+            check_engine_compat(section, runtime, "NVIDIA H200", "9.0")
+
+
+def test_numpy_dtypes_of_engine_tensors():
+    assert numpy_dtype("FLOAT") == np.float32 and numpy_dtype("HALF") == np.float16
+    assert numpy_dtype("INT32") == np.int32 and numpy_dtype("INT64") == np.int64
+    with pytest.raises(ValueError, match="TensorRT type BF16 has no numpy equivalent"):
+        numpy_dtype("BF16")
+    # every dtype the graph contract uses (fp32 and fp16 exports) has a TensorRT name in the table
+    for precision in ("fp32", "fp16"):
+        _, directory = exported("tiny", 4, precision)
+        manifest = read_manifest(directory)
+        for graph in ("encoder", "decoder"):
+            for kind in ("inputs", "outputs"):
+                for spec in manifest.tensors(graph, kind):
+                    assert np.dtype(spec.dtype) in {numpy_dtype(n) for n in ("FLOAT", "HALF", "INT32")}, spec
+
+
+def test_network_flags_for_tensorrt_11_and_weak_typing():
+    # TensorRT 11 is strongly typed only (its STRONGLY_TYPED flag is deprecated and ignored): no flag is passed;
+    # nor with weak typing (the FP16 builder flag) on TensorRT 10. Neither case reads the tensorrt module.
+    assert network_flags(None, 11, weak_typing=False) == 0
+    assert network_flags(None, 10, weak_typing=True) == 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_exported_graphs_use_only_what_tensorrt_parses(precision):
+    import onnx
+
+    _, directory = exported("tiny", 4, precision)
+    for graph in ("encoder", "decoder"):
+        assert tensorrt_unsupported_nodes(onnx.load(str(directory / f"{graph}.onnx"))) == []
+
+
+def test_tensorrt_support_check_catches_an_int64_clip():
+    """The check that guards the export: an int64 Clip (what an integer clamp exports to) and an op outside the
+    table are reported, a float Clip is not."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(dtype, op="Clip"):
+        inputs = ["x", "lo"] if op == "Clip" else ["x"]
+        graph = helper.make_graph(
+            [helper.make_node(op, inputs, ["y"], name=f"{op.lower()}_node")], "g",
+            [helper.make_tensor_value_info("x", dtype, [4])],
+            [helper.make_tensor_value_info("y", dtype, [4]) if op == "Clip"
+             else helper.make_tensor_value_info("y", TensorProto.INT64, [1, "n"])],
+            initializer=[helper.make_tensor("lo", dtype, [], [0])] if op == "Clip" else [],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    assert tensorrt_unsupported_nodes(model(TensorProto.FLOAT)) == []
+    problems = tensorrt_unsupported_nodes(model(TensorProto.INT64))
+    assert len(problems) == 1 and "clip_node: Clip on int64" in problems[0]
+    assert "NonZero is not in the TensorRT support table" in tensorrt_unsupported_nodes(
+        model(TensorProto.FLOAT, "NonZero"))[0]
+    onnx.checker.check_model(model(TensorProto.INT64))  # a valid ONNX model: only TensorRT would refuse it

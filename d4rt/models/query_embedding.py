@@ -42,8 +42,10 @@ def sample_rgb_patches(video: torch.Tensor, uv: torch.Tensor, t_src: torch.Tenso
     x, y = x.clamp(0, W - 1), y.clamp(0, H - 1)  # border padding
     x0, y0 = x.floor(), y.floor()
     wx, wy = (x - x0)[:, :, None], (y - y0)[:, :, None]  # [B, N, 1, 1, size], [B, N, 1, size, 1]
-    x0, y0 = x0.long(), y0.long()
+    # The upper neighbour is clamped while still float (whole numbers, exact): an int64 clamp exports as an int64
+    # Clip, which TensorRT's ONNX parser does not take (Clip: FP32 / FP16 / BF16 only, onnx-tensorrt operators.md).
     x1, y1 = (x0 + 1).clamp(max=W - 1), (y0 + 1).clamp(max=H - 1)
+    x0, y0, x1, y1 = x0.long(), y0.long(), x1.long(), y1.long()
 
     flat = video.reshape(B, T * C * H * W)
     channel = torch.arange(C, device=uv.device)[:, None, None] * (H * W)  # [C, 1, 1]
