@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("d4rt.demo", "run the tiny model end to end on a random clip"),
+    "train": ("d4rt.cli_train", "train D4RT with Lightning (synthetic clips or clip folders)"),
+    "evaluate": ("d4rt.cli_evaluate", "evaluate a checkpoint: depth, 3-D points, tracks, poses, visibility"),
 }
 
 
