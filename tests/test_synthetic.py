@@ -247,3 +247,14 @@ def test_query_input_errors(random_clip):
         random_clip.query(np.array([[0.5, 0.5]]), 0, 0, np.array([0.5]))
     with pytest.raises(ValueError, match=r"\[N, 2\]"):
         random_clip.query(np.array([0.5, 0.5]), 0, 0, 0)
+
+
+def test_numpy_modules_do_not_import_torch():
+    """The renderer, the public-data readers and the metrics serve the runtime side too: numpy only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, d4rt.data.synthetic, d4rt.data.formats, d4rt.utils.metrics, d4rt.cli_train, "
+            "d4rt.cli_evaluate; print([m for m in ('torch', 'lightning') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

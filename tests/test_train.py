@@ -24,22 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config():
-    return D4RTConfig.preset("tiny", image_size=64, num_frames=4)
+    return D4RTConfig.preset("tiny", image_size=32, num_frames=4)
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_clips")
     base = int(np.random.SeedSequence().entropy % 100_000)
-    return [write_clip(root / f"c{i}.npz", Scene.random(base + i, num_frames=4).render_clip(64, 64)) for i in range(2)]
+    return [write_clip(root / f"c{i}.npz", Scene.random(base + i, num_frames=4).render_clip(32, 32)) for i in range(2)]
 
 
 def test_twenty_steps_lower_the_loss(clips):
     L.seed_everything(int(np.random.randint(2**31)))
     module = D4RTLightningModule(small_config().to_dict(), lr=1e-3, warmup_steps=2, total_steps=20,
                                  confidence_warmup_steps=0)
-    train = D4RTDataset(clips, num_frames=4, image_size=64, num_queries=256)
-    held_out = default_collate([D4RTDataset(clips, 4, 64, 256, seed=7, fixed_queries=True)[i] for i in range(2)])
+    train = D4RTDataset(clips, num_frames=4, image_size=32, num_queries=256)
+    held_out = default_collate([D4RTDataset(clips, 4, 32, 256, seed=7, fixed_queries=True)[i] for i in range(2)])
 
     def loss():
         with torch.no_grad():
