@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--train_data_path", type=Path, help="folder of clip .npz files (written here with --synthetic)")
     data.add_argument("--val_data_path", type=Path, help="folder of validation clips (written here with --synthetic)")
     data.add_argument("--synthetic", type=int, default=0, metavar="N",
-                      help="generate N synthetic training clips (seeds 0..N-1) and N/10 (2 to 20) validation clips first")
+                      help="generate N synthetic training clips (seeds 0..N-1) and N/10 (2 to 20) validation clips")
     data.add_argument("--num_queries", type=int, default=2048, help="queries per clip (default 2048, the paper's)")
     data.add_argument("--img_size", type=int, default=None, help="network input S (default: the preset's)")
     data.add_argument("--num_frames", type=int, default=None, help="frames per clip (default: the preset's)")

@@ -28,7 +28,14 @@ from d4rt.data.formats import TrackSet
 from d4rt.data.synthetic import Clip
 from d4rt.models import D4RT
 from d4rt.runtime.geometry import grid_uv, umeyama
-from d4rt.utils.metrics import apd3d, best_constant_depth_abs_rel, camera_ate, depth_metrics, epe_3d, visibility_accuracy
+from d4rt.utils.metrics import (
+    apd3d,
+    best_constant_depth_abs_rel,
+    camera_ate,
+    depth_metrics,
+    epe_3d,
+    visibility_accuracy,
+)
 
 APD_IMAGE_SIZE = 256
 
@@ -208,7 +215,8 @@ def _single(batch):
 
 
 class D4RTEvaluation(L.LightningModule):
-    """Runs :func:`evaluate_clip` per synthetic clip (or :func:`evaluate_tracks` per TrackSet); Lightning averages the logged metrics over clips (and devices).
+    """Runs :func:`evaluate_clip` per synthetic clip (or :func:`evaluate_tracks` per TrackSet); Lightning
+    averages the logged metrics over clips (and devices).
     Per-clip results are kept in ``self.per_clip``."""
 
     def __init__(self, model: D4RT, **evaluate_kwargs):

@@ -20,9 +20,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from d4rt.cli_train import TRAIN_SEED_BASE, VAL_SEED_BASE
 from d4rt.config import D4RTConfig
 from d4rt.models import D4RT
-from d4rt.cli_train import TRAIN_SEED_BASE, VAL_SEED_BASE
 from d4rt.utils.losses import LossWeights, d4rt_losses
 
 
@@ -108,7 +108,9 @@ def export_pretrained(ckpt_path: str | Path, directory: str | Path, dtype: torch
         raise FileNotFoundError(f"no Lightning checkpoint at {ckpt_path}")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
-        raise ValueError(f"{ckpt_path} is not a D4RTLightningModule checkpoint (no state_dict / hyper_parameters.config)")
+        raise ValueError(
+            f"{ckpt_path} is not a D4RTLightningModule checkpoint (no state_dict / hyper_parameters.config)"
+        )
     model = D4RT(D4RTConfig.from_dict(ckpt["hyper_parameters"]["config"]))
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}

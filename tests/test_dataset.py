@@ -49,7 +49,7 @@ def test_targets_follow_the_point(clip_paths):
     px = np.round(uv * (S - 1)).astype(int)
     ans = clip.query(px / (S - 1), ts, tt, tc)
     d = clip.depth[ts, px[:, 1], px[:, 0]].astype(np.float64)
-    ray = np.stack([(px[:, 0] - clip.K[0, 2]) / clip.K[0, 0], (px[:, 1] - clip.K[1, 2]) / clip.K[1, 1], np.ones(len(px))], -1)
+    ray = np.concatenate([(px - clip.K[:2, 2]) / [clip.K[0, 0], clip.K[1, 1]], np.ones((len(px), 1))], -1)
     world = transform_points(clip.T_wc[ts], ray * d[:, None])
     inst = clip.instance[ts, px[:, 1], px[:, 0]].astype(int)
     carried = transform_points(clip.T_wo[tt, inst] @ invert_rigid(clip.T_wo[ts, inst]), world)

@@ -147,3 +147,27 @@ def test_evaluate_tracks_on_tapvid3d(tmp_path, scene_tracks, tiny_config):
     assert 0.0 <= out["apd3d"] <= 1.0 and 0.0 <= out["occlusion_acc"] <= 1.0
     assert apd3d(ts.tracks_cam, ts.tracks_cam, ts.visible, 50.0, 50.0)["apd3d"] == 1.0
     assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("fmt", ["tapvid3d", "pointodyssey"])
+def test_evaluate_command_on_public_layouts(tmp_path, scene_tracks, fmt):
+    import argparse
+    import json
+
+    from d4rt import cli_evaluate
+    from d4rt.test import evaluate
+
+    clip, world, cam, pix, vis, uv, t_src = scene_tracks
+    if fmt == "tapvid3d":
+        jpegs, arrays = tapvid3d_arrays(clip, cam, vis, uv, t_src)
+        (tmp_path / "data").mkdir()
+        np.savez(tmp_path / "data" / "a.npz", images_jpeg_bytes=np.array(jpegs), **arrays)
+    else:
+        write_pointodyssey(tmp_path / "data" / "seq_a", clip, world, pix, vis)
+    parser = argparse.ArgumentParser()
+    cli_evaluate.add_arguments(parser)
+    args = parser.parse_args(["--test_data_path", str(tmp_path / "data"), "--format", fmt, "--accelerator", "cpu",
+                              "--devices", "1", "--output", str(tmp_path / "eval.json")])
+    assert evaluate(args) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert set(result["mean"]) == {"apd3d", "occlusion_acc"} and len(result["per_clip"]) == 1

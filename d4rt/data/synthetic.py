@@ -496,7 +496,7 @@ class Scene:
         p_in_tgt = transform_points(invert_rigid(T_wc[t_tgt]), p_tgt)
         z = p_in_tgt[:, 2]
         safe_z = np.where(z > _EPS, z, 1.0)
-        xy_tgt = np.stack([K[0, 0] * p_in_tgt[:, 0] / safe_z + K[0, 2], K[1, 1] * p_in_tgt[:, 1] / safe_z + K[1, 2]], -1)
+        xy_tgt = p_in_tgt[:, :2] / safe_z[:, None] * [K[0, 0], K[1, 1]] + K[:2, 2]
         xy_tgt[z <= _EPS] = np.nan
         edge = 1e-6  # pixels: border pixels reprojecting onto themselves stay in view despite round-off
         in_view = (z > _EPS) & (xy_tgt[:, 0] >= -edge) & (xy_tgt[:, 0] <= width - 1 + edge)
