@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engine": ("d4rt.export.command_build_engine", "build TensorRT engines from exported ONNX graphs"),
     "infer": ("d4rt.runtime.command_infer", "depth, point cloud, cameras and tracks of a video from engines"),
     "bench": ("d4rt.runtime.command_bench", "encode latency and query throughput per backend (JSON)"),
+    "train": ("d4rt.cli_train", "train D4RT with Lightning (synthetic clips or clip folders)"),
+    "evaluate": ("d4rt.cli_evaluate", "evaluate a checkpoint: depth, 3-D points, tracks, poses, visibility"),
 }
 
 
