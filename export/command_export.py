@@ -24,10 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="with --random-init: the model preset (tiny, base, g)")
     p.add_argument("--random-init", action="store_true", help="export a seeded random model instead of a checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+    p.add_argument("--image-size", type=int, default=None, help="with --random-init: input size S (default: preset's)")
 
 
 def load_or_init(checkpoint: str | Path | None, out_dir: Path, preset: str | None = None, random_init: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, image_size: int | None = None):
     """The model to export (float32, eval) and what the manifest records about where it came from.
 
     With ``random_init`` a seeded random ``preset`` model, saved to out_dir/checkpoint so the torch backend and
@@ -45,7 +46,7 @@ def load_or_init(checkpoint: str | Path | None, out_dir: Path, preset: str | Non
         if not preset:
             raise ValueError("--random-init needs --preset (tiny, base or g)")
         torch.manual_seed(seed)
-        model = D4RT(D4RTConfig.preset(preset)).eval()
+        model = D4RT(D4RTConfig.preset(preset, **({"image_size": image_size} if image_size else {}))).eval()
         ckpt = out_dir / "checkpoint"
         model.save_pretrained(ckpt)
         info = {"path": "checkpoint", "random_init": {"preset": preset, "seed": seed}}
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, info = load_or_init(args.checkpoint, out_dir, args.preset, args.random_init, args.seed)
+    model, info = load_or_init(args.checkpoint, out_dir, args.preset, args.random_init, args.seed, args.image_size)
     external = {"auto": None, "yes": True, "no": False}[args.external_data]
     start = time.perf_counter()
     manifest = export_onnx(model, out_dir, precision=args.precision, num_frames=args.frames, opset=args.opset,

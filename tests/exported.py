@@ -27,9 +27,10 @@ def randomize_norms(model) -> None:
 
 
 def random_model(preset: str):
-    from d4rt import D4RT, D4RTConfig
+    from d4rt import D4RT
+    from tests.conftest import config_for_tests
 
-    model = D4RT(D4RTConfig.preset(preset)).eval()
+    model = D4RT(config_for_tests(preset)).eval()
     randomize_norms(model)
     return model
 

@@ -19,8 +19,8 @@ from tests.exported import exported
 def cli_export(tmp_path_factory):
     """`d4rt export --preset tiny --random-init --frames 2 --verify` through the command line entry point."""
     out = tmp_path_factory.mktemp("cli") / "engines"
-    code = main(["export", "--preset", "tiny", "--random-init", "--seed", "7", "--frames", "2", "--out", str(out),
-                 "--verify", "--queries", "256"])
+    code = main(["export", "--preset", "tiny", "--random-init", "--seed", "7", "--frames", "2", "--image-size", "128",
+                 "--out", str(out), "--verify", "--queries", "256"])
     assert code == 0
     return out
 
