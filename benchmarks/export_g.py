@@ -83,7 +83,7 @@ def main() -> int:
             written = json.loads(manifest.read_text())
             run["manifest_external_data"] = {g: [d["file"] for d in e["external_data"]]
                                              for g, e in written["graphs"].items()}
-            if "parity" in written:
+            if written.get("parity"):
                 run["parity_worst"] = written["parity"]["worst"]
         run["log_tail"] = log.read_text().splitlines()[-6:]
         print(json.dumps(run, indent=2), flush=True)
