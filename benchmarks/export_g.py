@@ -97,16 +97,18 @@ def main() -> int:
     key = lambda r: (r["precision"], r["frames"], r["verify_queries"])  # noqa: E731
     earlier = json.loads(out.read_text())["runs"] if out.is_file() else []
     merged = {key(r): r for r in [*earlier, *runs]}
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     result = {
         "date": now.isoformat(timespec="seconds"),
         "script": " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "commit": commit.stdout.strip(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9:.0f} GB RAM, shared with other jobs",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {ram_gb:.0f} GB RAM, "
+                   "shared with other jobs",
         "model": "g preset, random weights (1,162,494,733 parameters at 48 frames)",
         "runs": list(merged.values()),
     }
-    print(f"\n{'precision':9s} {'T':>3s} {'verify':>6s} {'exit':>4s} {'wall s':>8s} {'RssAnon GB':>10s} {'graphs GB':>9s}")
+    header = ("precision", "T", "verify", "exit", "wall s", "RssAnon GB", "graphs GB")
+    print("\n{:9s} {:>3s} {:>6s} {:>4s} {:>8s} {:>10s} {:>9s}".format(*header))
     for r in result["runs"]:
         graphs = sum(v for k, v in r["files_GB"].items() if not k.startswith("checkpoint"))
         print(f"{r['precision']:9s} {r['frames']:3d} {r['verify_queries']:6d} {r['exit_code']:4d} {r['wall_s']:8.1f} "
