@@ -30,7 +30,6 @@ from d4rt.runtime import load
 from d4rt.runtime.manifest import GRAPH_FILES, sha256_file
 from tests.exported import randomize_norms
 
-PROTOBUF_LIMIT = 2**31  # bytes: the most one serialized ONNX ModelProto can hold
 FRAMES = 4
 LOWERED_THRESHOLD = 64 * 1024**2  # bytes; the reduced model's weights are ~306 MB (fp32) / ~153 MB (fp16)
 
@@ -43,16 +42,25 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def test_the_full_g_needs_external_data():
-    """On the meta device: g's weights pass one protobuf in float32 and the auto threshold in float16."""
+def test_the_full_g_takes_the_external_data_path():
+    """On the meta device: `auto` stores g's weights as external data in float32 and float16 alike, while the
+    reduced model below would not take that path without the lowered threshold."""
     g = build_empty(D4RTConfig.preset("g"))
-    fp32 = weight_bytes(g)
     assert sum(p.numel() for p in g.parameters()) == 1_162_494_733
-    assert fp32 > 2 * PROTOBUF_LIMIT  # even the encoder graph alone cannot be one protobuf
-    assert graph_parameters(g.config)["encoder graph"] * 4 > PROTOBUF_LIMIT
-    fp16 = fp32 // 2  # the float16 copy (its LayerNorms stay float32: a few hundred kB more)
+    fp16 = weight_bytes(g) // 2  # the float16 copy (its LayerNorms stay float32: a few hundred kB more)
     assert onnx_export.EXTERNAL_DATA_BYTES < fp16
-    assert weight_bytes(build_empty(reduced_g())) < onnx_export.EXTERNAL_DATA_BYTES, "lowering the threshold is needed"
+    assert weight_bytes(build_empty(reduced_g())) < onnx_export.EXTERNAL_DATA_BYTES
+
+
+def test_the_full_g_without_external_data_is_refused_before_tracing(tmp_path):
+    """float32 g cannot be one protobuf (its encoder graph alone is 4.2 GB): refused from the sizes alone, on the
+    meta device, writing nothing. The float16 encoder graph (2.08 GB of weights) just fits, so it is allowed."""
+    g = build_empty(D4RTConfig.preset("g"))
+    with pytest.raises(ValueError, match=r"encoder graph's weights \(4\.1\d GB in fp32\).*external-data auto"):
+        onnx_export.export_onnx(g, tmp_path / "out", external_data=False, progress=False)
+    assert not any((tmp_path / "out").iterdir())
+    assert graph_parameters(g.config)["encoder graph"] * 2 < onnx_export.PROTOBUF_LIMIT_BYTES
+    onnx_export._check_fits_one_protobuf(g.config, "fp16")  # no error
 
 
 @pytest.fixture(scope="module")
