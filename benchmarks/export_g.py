@@ -3,7 +3,8 @@
 Runs ``d4rt export --preset g --random-init`` in a child process per precision, exactly as a user would, while
 sampling /proc/<pid>/status; the child is stopped when its own memory (RssAnon) passes ``--rss-limit-gb``.
 Records wall time, peak memory, every written file's size and the exit status, prints a table and writes
-benchmarks/results/<date>-cpu-export-g.json (runs of the same day are merged by precision, frames and verify).
+benchmarks/results/<date>-cpu-export-g.json (runs of the same day are merged by precision, frames and verify;
+each keeps its own date, commit and command line).
 
     python benchmarks/export_g.py --workdir /tmp/g_export [--precision fp16 fp32] [--frames 48] [--verify-queries 64]
 
@@ -62,6 +63,7 @@ def main() -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     now = datetime.datetime.now()
+    script = " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
     runs = []
     for precision in args.precision:
@@ -74,6 +76,7 @@ def main() -> int:
         print(f"running: d4rt {' '.join(cmd[3:])}", flush=True)
         log = args.workdir / f"{out_dir.name}.log"
         run = {"precision": precision, "frames": args.frames, "verify_queries": args.verify_queries,
+               "date": now.isoformat(timespec="seconds"), "commit": commit.stdout.strip(), "script": script,
                "command": "d4rt " + " ".join(cmd[3:]).replace(str(args.workdir), "WORKDIR"),
                **run_capped(cmd, log, args.rss_limit_gb)}
         files = sorted(f for f in out_dir.rglob("*") if f.is_file()) if out_dir.is_dir() else []
@@ -98,10 +101,7 @@ def main() -> int:
     earlier = json.loads(out.read_text())["runs"] if out.is_file() else []
     merged = {key(r): r for r in [*earlier, *runs]}
     ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    result = {
-        "date": now.isoformat(timespec="seconds"),
-        "script": " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
-        "commit": commit.stdout.strip(),
+    result = {  # each run records its own date, commit and script command line
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {ram_gb:.0f} GB RAM, "
                    "shared with other jobs",
         "model": "g preset, random weights (1,162,494,733 parameters at 48 frames)",
