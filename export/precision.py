@@ -32,19 +32,19 @@ def to_float16(model: nn.Module) -> nn.Module:
     """A float16 copy of ``model`` with float32 LayerNorms (weights and statistics) and eager attention.
 
     The original model is untouched. LayerNorm parameters are copied from the float32 original (not rounded to
-    float16 and back).
+    float16 and back). Every other parameter is converted on its way into the copy, so the float32 weights are
+    never held twice (for g: 4.65 GB float32 + 2.3 GB float16 at the peak, not 2 x 4.65 GB).
     """
-    half = copy.deepcopy(model)
+    norm_params = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)}
+    # deepcopy returns what its memo holds for an object: seed it with the float16 parameters.
+    memo = {id(p): nn.Parameter(p.detach().half(), requires_grad=p.requires_grad)
+            for p in model.parameters() if id(p) not in norm_params}
+    half = copy.deepcopy(model, memo)
     for module in list(half.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.LayerNorm) and not isinstance(child, Float32LayerNorm):
                 norm = Float32LayerNorm(child.normalized_shape, child.eps, child.elementwise_affine)
                 norm.load_state_dict(child.state_dict())
                 setattr(module, name, norm)
-    for module in half.modules():
-        if isinstance(module, Float32LayerNorm):
-            continue
-        for name, p in list(module.named_parameters(recurse=False)):
-            p.data = p.data.half()
     half.set_attention("eager")
     return half.eval()
