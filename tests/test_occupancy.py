@@ -261,7 +261,8 @@ def test_occupancy_from_scene_matches_ground_truth():
     occ = occupancy_from_scene(rt, Scene(T, S), voxel_size=0.1, progress=False, grid=gt.grid)
     assert rt.calls == [(S * S, 0), (S * S, 1)]
     assert occupancy_scores(occ, gt).clip["iou"] > 0.99  # float32 uv and xyz: a point may cross a boundary
-    np.testing.assert_array_equal(occ.K[0], K)
+    np.testing.assert_allclose(occ.K, np.broadcast_to(K, (T, 3, 3)), rtol=1e-5)  # from the same point maps
+    np.testing.assert_array_equal(occ.T_wc, T_wc)
     xyz, conf, uv = dense_point_maps(rt, Scene(T, S), grid_size=8, progress=False)
     assert xyz.shape == (T, 8, 8, 3) and conf.shape == (T, 8, 8) and uv.shape == (64, 2)
 
