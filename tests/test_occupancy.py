@@ -12,6 +12,7 @@ from d4rt.runtime.occupancy import (
     cast_rays,
     dense_point_maps,
     ground_truth_occupancy,
+    intrinsics_from_point_maps,
     occupancy_from_point_maps,
     occupancy_from_scene,
     point_maps_from_depth,
@@ -323,3 +324,17 @@ def test_mismatched_shapes():
         occupancy_from_point_maps(xyz, T_wc, K, confidence=np.full(xyz.shape[:-1], 3.0))
     with pytest.raises(ValueError, match="max_voxels"):
         occupancy_from_point_maps(xyz * 1000, T_wc, K, voxel_size=0.01)
+
+
+def test_intrinsics_from_point_maps():
+    rng = np.random.default_rng()
+    S, T = 16, 2
+    K = intrinsics(S, rng.uniform(10, 30))
+    depth = rng.uniform(1, 4, (T, S, S))
+    xyz, _ = point_maps_from_depth(depth, K)
+    uv = np.stack(np.meshgrid(np.arange(S), np.arange(S), indexing="xy"), -1).reshape(-1, 2) / (S - 1)
+    np.testing.assert_allclose(intrinsics_from_point_maps(xyz, uv, S), np.broadcast_to(K, (T, 3, 3)), rtol=1e-9)
+    mirrored = xyz.copy()
+    mirrored[1, ..., 0] *= -1  # frame 1 seen in a mirror: no pinhole camera makes it
+    with pytest.raises(ValueError, match=r"do not fit a pinhole camera: frame 1 gives focal lengths fx = -"):
+        intrinsics_from_point_maps(mirrored, uv, S)
