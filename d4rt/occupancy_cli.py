@@ -12,12 +12,21 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("video", help="the clip: a video file (anything rt.encode reads)")
+    p.add_argument("video", help="the clip: a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8")
     p.add_argument("--engines", required=True, help="engine directory written by the export")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--start", type=int, default=0, help="first frame of the video to use")
+    p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="keep at most this many frames (else the video must give exactly the exported T frames)",
+    )
     p.add_argument("--voxel", type=float, default=0.05, help="voxel edge in scene units (metres with --metric-scale)")
     p.add_argument("--metric-scale", type=float, default=1.0, help="metres per scene unit, when known (default 1)")
     p.add_argument("--grid", type=int, default=None, help="n x n queries per frame (default: the engine's S)")
+    p.add_argument("--pose-grid", type=int, default=32, help="n x n queries per frame for the camera poses")
     p.add_argument("--min-confidence", type=float, default=0.5, help="drop points below this confidence")
     p.add_argument("--max-range", type=float, default=None, help="drop points farther than this from the camera")
     temporal = p.add_mutually_exclusive_group()
@@ -59,6 +68,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if not Path(args.engines).is_dir():
         raise FileNotFoundError(f"no engine directory at {args.engines}; build one with the export first")
     check_voxel_size(args.voxel)
+    if args.grid is not None and args.grid < 2:
+        raise ValueError(f"--grid must be at least 2 queries per side, got {args.grid}")
+    if args.pose_grid < 2:
+        raise ValueError(f"--pose-grid must be at least 2 queries per side, got {args.pose_grid}")
     if args.smooth < 0:
         raise ValueError(f"--smooth must be >= 0, got {args.smooth}")
     if args.window < 1:
@@ -77,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from d4rt.runtime import load
+    from d4rt.runtime.command_infer import load_frames
     from d4rt.runtime.files import write_text_atomic
     from d4rt.runtime.occupancy import occupancy_from_scene
     from d4rt.runtime.occupancy_io import plot_bev, save_occupancy, write_ply
@@ -86,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
     timings = {}
     t0 = time.perf_counter()
     rt = load(args.engines, backend=args.backend)
-    scene = rt.encode(args.video)
+    scene = rt.encode(load_frames(args.video), start=args.start, stride=args.stride, max_frames=args.max_frames)
+    print(
+        f"{scene.num_frames} frames of {args.video} ({scene.original_size[1]} x {scene.original_size[0]}) "
+        f"encoded at {scene.image_size} x {scene.image_size} on {rt.name}"
+    )
     timings["encode_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -95,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         scene,
         voxel_size=args.voxel,
         grid_size=args.grid,
+        pose_grid=args.pose_grid,
         batch_size=args.batch_size,
         progress=True,
         metric_scale=args.metric_scale,
@@ -118,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "video": str(args.video),
         "engines": str(args.engines),
+        "backend": rt.name,
+        "start": args.start,
+        "stride": args.stride,
+        "grid": args.grid or scene.image_size,
+        "pose_grid": args.pose_grid,
         "frames": occ.num_frames,
         "grid_shape": list(occ.grid.shape),
         "voxel_size": occ.grid.voxel_size,

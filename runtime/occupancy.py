@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from d4rt.runtime.geometry import grid_uv
+from d4rt.runtime.geometry import focal_from_points, grid_uv
 
 DEFAULT_MAX_VOXELS = 2**27  # 134 M voxels: two boolean scratch grids of 134 MB each
 MAX_VOXELS_LIMIT = 2**31 - 1  # flat indices are int32 inside the ray caster
@@ -502,23 +502,44 @@ def ground_truth_occupancy(
 def dense_point_maps(rt, scene, grid_size: int | None = None, batch_size: int = 65536, progress: bool = True):
     """Query a grid_size x grid_size point map per frame with t_src = t_tgt = t_cam = t.
 
+    Args:
+        rt: a runtime from ``d4rt.runtime.load``; scene: ``rt.encode(frames)``.
+        grid_size: n for an n x n grid of queries per frame (default: the scene's S, one query per input pixel).
     Returns:
-        xyz_cam [T, n, n, 3] (frame t's camera), confidence [T, n, n] (probabilities), uv [n * n, 2].
+        xyz_cam [T, n, n, 3] (frame t's camera, scene units), confidence [T, n, n] (probabilities), uv [n * n, 2].
     """
-    S = scene.image_size if np.ndim(scene.image_size) == 0 else scene.image_size[0]
-    n = int(grid_size or S)
+    n = int(grid_size or scene.image_size)
     if n < 2:
         raise ValueError(f"grid_size must be at least 2 queries per side, got {grid_size!r}")
-    T = int(scene.num_frames)
+    T = scene.num_frames
     uv = grid_uv(n)
     xyz = np.empty((T, n * n, 3), np.float64)
     conf = np.empty((T, n * n), np.float64)
     for t in _progress(range(T), progress, "querying point maps", T):
-        times = np.full(n * n, t, np.int64)
-        res = rt.query(scene, uv, times, times, times, batch_size=batch_size)
-        xyz[t] = np.asarray(res["xyz"]).reshape(n * n, 3)
-        conf[t] = np.asarray(res["confidence"]).reshape(n * n)
+        res = rt.query(scene, uv, t, t, t, batch_size=batch_size)
+        xyz[t] = res["xyz"]
+        conf[t] = res["confidence"]
     return xyz.reshape(T, n, n, 3), conf.reshape(T, n, n), uv
+
+
+def intrinsics_from_point_maps(xyz_cam: np.ndarray, uv: np.ndarray, image_size: int) -> np.ndarray:
+    """K [T, 3, 3] (pixels of the S x S input) from each frame's point map in its own camera: the median focal of
+    :func:`d4rt.runtime.geometry.focal_from_points`, the solver ``rt.intrinsics`` uses, on the queried grid.
+
+    Args:
+        xyz_cam: [T, n, n, 3] from :func:`dense_point_maps`; uv: [n * n, 2] its query grid.
+    """
+    xyz = np.asarray(xyz_cam, np.float64).reshape(len(xyz_cam), -1, 3)
+    K = np.stack([focal_from_points(uv, xyz[t], image_size) for t in range(len(xyz))])
+    bad = (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0)
+    if bad.any():
+        t = int(np.argmax(bad))
+        raise ValueError(
+            f"the point maps do not fit a pinhole camera: frame {t} gives focal lengths fx = {K[t, 0, 0]:.4g}, "
+            f"fy = {K[t, 1, 1]:.4g} (must be > 0; points right of the image centre need x > 0, below it y > 0). "
+            "Is the model trained, and do the engines match it?"
+        )
+    return K
 
 
 def occupancy_from_scene(
@@ -526,6 +547,7 @@ def occupancy_from_scene(
     scene,
     voxel_size: float = 0.05,
     grid_size: int | None = None,
+    pose_grid: int = 32,
     batch_size: int = 65536,
     progress: bool = True,
     **options,
@@ -535,9 +557,13 @@ def occupancy_from_scene(
     Args:
         rt: a runtime from ``d4rt.runtime.load``; scene: ``rt.encode(frames)``.
         grid_size: n for an n x n query grid per frame (default: the scene's S, one query per input pixel).
+        pose_grid: ``rt.camera_poses(scene, pose_grid)``: a pose_grid x pose_grid grid per frame, queried twice.
         options: passed to ``occupancy_from_point_maps`` (metric_scale, min_confidence, max_range, grid, ...).
+    Returns:
+        Occupancy in frame 0's camera; its K [T, 3, 3] comes from the same point maps
+        (:func:`intrinsics_from_point_maps`), its T_wc [T, 4, 4] from ``rt.camera_poses``.
     """
-    xyz_cam, confidence, _ = dense_point_maps(rt, scene, grid_size, batch_size, progress)
-    T_wc = np.asarray(rt.camera_poses(scene), np.float64)
-    K = np.asarray(rt.intrinsics(scene), np.float64)
+    xyz_cam, confidence, uv = dense_point_maps(rt, scene, grid_size, batch_size, progress)
+    T_wc = np.asarray(rt.camera_poses(scene, grid=pose_grid, batch_size=batch_size, progress=progress), np.float64)
+    K = intrinsics_from_point_maps(xyz_cam, uv, scene.image_size)
     return occupancy_from_point_maps(xyz_cam, T_wc, K, confidence, voxel_size=voxel_size, progress=progress, **options)

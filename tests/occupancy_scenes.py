@@ -100,14 +100,17 @@ def reference_cast(origin_grid: np.ndarray, voxel: float, shape, origins: np.nda
 
 
 class AnalyticRuntime:
-    """A stand-in for d4rt.runtime with the same query API, answering from known geometry (test double)."""
+    """A stand-in for a loaded d4rt runtime with the real one's signatures (``query``, ``camera_poses``), answering
+    the queries occupancy makes (t_src = t_tgt = t_cam) from known geometry. Test double: the real runtime is
+    exercised end to end in test_occupancy_cli.py; this one checks the geometry exactly."""
 
     def __init__(self, K, T_wc, boxes, planes, size):
         self.K, self.T_wc, self.boxes, self.planes, self.size = K, T_wc, boxes, planes, size
         self.calls = []
 
-    def query(self, scene, uv, t_src, t_tgt, t_cam, batch_size=8192):
-        assert np.array_equal(t_src, t_tgt) and np.array_equal(t_src, t_cam)
+    def query(self, scene, uv, t_src, t_tgt, t_cam, batch_size=8192, progress=False):
+        t_src, t_tgt, t_cam = (np.broadcast_to(t, (len(uv),)) for t in (t_src, t_tgt, t_cam))
+        assert np.array_equal(t_src, t_tgt) and np.array_equal(t_src, t_cam) and len(np.unique(t_src)) == 1
         self.calls.append((len(uv), int(t_src[0])))
         t = int(t_src[0])
         px = uv * (self.size - 1)
@@ -128,14 +131,8 @@ class AnalyticRuntime:
             "visibility": np.ones(len(uv), np.float32),
         }
 
-    def encode(self, frames):
-        return Scene(len(self.T_wc), self.size)
-
-    def camera_poses(self, scene):
+    def camera_poses(self, scene, grid=32, batch_size=8192, progress=False):
         return self.T_wc
-
-    def intrinsics(self, scene):
-        return self.K
 
 
 class Scene:

@@ -12,6 +12,7 @@ from d4rt.runtime.occupancy import (
     cast_rays,
     dense_point_maps,
     ground_truth_occupancy,
+    intrinsics_from_point_maps,
     occupancy_from_point_maps,
     occupancy_from_scene,
     point_maps_from_depth,
@@ -261,7 +262,8 @@ def test_occupancy_from_scene_matches_ground_truth():
     occ = occupancy_from_scene(rt, Scene(T, S), voxel_size=0.1, progress=False, grid=gt.grid)
     assert rt.calls == [(S * S, 0), (S * S, 1)]
     assert occupancy_scores(occ, gt).clip["iou"] > 0.99  # float32 uv and xyz: a point may cross a boundary
-    np.testing.assert_array_equal(occ.K[0], K)
+    np.testing.assert_allclose(occ.K, np.broadcast_to(K, (T, 3, 3)), rtol=1e-5)  # from the same point maps
+    np.testing.assert_array_equal(occ.T_wc, T_wc)
     xyz, conf, uv = dense_point_maps(rt, Scene(T, S), grid_size=8, progress=False)
     assert xyz.shape == (T, 8, 8, 3) and conf.shape == (T, 8, 8) and uv.shape == (64, 2)
 
@@ -322,3 +324,17 @@ def test_mismatched_shapes():
         occupancy_from_point_maps(xyz, T_wc, K, confidence=np.full(xyz.shape[:-1], 3.0))
     with pytest.raises(ValueError, match="max_voxels"):
         occupancy_from_point_maps(xyz * 1000, T_wc, K, voxel_size=0.01)
+
+
+def test_intrinsics_from_point_maps():
+    rng = np.random.default_rng()
+    S, T = 16, 2
+    K = intrinsics(S, rng.uniform(10, 30))
+    depth = rng.uniform(1, 4, (T, S, S))
+    xyz, _ = point_maps_from_depth(depth, K)
+    uv = np.stack(np.meshgrid(np.arange(S), np.arange(S), indexing="xy"), -1).reshape(-1, 2) / (S - 1)
+    np.testing.assert_allclose(intrinsics_from_point_maps(xyz, uv, S), np.broadcast_to(K, (T, 3, 3)), rtol=1e-9)
+    mirrored = xyz.copy()
+    mirrored[1, ..., 0] *= -1  # frame 1 seen in a mirror: no pinhole camera makes it
+    with pytest.raises(ValueError, match=r"do not fit a pinhole camera: frame 1 gives focal lengths fx = -"):
+        intrinsics_from_point_maps(mirrored, uv, S)

@@ -1,92 +1,141 @@
-"""``d4rt occupancy`` end to end, with d4rt.runtime.load answered by an analytic scene (the engines cannot be
-built in CI): the files it writes are read back and checked against ground truth."""
+"""``d4rt occupancy`` end to end through the real runtime: the bundled sample clip, the bundled checkpoint exported
+by ``d4rt export`` (4 frames, to keep it fast) and ONNX Runtime on the CPU. The files the command writes are read
+back and checked against the runtime queried directly and a brute-force ray caster (tests/occupancy_scenes.py)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import d4rt.runtime
 from d4rt.cli import main
-from d4rt.runtime.occupancy import ground_truth_occupancy
+from d4rt.runtime import load
+from d4rt.runtime.geometry import focal_from_points, grid_uv
 from d4rt.runtime.occupancy_io import load_occupancy
-from d4rt.runtime.occupancy_metrics import occupancy_scores
-from tests.occupancy_scenes import AnalyticRuntime, intrinsics, pose, render_clip, rotation_y
+from tests.occupancy_scenes import reference_cast
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CLIP = ROOT / "assets" / "sample_clip.mp4"
+CHECKPOINT = ROOT / "checkpoints" / "tiny-synthetic"
+FRAMES, GRID, POSE_GRID = 4, 12, 8  # a 4-frame export; 12 x 12 point maps keep the brute-force check small
 
 
-@pytest.fixture
-def analytic_runtime(monkeypatch):
-    rng = np.random.default_rng()
-    S, T = 32, 3
-    K = intrinsics(S, 26.0)
-    T_wc = np.stack([pose(rotation_y(0.05 * t), (0.05 * t, 0.0, 0.0)) for t in range(T)])
-    boxes = [[(np.array([-0.5 + 0.3 * t, -0.3, 1.4]), np.array([0.0 + 0.3 * t, 0.3, 1.9]))] for t in range(T)]
-    planes = [(2, 2.6 + rng.uniform(-0.02, 0.02))]
-    rt = AnalyticRuntime(K, T_wc, boxes, planes, S)
-    loads = []
-
-    def load(path, backend="auto"):
-        loads.append((str(path), backend))
-        return rt
-
-    monkeypatch.setattr(d4rt.runtime, "load", load, raising=False)
-    return rt, loads, render_clip(K, T_wc, S, boxes, planes)[1]
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    """`d4rt export checkpoints/tiny-synthetic --frames 4`: the bundled model (a random one gives point maps that
+    fit no pinhole camera, which the command refuses)."""
+    out = tmp_path_factory.mktemp("occupancy") / "engines"
+    assert main(["export", str(CHECKPOINT), "--frames", str(FRAMES), "--out", str(out)]) == 0
+    return out
 
 
-def test_cli_writes_occupancy(tmp_path, analytic_runtime, capsys):
-    rt, loads, depth = analytic_runtime
-    video, engines, out = tmp_path / "clip.mp4", tmp_path / "engines", tmp_path / "out"
-    video.write_bytes(b"not read by the analytic runtime")
-    engines.mkdir()
-    code = main(
+@pytest.fixture(scope="module")
+def direct(engines):
+    """The runtime queried directly, as the command should: the first FRAMES frames of the sample clip."""
+    rt = load(engines, backend="onnxruntime-cpu")
+    scene = rt.encode(SAMPLE_CLIP, max_frames=FRAMES)
+    uv = grid_uv(GRID)
+    answers = [rt.query(scene, uv, t, t, t) for t in range(FRAMES)]
+    return {
+        "T_wc": rt.camera_poses(scene, POSE_GRID),
+        "xyz": np.stack([a["xyz"] for a in answers]).astype(np.float64),  # [T, GRID^2, 3], camera t
+        "confidence": np.stack([a["confidence"] for a in answers]),
+        "uv": uv,
+        "S": scene.image_size,
+    }
+
+
+def occupancy_command(engines, out, voxel, *extra):
+    return main(
         [
             "occupancy",
-            str(video),
+            str(SAMPLE_CLIP),
             "--engines",
             str(engines),
             "--out",
             str(out),
             "--voxel",
-            "0.1",
-            "--ply",
-            "last",
+            f"{voxel!r}",
+            "--max-frames",
+            str(FRAMES),
+            "--grid",
+            str(GRID),
+            "--pose-grid",
+            str(POSE_GRID),
+            "--backend",
+            "onnxruntime-cpu",
+            *extra,
         ]
     )
-    assert code == 0 and loads == [(str(engines), "auto")]
+
+
+def test_occupancy_command_on_the_sample_clip(engines, direct, tmp_path, capsys):
+    T_wc, conf = direct["T_wc"], direct["confidence"]
+    keep = conf >= 0.5
+    assert 0 < keep.sum() and 0 < conf.min() and conf.max() < 1  # probabilities, some points kept
+    points = [direct["xyz"][t][keep[t]] @ T_wc[t, :3, :3].T + T_wc[t, :3, 3] for t in range(FRAMES)]
+    everything = np.concatenate([T_wc[:, :3, 3], *points])
+    voxel = float(np.ptp(everything, 0).max() / 10)  # about 10 voxels across whatever scale the model predicts
+
+    out = tmp_path / "occ"
+    assert occupancy_command(engines, out, voxel, "--ply", "last") == 0
+    captured = capsys.readouterr()
+    assert f"{FRAMES} frames of {SAMPLE_CLIP} (256 x 192) encoded at 128 x 128 on onnxruntime-cpu" in captured.out
+    assert "querying point maps" in captured.err and "ray casting" in captured.err  # progress bars
+
     occ = load_occupancy(out / "occupancy.npz")
-    assert occ.num_frames == 3 and occ.grid.voxel_size == 0.1
-    np.testing.assert_array_equal(occ.T_wc, rt.T_wc)
-    gt = ground_truth_occupancy(depth, rt.K, rt.T_wc, voxel_size=0.1)
-    assert gt.grid.same_as(occ.grid)  # the same points and cameras size the same lattice-aligned grid
-    assert occupancy_scores(occ, gt).clip["iou"] > 0.99
-    assert sorted(p.name for p in (out / "ply").iterdir()) == ["frame_0002.ply"]
+    assert occ.num_frames == FRAMES and occ.grid.voxel_size == voxel and occ.metric_scale == 1.0
+    np.testing.assert_allclose(occ.T_wc, T_wc, atol=1e-6)
+    for t in range(FRAMES):
+        K = focal_from_points(direct["uv"], direct["xyz"][t], direct["S"])
+        np.testing.assert_allclose(occ.K[t], K, rtol=1e-6)
+    # the grid: voxel centres on voxel * Z^3, the smallest such box around every point and camera
+    lo = np.floor(everything.min(0) / voxel + 0.5)
+    hi = np.floor(everything.max(0) / voxel + 0.5)
+    np.testing.assert_allclose(occ.grid.origin, (lo - 0.5) * voxel, rtol=1e-12, atol=1e-12)
+    assert occ.grid.shape == tuple(int(n) for n in hi - lo + 1)
+    for t in range(FRAMES):  # every voxel of every frame, against a slab test on every voxel-ray pair
+        occupied, free = reference_cast(occ.grid.origin, voxel, occ.grid.shape, T_wc[t, :3, 3], points[t])
+        np.testing.assert_array_equal(occ.occupied[t], occupied)
+        np.testing.assert_array_equal(occ.free[t], free)
+        assert len(free) > 0
+
+    assert sorted(p.name for p in (out / "ply").iterdir()) == [f"frame_{FRAMES - 1:04d}.ply"]
     assert (out / "bev.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "onnxruntime-cpu" and summary["grid"] == GRID and summary["frames"] == FRAMES
     assert summary["occupied_per_frame"] == [len(a) for a in occ.occupied]
-    assert "occupied" in capsys.readouterr().out
+    assert summary["free_per_frame"] == [len(a) for a in occ.free]
 
 
-def test_cli_window_mode(tmp_path, analytic_runtime):
-    video, engines, out = tmp_path / "clip.mp4", tmp_path / "engines", tmp_path / "out"
-    video.write_bytes(b"x")
-    engines.mkdir()
-    args = ["occupancy", str(video), "--engines", str(engines), "--voxel", "0.1", "--ply", "none", "--no-plot"]
-    assert main(args + ["--out", str(out / "a")]) == 0
-    assert main(args + ["--out", str(out / "b"), "--window", "2"]) == 0
-    a, b = load_occupancy(out / "a" / "occupancy.npz"), load_occupancy(out / "b" / "occupancy.npz")
-    assert np.array_equal(b.occupied[0], a.occupied[0])
-    assert np.array_equal(b.occupied[2], np.union1d(a.occupied[1], a.occupied[2]))
-    assert not (out / "a" / "bev.png").exists()
+def test_occupancy_command_window_mode(engines, tmp_path):
+    args = ("--ply", "none", "--no-plot")
+    assert occupancy_command(engines, tmp_path / "a", 0.1, *args) == 0
+    assert occupancy_command(engines, tmp_path / "b", 0.1, *args, "--window", "2") == 0
+    a, b = load_occupancy(tmp_path / "a" / "occupancy.npz"), load_occupancy(tmp_path / "b" / "occupancy.npz")
+    assert a.grid.same_as(b.grid)
+    np.testing.assert_array_equal(b.occupied[0], a.occupied[0])
+    for t in range(1, FRAMES):
+        np.testing.assert_array_equal(b.occupied[t], np.union1d(a.occupied[t - 1], a.occupied[t]))
+    assert not (tmp_path / "a" / "bev.png").exists() and not (tmp_path / "a" / "ply").exists()
 
 
-def test_cli_bad_input(tmp_path):
+def test_occupancy_command_bad_input(engines, tmp_path):
     video = tmp_path / "clip.mp4"
+    out = str(tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="no video"):
-        main(["occupancy", str(video), "--engines", str(tmp_path), "--out", str(tmp_path / "o")])
-    video.write_bytes(b"x")
+        main(["occupancy", str(video), "--engines", str(engines), "--out", out])
     with pytest.raises(FileNotFoundError, match="no engine directory"):
-        main(["occupancy", str(video), "--engines", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+        main(["occupancy", str(SAMPLE_CLIP), "--engines", str(tmp_path / "none"), "--out", out])
+    base = ["occupancy", str(SAMPLE_CLIP), "--engines", str(engines), "--out", out]
     with pytest.raises(ValueError, match="voxel_size must be a positive"):
-        main(["occupancy", str(video), "--engines", str(tmp_path), "--out", str(tmp_path / "o"), "--voxel", "0"])
+        main(base + ["--voxel", "0"])
+    with pytest.raises(ValueError, match="--pose-grid must be at least 2"):
+        main(base + ["--pose-grid", "1"])
+    with pytest.raises(ValueError, match="--grid must be at least 2"):
+        main(base + ["--grid", "1"])
+    with pytest.raises(ValueError, match=f"more than the {FRAMES} frames these engines encode.*--max-frames"):
+        main(base + ["--backend", "onnxruntime-cpu"])  # the 16-frame clip on 4-frame engines: refused, not cut
     with pytest.raises(SystemExit):  # argparse: the two temporal modes exclude each other
-        main(["occupancy", str(video), "--engines", str(tmp_path), "--out", "o", "--smooth", "1", "--window", "3"])
+        main(base + ["--smooth", "1", "--window", "3"])
+    assert not (tmp_path / "o").exists()
