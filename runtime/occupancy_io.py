@@ -29,6 +29,7 @@ import numpy as np
 
 from d4rt.runtime.files import atomic_path
 from d4rt.runtime.occupancy import Occupancy, VoxelGrid
+from d4rt.runtime.outputs import write_ply as write_ply_points
 
 FORMAT = "d4rt-occupancy-v1"
 _KEYS = ("format", "origin", "voxel_size", "shape", "metric_scale", "T_wc", "K") + tuple(
@@ -134,21 +135,9 @@ def write_ply(path: str | Path, occ: Occupancy, t: int) -> Path:
     """Frame t's occupied voxel centres as a binary PLY (world frame, metric units), coloured by height (-y)."""
     if not 0 <= t < occ.num_frames:
         raise ValueError(f"frame t={t} is out of range: the clip has {occ.num_frames} frames")
-    xyz = occ.grid.centers(occ.occupied[t]).astype("<f4")
-    rgb = _height_colors(-xyz[:, 1].astype(np.float64))
-    vertex = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
-    vertex["x"], vertex["y"], vertex["z"] = xyz.T
-    vertex["r"], vertex["g"], vertex["b"] = rgb.T
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"comment d4rt occupancy frame {t}, voxel size {occ.grid.voxel_size:g}, world = frame 0 camera\n"
-        f"element vertex {len(xyz)}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
-    )
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(header.encode("ascii") + vertex.tobytes())
-    return Path(path)
+    xyz = occ.grid.centers(occ.occupied[t])
+    comment = f"d4rt occupancy frame {t}, voxel size {occ.grid.voxel_size:g}, world = frame 0 camera"
+    return write_ply_points(path, xyz, _height_colors(-xyz[:, 1].astype(np.float64)), comment)
 
 
 def bev_states(occ: Occupancy, t: int, y_range: tuple[float, float] | None = None) -> np.ndarray:

@@ -41,8 +41,9 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     return write_bytes_atomic(path, data.tobytes())
 
 
-def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> Path:
-    """Binary little-endian PLY: float x, y, z and uchar red, green, blue per vertex. xyz [P, 3], rgb [P, 3] uint8."""
+def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray, comment: str | None = None) -> Path:
+    """Binary little-endian PLY: float x, y, z and uchar red, green, blue per vertex. xyz [P, 3], rgb [P, 3] uint8;
+    ``comment`` (one line) goes into the header."""
     xyz, rgb = np.asarray(xyz, np.float32), np.asarray(rgb, np.uint8)
     if xyz.ndim != 2 or xyz.shape[1] != 3 or rgb.shape != xyz.shape:
         raise ValueError(f"write_ply needs xyz [P, 3] and rgb [P, 3], got {xyz.shape} and {rgb.shape}")
@@ -51,7 +52,8 @@ def write_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> Path:
     vertex["r"], vertex["g"], vertex["b"] = rgb.T
     header = (
         "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(xyz)}\n"
+        + (f"comment {comment}\n" if comment else "")
+        + f"element vertex {len(xyz)}\n"
         "property float x\nproperty float y\nproperty float z\n"
         "property uchar red\nproperty uchar green\nproperty uchar blue\n"
         "end_header\n"
