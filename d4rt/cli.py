@@ -13,20 +13,22 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("d4rt.demo", "the main job end to end: export, verify, (build an engine), infer on a sample clip"),
-    "convert-opend4rt": ("d4rt.convert_opend4rt", "convert an OpenD4RT opend4rt.ckpt into a save_pretrained dir"),
+    "convert-opend4rt": ("d4rt.command_convert_opend4rt", "convert an OpenD4RT checkpoint into a save_pretrained dir"),
     "memory-plan": ("d4rt.memory_plan", "memory of the engines per device, and the largest query batch"),
-    "occupancy": ("d4rt.occupancy_cli", "per-frame 4D occupancy grids of a video from D4RT engines"),
+    "occupancy": ("d4rt.runtime.command_occupancy", "per-frame 4D occupancy grids of a video from D4RT engines"),
     "export": ("d4rt.export.command_export", "export a checkpoint to encoder/decoder ONNX graphs + manifest"),
     "build-engine": ("d4rt.export.command_build_engine", "build TensorRT engines from exported ONNX graphs"),
     "infer": ("d4rt.runtime.command_infer", "depth, point cloud, cameras and tracks of a video from engines"),
     "bench": ("d4rt.runtime.command_bench", "encode latency and query throughput per backend (JSON)"),
-    "train": ("d4rt.cli_train", "train D4RT with Lightning (synthetic clips or clip folders)"),
-    "evaluate": ("d4rt.cli_evaluate", "evaluate a checkpoint: depth, 3-D points, tracks, poses, visibility"),
+    "train": ("d4rt.command_train", "train D4RT with Lightning (synthetic clips or clip folders)"),
+    "evaluate": ("d4rt.command_evaluate", "evaluate a checkpoint: depth, 3-D points, tracks, poses, visibility"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="d4rt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="d4rt", description="D4RT 4D reconstruction: train, convert, export, build engines, infer, benchmark."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)

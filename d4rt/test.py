@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from d4rt.cli_evaluate import TEST_SEED_BASE
+from d4rt.command_evaluate import TEST_SEED_BASE
 from d4rt.data.dataset import D4RTDataset
 from d4rt.data.formats import TrackSet
 from d4rt.data.synthetic import Clip
@@ -256,10 +256,10 @@ def load_model(ckpt: Path | None, preset: str, seed: int) -> D4RT:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the command (arguments in d4rt/cli_evaluate.py)
+# the command (arguments in d4rt/command_evaluate.py)
 # ----------------------------------------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace) -> int:
-    """Evaluate from the parsed ``d4rt evaluate`` arguments (see :mod:`d4rt.cli_evaluate`)."""
+    """Evaluate from the parsed ``d4rt evaluate`` arguments (see :mod:`d4rt.command_evaluate`)."""
     from d4rt.data.datamodule import find_clips
     from d4rt.data.synthetic import generate_clips
     from d4rt.runtime.files import write_text_atomic

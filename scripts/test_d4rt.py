@@ -6,9 +6,9 @@
 import argparse
 import sys
 
-from d4rt import cli_evaluate
+from d4rt import command_evaluate
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli_evaluate.add_arguments(parser)
-    sys.exit(cli_evaluate.run(parser.parse_args()))
+    command_evaluate.add_arguments(parser)
+    sys.exit(command_evaluate.run(parser.parse_args()))

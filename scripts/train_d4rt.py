@@ -7,9 +7,9 @@
 import argparse
 import sys
 
-from d4rt import cli_train
+from d4rt import command_train
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli_train.add_arguments(parser)
-    sys.exit(cli_train.run(parser.parse_args()))
+    command_train.add_arguments(parser)
+    sys.exit(command_train.run(parser.parse_args()))

@@ -154,7 +154,7 @@ def test_evaluate_command_on_public_layouts(tmp_path, scene_tracks, fmt):
     import argparse
     import json
 
-    from d4rt import cli_evaluate
+    from d4rt import command_evaluate
     from d4rt.test import evaluate
 
     clip, world, cam, pix, vis, uv, t_src = scene_tracks
@@ -165,7 +165,7 @@ def test_evaluate_command_on_public_layouts(tmp_path, scene_tracks, fmt):
     else:
         write_pointodyssey(tmp_path / "data" / "seq_a", clip, world, pix, vis)
     parser = argparse.ArgumentParser()
-    cli_evaluate.add_arguments(parser)
+    command_evaluate.add_arguments(parser)
     args = parser.parse_args(["--test_data_path", str(tmp_path / "data"), "--format", fmt, "--accelerator", "cpu",
                               "--devices", "1", "--output", str(tmp_path / "eval.json")])
     assert evaluate(args) == 0

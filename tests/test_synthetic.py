@@ -254,7 +254,7 @@ def test_numpy_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, d4rt.data.synthetic, d4rt.data.formats, d4rt.utils.metrics, d4rt.cli_train, "
-            "d4rt.cli_evaluate; print([m for m in ('torch', 'lightning') if m in sys.modules])")
+    code = ("import sys, d4rt.data.synthetic, d4rt.data.formats, d4rt.utils.metrics, d4rt.command_train, "
+            "d4rt.command_evaluate; print([m for m in ('torch', 'lightning') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -82,12 +82,12 @@ def parse(module, argv):
 
 
 def test_scripts_end_to_end(tmp_path):
-    from d4rt import cli_evaluate, cli_train
+    from d4rt import command_evaluate, command_train
     from d4rt.test import evaluate
     from d4rt.train import fit
 
     out = tmp_path / "run"
-    args = parse(cli_train, [
+    args = parse(command_train, [
         "--preset", "tiny", "--img_size", "32", "--num_frames", "4", "--synthetic", "2", "--max_steps", "3",
         "--batch_size", "1", "--num_queries", "64", "--output_dir", str(out), "--val_every", "2", "--log_every", "1",
         "--ckpt_every", "3", "--accelerator", "cpu", "--save_dtype", "float16",
@@ -102,7 +102,7 @@ def test_scripts_end_to_end(tmp_path):
         torch.testing.assert_close(v.half(), model.state_dict()[k], rtol=0, atol=0)
 
     report = tmp_path / "eval.json"
-    args = parse(cli_evaluate, [
+    args = parse(command_evaluate, [
         "--test_data_path", str(tmp_path / "test"), "--synthetic", "1", "--ckpt", str(out / "pretrained"),
         "--num_queries", "64", "--track_points", "16", "--accelerator", "cpu", "--devices", "1",
         "--output", str(report),
