@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help=f"generate N held-out synthetic clips (seeds {TEST_SEED_BASE}+) into --test_data_path")
     p.add_argument("--num_queries", type=int, default=2048)
-    p.add_argument("--img_size", type=int, default=None, help="must equal the model's (default: the model's)")
+    p.add_argument("--img_size", type=int, default=None,
+                   help="input size; for a checkpoint it must equal its own (default: the model's)")
     p.add_argument("--track_points", type=int, default=256)
     p.add_argument("--depth_stride", type=int, default=4, help="depth evaluated at every n-th pixel")
     p.add_argument("--devices", default="auto")

@@ -235,13 +235,14 @@ class D4RTEvaluation(L.LightningModule):
         self.log_dict({f"test/{k}": v for k, v in metrics.items()}, batch_size=1, sync_dist=True)
 
 
-def load_model(ckpt: Path | None, preset: str, seed: int) -> D4RT:
-    """A save_pretrained directory, a Lightning .ckpt, or (None) an untrained model of ``preset``."""
+def load_model(ckpt: Path | None, preset: str, seed: int, image_size: int | None = None) -> D4RT:
+    """A save_pretrained directory, a Lightning .ckpt, or (None) an untrained model of ``preset`` (at
+    ``image_size`` when given: no weight depends on the input size)."""
     from d4rt.config import D4RTConfig
 
     if ckpt is None:
         torch.manual_seed(seed)
-        return D4RT(D4RTConfig.preset(preset)).eval()
+        return D4RT(D4RTConfig.preset(preset, **({"image_size": image_size} if image_size else {}))).eval()
     ckpt = Path(ckpt)
     if ckpt.is_dir():
         return D4RT.from_pretrained(ckpt).float().eval()
@@ -264,7 +265,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from d4rt.data.synthetic import generate_clips
     from d4rt.runtime.files import write_text_atomic
 
-    model = load_model(args.ckpt, args.preset, args.seed)
+    model = load_model(args.ckpt, args.preset, args.seed, args.img_size if args.ckpt is None else None)
     cfg = model.config
     if args.img_size is not None and args.img_size != cfg.image_size:
         raise ValueError(f"--img_size {args.img_size} differs from the model's {cfg.image_size}; drop the flag")
