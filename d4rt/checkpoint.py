@@ -99,7 +99,7 @@ def save_pretrained(model: "torch.nn.Module", directory: str | Path) -> Path:
         total = sum(t.numel() * t.element_size() for t in state.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         write_text_atomic(directory / INDEX_NAME, json.dumps(index, indent=2) + "\n")
-    write_text_atomic(directory / CONFIG_NAME, json.dumps(model.config.to_dict(), indent=2) + "\n")
+    model.config.save(directory / CONFIG_NAME)
     return directory
 
 

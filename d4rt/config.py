@@ -107,8 +107,11 @@ class D4RTConfig:
             raise ValueError(f"config has unknown fields {unknown}; this d4rt version knows {sorted(known)}")
         return cls(**d)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path) -> Path:
+        """Write the config as JSON, atomically."""
+        from d4rt.runtime.files import write_text_atomic
+
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "D4RTConfig":

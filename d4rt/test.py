@@ -8,7 +8,7 @@ Per clip (the video is encoded once; every answer below is a query):
 - tracks: ``track_points`` source pixels followed through every frame in its own camera (t_tgt = t_cam);
   APD3D with thresholds in pixels of a 256 x 256 input (TAPVid-3D's scale);
 - camera poses: a ``pose_grid`` x ``pose_grid`` query grid of frame j in camera j and in camera 0, aligned by a
-  rigid Umeyama (OpenD4RT's recipe); ATE after a Sim(3) alignment to the true trajectory.
+  confidence-weighted rigid Umeyama (the runtime's estimator, OpenD4RT's recipe); ATE after a Sim(3) alignment.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from d4rt.command_evaluate import TEST_SEED_BASE
-from d4rt.data.dataset import D4RTDataset
+from d4rt.data.dataset import D4RTDataset, scale_intrinsics
 from d4rt.data.formats import TrackSet
 from d4rt.data.synthetic import Clip
 from d4rt.models import D4RT
-from d4rt.runtime.geometry import grid_uv, umeyama
+from d4rt.runtime.geometry import grid_uv, poses_from_grid_points
+from d4rt.runtime.runtime import sigmoid
 from d4rt.utils.metrics import (
     apd3d,
     best_constant_depth_abs_rel,
@@ -61,8 +62,7 @@ class QueryRunner:
             parts.append(self.model.decode_kv(self.keys, self.values, self.video, uv[None, s],
                                               t[0][None, s], t[1][None, s], t[2][None, s]))
         out = {k: torch.cat([p[k][0] for p in parts]).double().cpu().numpy() for k in parts[0]}
-        out["visibility"] = 1.0 / (1.0 + np.exp(-out["visibility"]))
-        out["confidence"] = 1.0 / (1.0 + np.exp(-out["confidence"]))
+        out["visibility"], out["confidence"] = sigmoid(out["visibility"]), sigmoid(out["confidence"])
         return out
 
 
@@ -78,19 +78,15 @@ def predict_depth(run: QueryRunner, num_frames: int, size: int, stride: int) -> 
 
 
 def predict_camera_poses(run: QueryRunner, num_frames: int, grid: int = 16) -> np.ndarray:
-    """Camera-to-world [T, 4, 4] with the world = camera 0: frame j's grid points in camera j and in camera 0,
-    aligned by a rigid Umeyama."""
+    """Camera-to-world [T, 4, 4] with the world = camera 0, by the runtime's estimator (``Runtime.camera_poses``):
+    frame j's grid points in camera j and in camera 0, a confidence-weighted rigid Umeyama."""
     uv = grid_uv(grid)
-    T, P = num_frames, len(uv)
-    frames = np.repeat(np.arange(T), P)
-    t_cam = np.concatenate([frames, np.zeros_like(frames)])  # each frame's own camera, then camera 0
-    xyz = run(np.tile(uv, (2 * T, 1)), np.tile(frames, 2), np.tile(frames, 2), t_cam)["xyz"]
-    in_own, in_first = xyz[: T * P].reshape(T, P, 3), xyz[T * P :].reshape(T, P, 3)
-    poses = np.tile(np.eye(4), (T, 1, 1))
-    for j in range(1, T):
-        _, R, t = umeyama(in_own[j], in_first[j], with_scale=False)
-        poses[j, :3, :3], poses[j, :3, 3] = R, t
-    return poses
+    frames = np.repeat(np.arange(1, num_frames), len(uv))
+    t_cam = np.concatenate([np.zeros_like(frames), frames])  # camera 0, then each frame's own camera
+    res = run(np.tile(uv, (2 * (num_frames - 1), 1)), np.tile(frames, 2), np.tile(frames, 2), t_cam)
+    xyz = res["xyz"].reshape(2, num_frames - 1, len(uv), 3)
+    conf = res["confidence"].reshape(2, num_frames - 1, len(uv))
+    return poses_from_grid_points(xyz[1], xyz[0], weights=conf[0] * conf[1])
 
 
 def evaluate_clip(
@@ -179,8 +175,8 @@ def evaluate_tracks(model: D4RT, tracks: TrackSet) -> dict[str, float]:
     gt_visible = tracks.visible[:T, keep].T & valid
     pred_visible = (pred["visibility"] > 0.5).reshape(n, T)
     K = tracks.K[0]
-    a = apd3d(pred["xyz"].reshape(n, T, 3), gt, gt_visible, K[0, 0] * (APD_IMAGE_SIZE - 1) / (W - 1),
-              K[1, 1] * (APD_IMAGE_SIZE - 1) / (H - 1), pred_visible=pred_visible)
+    K_256 = scale_intrinsics(K, H, W, APD_IMAGE_SIZE)
+    a = apd3d(pred["xyz"].reshape(n, T, 3), gt, gt_visible, K_256[0, 0], K_256[1, 1], pred_visible=pred_visible)
     return {"apd3d": a["apd3d"], "occlusion_acc": visibility_accuracy(pred_visible, gt_visible, valid)}
 
 

@@ -53,6 +53,30 @@ def similarity_matrix(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return M
 
 
+def poses_from_grid_points(
+    xyz_own: np.ndarray, xyz_first: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Camera-to-world poses with frame 0's camera as the world, from the same query points seen in two cameras.
+
+    For frame j (j >= 1), ``xyz_own[j - 1]`` holds a grid of frame-j points in camera j and ``xyz_first[j - 1]``
+    the same points in camera 0; the rigid Umeyama fit from the first to the second is T_wc of frame j.
+
+    Args:
+        xyz_own, xyz_first: [T - 1, G, 3]; weights: optional [T - 1, G] (e.g. the product of both confidences).
+    Returns:
+        T_wc [T, 4, 4], T_wc[0] = identity.
+    """
+    xyz_own, xyz_first = np.asarray(xyz_own, np.float64), np.asarray(xyz_first, np.float64)
+    if xyz_own.ndim != 3 or xyz_own.shape[-1] != 3 or xyz_own.shape != xyz_first.shape:
+        raise ValueError(f"xyz_own and xyz_first must both be [T - 1, G, 3], got {xyz_own.shape} and {xyz_first.shape}")
+    poses = np.tile(np.eye(4), (len(xyz_own) + 1, 1, 1))
+    for i in range(len(xyz_own)):
+        w = None if weights is None else weights[i]
+        _, R, t = umeyama(xyz_own[i], xyz_first[i], with_scale=False, weights=w)
+        poses[i + 1] = similarity_matrix(1.0, R, t)
+    return poses
+
+
 def focal_from_points(uv: np.ndarray, xyz_cam: np.ndarray, image_size: int, min_offset: float = 0.05):
     """Pinhole focal lengths from points in their own camera frame, the median over a grid (OpenD4RT's recipe).
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from d4rt.runtime.geometry import focal_from_points, grid_uv, similarity_matrix, umeyama
+from d4rt.runtime.geometry import focal_from_points, grid_uv, poses_from_grid_points
 from d4rt.runtime.manifest import (
     DECODER_OUTPUTS,
     ENGINE_FILES,
@@ -279,13 +279,9 @@ class Runtime:
         cams = np.concatenate([np.zeros_like(tt), tt])
         res = self.query(scene, np.tile(uv, (2 * len(frames), 1)), np.tile(tt, 2), np.tile(tt, 2), cams,
                          batch_size, progress)
-        xyz = res["xyz"].reshape(2, len(frames), G, 3).astype(np.float64)
+        xyz = res["xyz"].reshape(2, len(frames), G, 3)
         conf = res["confidence"].reshape(2, len(frames), G).astype(np.float64)
-        poses = np.tile(np.eye(4), (T, 1, 1))
-        for i, j in enumerate(frames):
-            _, R, t = umeyama(xyz[1, i], xyz[0, i], with_scale=False, weights=conf[0, i] * conf[1, i])
-            poses[j] = similarity_matrix(1.0, R, t)
-        return poses
+        return poses_from_grid_points(xyz[1], xyz[0], weights=conf[0] * conf[1])
 
     def intrinsics(
         self, scene: Scene, grid: int = 32, batch_size: int = DEFAULT_BATCH, progress: bool = False
