@@ -27,6 +27,7 @@ from typing import Any
 from d4rt.runtime.backend_tensorrt import GpuInfo, gpu_info, import_tensorrt
 from d4rt.runtime.files import write_bytes_atomic
 from d4rt.runtime.manifest import (
+    DEFAULT_QUERY_PROFILE,
     ENGINE_FILES,
     HARDWARE_COMPAT,
     QUERY_DIM,
@@ -45,9 +46,9 @@ HARDWARE_LEVELS = {"ampere+": "AMPERE_PLUS", "same-compute-capability": "SAME_CO
 class EngineBuildOptions:
     """How to build. Query counts bound the decoder's N; the runtime splits larger query batches."""
 
-    min_queries: int = 1
-    opt_queries: int = 4096
-    max_queries: int = 65536
+    min_queries: int = DEFAULT_QUERY_PROFILE[0]
+    opt_queries: int = DEFAULT_QUERY_PROFILE[1]
+    max_queries: int = DEFAULT_QUERY_PROFILE[2]
     workspace_gb: float | None = None  # TensorRT's default: the GPU's memory
     timing_cache: str | None = None  # read if it exists, written after the build
     hardware_compat: str = "none"  # "none" | "ampere+" | "same-compute-capability"

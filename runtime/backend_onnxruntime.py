@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from d4rt.runtime.manifest import (
+    DEFAULT_QUERY_PROFILE,
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_INPUTS,
@@ -64,7 +65,7 @@ class OrtSceneState:
 class OnnxRuntimeBackend:
     """encoder.onnx / decoder.onnx in ONNX Runtime on one execution provider ("cpu" | "cuda" | "tensorrt")."""
 
-    max_queries = None  # ONNX Runtime takes any N
+    max_queries = None  # ONNX Runtime takes any N (its TensorRT provider: its profile's max, set in _providers)
 
     def __init__(
         self,
@@ -108,16 +109,19 @@ class OnnxRuntimeBackend:
         cuda = ("CUDAExecutionProvider", {"device_id": self.device_id})
         if provider == "cuda":
             return [cuda, "CPUExecutionProvider"]
-        # TensorRT execution provider: engines are built by ONNX Runtime on first use and cached beside the graphs.
-        # The query profile follows the manifest's decoder graph (N from 1 to 65536, 4096 optimal).
+        # TensorRT execution provider: engines are built by ONNX Runtime on first use and cached beside the graphs,
+        # with the same query profile as `d4rt build-engine`'s defaults; the runtime splits batches above its max.
+        self.max_queries = DEFAULT_QUERY_PROFILE[2]
+        profile = {
+            f"trt_profile_{level}_shapes": f"uv:1x{n}x2,t:1x{n}x3"
+            for level, n in zip(("min", "opt", "max"), DEFAULT_QUERY_PROFILE)
+        }
         trt_options = {
             "device_id": self.device_id,
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(directory / "ort_trt_cache"),
             "trt_timing_cache_enable": True,
-            "trt_profile_min_shapes": "uv:1x1x2,t:1x1x3",
-            "trt_profile_opt_shapes": "uv:1x4096x2,t:1x4096x3",
-            "trt_profile_max_shapes": "uv:1x65536x2,t:1x65536x3",
+            **profile,
         }
         return [("TensorrtExecutionProvider", trt_options), cuda, "CPUExecutionProvider"]
 

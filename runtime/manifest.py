@@ -40,6 +40,7 @@ DECODER_INPUTS = ("video", "keys", "values", "uv", "t")
 DECODER_OUTPUTS = ("xyz", "uv_tgt", "visibility", "displacement", "normal", "confidence")
 MODEL_OUTPUT_NAMES = dict(zip(DECODER_OUTPUTS, ("xyz", "uv", "visibility", "displacement", "normal", "confidence")))
 QUERY_DIM = "N"  # the name of the dynamic query dimension
+DEFAULT_QUERY_PROFILE = (1, 4096, 65536)  # min / opt / max N of TensorRT profiles (d4rt build-engine, ORT's TRT EP)
 
 EXPORT_HINT = "re-export with `d4rt export CKPT_DIR --out DIR`"
 BUILD_HINT = "rebuild the engines on this machine with `d4rt build-engine ONNX_DIR --out DIR`"
