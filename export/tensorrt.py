@@ -251,6 +251,18 @@ def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: En
     return bytes(plan)  # IHostMemory has the buffer protocol
 
 
+def warn_unsupported_nodes(onnx_dir: Path, manifest) -> None:
+    """Warn, naming them, about nodes the table says TensorRT's parser does not take, before a long build fails
+    on them (a warning, not an error: the table was checked against the graphs we export, not every TensorRT)."""
+    import onnx
+
+    for graph, entry in manifest.graphs.items():
+        model_proto = onnx.load(str(onnx_dir / entry["file"]), load_external_data=False)
+        bad = tensorrt_unsupported_nodes(model_proto)
+        if bad:
+            warnings.warn(f"{graph}.onnx has nodes TensorRT's ONNX parser may refuse: {bad[:10]}", stacklevel=2)
+
+
 def build_engines(
     onnx_dir: str | Path, out_dir: str | Path | None = None, options: EngineBuildOptions | None = None,
     progress: bool = True,
@@ -269,6 +281,7 @@ def build_engines(
     out_dir = Path(out_dir) if out_dir is not None else onnx_dir
     manifest = read_manifest(onnx_dir)
     check_graph_files(manifest, onnx_dir)
+    warn_unsupported_nodes(onnx_dir, manifest)
 
     trt = import_tensorrt()
     major = major_minor(trt.__version__)[0]

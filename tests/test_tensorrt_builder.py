@@ -209,3 +209,18 @@ def test_tensorrt_support_check_catches_an_int64_clip():
     assert "NonZero is not in the TensorRT support table" in tensorrt_unsupported_nodes(
         model(TensorProto.FLOAT, "NonZero"))[0]
     onnx.checker.check_model(model(TensorProto.INT64))  # a valid ONNX model: only TensorRT would refuse it
+
+    # build_engines warns about such graphs, naming the node, before TensorRT is even imported
+    import tempfile
+    import types
+
+    from d4rt.export.tensorrt import warn_unsupported_nodes
+
+    directory = exported("tiny", 4, "fp32")[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_unsupported_nodes(directory, read_manifest(directory))  # our export: silent
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model(TensorProto.INT64), f"{tmp}/decoder.onnx")
+        with pytest.warns(UserWarning, match="clip_node: Clip on int64"):
+            warn_unsupported_nodes(Path(tmp), types.SimpleNamespace(graphs={"decoder": {"file": "decoder.onnx"}}))
