@@ -8,29 +8,23 @@ Medians over ``--repeats`` runs after one warm-up run, each on a fresh random sc
 from __future__ import annotations
 
 import argparse
-import datetime
+import itertools
+import os
 import json
-import platform
-import statistics
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from d4rt.data.synthetic import Scene, write_clip
 from d4rt.runtime.files import write_text_atomic
+from d4rt.runtime.provenance import host_description, median_seconds, run_record
 
 
 def timed(fn, repeats: int) -> float:
-    fn(0)  # warm-up
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn(i + 1)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of fn(i), i = 0 (the warm-up), 1, 2, ...: a fresh seed or clip per run."""
+    calls = itertools.count()
+    return median_seconds(lambda: fn(next(calls)), repeats, warmup=1)
 
 
 def main() -> int:
@@ -59,12 +53,10 @@ def main() -> int:
     print(f"{'what':58s} {'median s':>9s}")
     for name, t in rows:
         print(f"{name:58s} {t:9.3f}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    threads = os.environ.get("OMP_NUM_THREADS", "all")
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": f"CPU ({platform.processor() or platform.machine()}), 1 thread", "commit": commit,
-        "command": "OMP_NUM_THREADS=1 python benchmarks/bench_synthetic.py", "repeats": args.repeats,
-        "median_seconds": dict(rows),
+        **run_record(device=f"CPU ({host_description()}), OMP_NUM_THREADS={threads}"),
+        "repeats": args.repeats, "median_seconds": dict(rows),
     }
     write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print(f"-> {args.out}")

@@ -14,10 +14,7 @@ checkpoint) are page cache the kernel can drop. Needs ~2 x 4.65 GB of disk in --
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -103,12 +100,10 @@ def main() -> int:
     print(f"wrote a random {args.frames}-frame checkpoint: {size / 1e9:.2f} GB in {time.perf_counter() - start:.1f} s")
     measured = run_measured([sys.executable, "-m", "d4rt.cli", "convert-opend4rt", str(ckpt), str(out_dir)])
     files = sorted(out_dir.iterdir())
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    from d4rt.runtime.provenance import run_record
+
     result = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "commit": commit.stdout.strip(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        **run_record(),
         "frames": args.frames,
         "checkpoint_GB": size / 1e9,
         "converted_files": [f.name for f in files],

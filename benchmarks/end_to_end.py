@@ -85,7 +85,6 @@ def run_preset(preset: str, dtype, device: str, frames: int | None, query_counts
     for n in query_counts:
         uv, t_src, t_tgt, t_cam = random_queries(n, T, device)
         record("decode", n, lambda: model.decode_kv(keys, values, video, uv, t_src, t_tgt, t_cam), "xyz")
-    del model, keys, values
     return rows
 
 

@@ -15,7 +15,6 @@ output directory is deleted after measuring unless ``--keep``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -61,9 +60,9 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the exported directories")
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    now = datetime.datetime.now()
-    script = " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    from d4rt.runtime.provenance import run_record
+
+    record = run_record()
 
     runs = []
     for precision in args.precision:
@@ -76,7 +75,7 @@ def main() -> int:
         print(f"running: d4rt {' '.join(cmd[3:])}", flush=True)
         log = args.workdir / f"{out_dir.name}.log"
         run = {"precision": precision, "frames": args.frames, "verify_queries": args.verify_queries,
-               "date": now.isoformat(timespec="seconds"), "commit": commit.stdout.strip(), "script": script,
+               "date": record["date"], "commit": record["commit"], "script": record["command"],
                "command": "d4rt " + " ".join(cmd[3:]).replace(str(args.workdir), "WORKDIR"),
                **run_capped(cmd, log, args.rss_limit_gb)}
         files = sorted(f for f in out_dir.rglob("*") if f.is_file()) if out_dir.is_dir() else []
@@ -96,7 +95,7 @@ def main() -> int:
 
     from d4rt.runtime.files import write_text_atomic
 
-    out = REPO / "benchmarks" / "results" / f"{now:%Y-%m-%d}-cpu-export-g.json"
+    out = REPO / "benchmarks" / "results" / f"{record['date'][:10]}-cpu-export-g.json"
     key = lambda r: (r["precision"], r["frames"], r["verify_queries"])  # noqa: E731
     earlier = json.loads(out.read_text())["runs"] if out.is_file() else []
     merged = {key(r): r for r in [*earlier, *runs]}

@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from d4rt.runtime.files import write_text_atomic  # noqa: E402
+from d4rt.runtime.provenance import run_record  # noqa: E402
 from d4rt.runtime.occupancy import ground_truth_occupancy, occupancy_from_point_maps  # noqa: E402
 from d4rt.runtime.occupancy_io import load_occupancy, save_occupancy  # noqa: E402
 from d4rt.runtime.occupancy_metrics import occupancy_scores  # noqa: E402
@@ -181,15 +178,8 @@ def main() -> int:
             f"{r['moving_iou']:11.3f} {r['moving_f_score']:9.3f}"
         )
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = "unknown"
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit,
-        "device": f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}",
-        "command": " ".join(["python", *sys.argv]),
+        **run_record(),
         "speed": s,
         "static_gap": rows,
     }

@@ -3,15 +3,8 @@ results as JSON + Markdown (atomically) to ``benchmarks/results/<date>-<gpu>-<na
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import platform
 import re
-import shlex
-import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -47,40 +40,21 @@ def median_ms(fn: Callable[[], object], device: str, warmup: int = 25, rep: int 
         import triton.testing
 
         return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
-    fn()  # warm-up (compiles / autotunes)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    from d4rt.runtime.provenance import median_seconds
+
+    return 1e3 * median_seconds(fn, repeats=3, warmup=1)  # the warm-up compiles / autotunes
 
 
 def environment(device: str) -> dict:
-    """Date, device, commit, exact command and library versions of this run."""
+    """Date, device, commit, exact command and library versions of this run (runtime.provenance), plus the GPU's
+    compute capability, SM count and CUDA version."""
     import torch
-    import triton
+    import triton  # noqa: F401  (loaded, so its version is recorded)
 
-    root = Path(__file__).resolve().parent.parent
+    from d4rt.runtime.provenance import host_description, run_record
 
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += "+dirty"
-    env = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'unknown'})",
-        "commit": commit,
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-    }
+    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({host_description()})"
+    env = run_record(device=name)
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         env["compute_capability"] = f"{props.major}.{props.minor}"

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--num_workers", type=int, default=0, help="data-loading processes per device")
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="base", help="tiny | base | g (default: base, the seed's card)")
+    model.add_argument("--pos_embed", choices=["flat", "thw"], default=None,
+                       help="encoder positions (default: the preset's): flat = OpenD4RT's 1-D table, thw = factorised 3-D")
     model.add_argument("--init", type=Path, help="start from these save_pretrained weights")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--batch_size", type=int, default=1, help="clips per step and device")

@@ -27,8 +27,8 @@ from d4rt.data.dataset import D4RTDataset, scale_intrinsics
 from d4rt.data.formats import TrackSet
 from d4rt.data.synthetic import Clip
 from d4rt.models import D4RT
-from d4rt.runtime.geometry import grid_uv, poses_from_grid_points
-from d4rt.runtime.runtime import sigmoid
+from d4rt.runtime.backend_torch import TorchBackend
+from d4rt.runtime.runtime import Runtime, Scene
 from d4rt.utils.metrics import (
     apd3d,
     best_constant_depth_abs_rel,
@@ -41,52 +41,21 @@ from d4rt.utils.metrics import (
 APD_IMAGE_SIZE = 256
 
 
-class QueryRunner:
-    """Encode a clip once, then answer query batches in chunks. video [1, T, 3, S, S]."""
-
-    def __init__(self, model: D4RT, video: torch.Tensor, aspect_ratio: float, chunk: int = 16384):
-        self.model, self.video, self.chunk = model, video, chunk
-        with torch.no_grad():
-            self.keys, self.values = model.memory_kv(model.encode(video, aspect_ratio))
-
-    @torch.no_grad()
-    def __call__(self, uv: np.ndarray, t_src, t_tgt, t_cam) -> dict[str, np.ndarray]:
-        """uv [N, 2], t_* [N] -> xyz [N, 3], uv [N, 2], visibility [N] (probability), ... as numpy float64."""
-        N = len(uv)
-        t = [torch.as_tensor(np.broadcast_to(x, (N,)).copy(), dtype=torch.long, device=self.video.device)
-             for x in (t_src, t_tgt, t_cam)]
-        uv = torch.as_tensor(uv, dtype=torch.float32, device=self.video.device)
-        parts = []
-        for i in range(0, N, self.chunk):
-            s = slice(i, i + self.chunk)
-            parts.append(self.model.decode_kv(self.keys, self.values, self.video, uv[None, s],
-                                              t[0][None, s], t[1][None, s], t[2][None, s]))
-        out = {k: torch.cat([p[k][0] for p in parts]).double().cpu().numpy() for k in parts[0]}
-        out["visibility"], out["confidence"] = sigmoid(out["visibility"]), sigmoid(out["confidence"])
-        return out
+def model_runtime(model: D4RT, num_frames: int | None = None) -> Runtime:
+    """The runtime over a model in memory (its torch backend), for clips of ``num_frames`` frames (default: the
+    model's most): evaluation answers queries exactly as a deployed model does (batching, sigmoid, poses)."""
+    return Runtime(TorchBackend(model), num_frames or model.config.num_frames, model.config.image_size)
 
 
-def predict_depth(run: QueryRunner, num_frames: int, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+def predict_depth(rt: Runtime, scene: Scene, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Depth (z) at every ``stride``-th pixel of every frame. -> depth [T, h, w], pixel indices (ys, xs)."""
-    idx = np.arange(0, size, stride)
+    T, S = scene.num_frames, scene.image_size
+    idx = np.arange(0, S, stride)
     ys, xs = np.meshgrid(idx, idx, indexing="ij")
-    uv = np.stack([xs.ravel(), ys.ravel()], -1) / (size - 1)
-    T, P = num_frames, len(uv)
-    t = np.repeat(np.arange(T), P)
-    z = run(np.tile(uv, (T, 1)), t, t, t)["xyz"][:, 2]
-    return z.reshape(T, len(idx), len(idx)), (ys, xs)
-
-
-def predict_camera_poses(run: QueryRunner, num_frames: int, grid: int = 16) -> np.ndarray:
-    """Camera-to-world [T, 4, 4] with the world = camera 0, by the runtime's estimator (``Runtime.camera_poses``):
-    frame j's grid points in camera j and in camera 0, a confidence-weighted rigid Umeyama."""
-    uv = grid_uv(grid)
-    frames = np.repeat(np.arange(1, num_frames), len(uv))
-    t_cam = np.concatenate([np.zeros_like(frames), frames])  # camera 0, then each frame's own camera
-    res = run(np.tile(uv, (2 * (num_frames - 1), 1)), np.tile(frames, 2), np.tile(frames, 2), t_cam)
-    xyz = res["xyz"].reshape(2, num_frames - 1, len(uv), 3)
-    conf = res["confidence"].reshape(2, num_frames - 1, len(uv))
-    return poses_from_grid_points(xyz[1], xyz[0], weights=conf[0] * conf[1])
+    uv = np.stack([xs.ravel(), ys.ravel()], -1) / (S - 1)
+    t = np.repeat(np.arange(T), len(uv))
+    z = rt.query(scene, np.tile(uv, (T, 1)), t, t, t)["xyz"][:, 2]
+    return z.reshape(T, len(idx), len(idx)).astype(np.float64), (ys, xs)
 
 
 def evaluate_clip(
@@ -100,22 +69,22 @@ def evaluate_clip(
 ) -> dict[str, float]:
     """All metrics of one clip. ``item`` is its :class:`D4RTDataset` sample (fixed queries), ``clip`` the clip
     (for exact track targets)."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    video = item["video"][None].to(device, dtype)
-    T, S = video.shape[1], video.shape[-1]
-    run = QueryRunner(model, video, float(item["aspect_ratio"]))
+    T, S = item["video"].shape[0], item["video"].shape[-1]
+    rt = model_runtime(model, T)
+    frames = item["video"].float().permute(0, 2, 3, 1).numpy()  # [T, S, S, 3] in [0, 1]
+    scene = rt.encode(frames, aspect_ratio=float(item["aspect_ratio"]))
     out: dict[str, float] = {}
 
     # depth
-    depth, (ys, xs) = predict_depth(run, T, S, depth_stride)
+    depth, (ys, xs) = predict_depth(rt, scene, depth_stride)
     gt_depth = item["depth_maps"].numpy()[:, ys, xs]
     d = depth_metrics(depth, gt_depth)
     out["depth_abs_rel"], out["depth_delta_1.25"] = d["abs_rel"], d["delta_1.25"]
     out["depth_abs_rel_best_constant"] = best_constant_depth_abs_rel(gt_depth)
 
     # the paper's queries: 3-D points and visibility
-    pred = run(item["coords_uv"].numpy(), item["t_src"].numpy(), item["t_tgt"].numpy(), item["t_cam"].numpy())
+    pred = rt.query(scene, item["coords_uv"].numpy().astype(np.float32), item["t_src"].numpy(),
+                    item["t_tgt"].numpy(), item["t_cam"].numpy())
     valid = item["valid"].numpy()
     out["epe_3d"] = epe_3d(pred["xyz"], item["gt_3d"].numpy(), valid)["epe"]
     out["visibility_acc"] = visibility_accuracy(pred["visibility"] > 0.5, item["gt_visibility"].numpy() > 0.5, valid)
@@ -129,7 +98,7 @@ def evaluate_clip(
     tt_q = np.tile(np.arange(T), track_points)
     start = int(item["window_start"])
     gt = clip.query(uv_q, ts_q + start, tt_q + start, tt_q + start)
-    pred_tracks = run(uv_q, ts_q, tt_q, tt_q)
+    pred_tracks = rt.query(scene, uv_q, ts_q, tt_q, tt_q)
     K = item["intrinsics"].numpy().astype(np.float64)
     to_256 = (APD_IMAGE_SIZE - 1) / (S - 1)
     a = apd3d(
@@ -140,7 +109,7 @@ def evaluate_clip(
     out["apd3d"] = a["apd3d"]
 
     # camera poses
-    out["pose_ate"] = camera_ate(predict_camera_poses(run, T, pose_grid), item["T_wc"].numpy())["ate"]
+    out["pose_ate"] = camera_ate(rt.camera_poses(scene, grid=pose_grid), item["T_wc"].numpy())["ate"]
     return out
 
 
@@ -159,8 +128,6 @@ def evaluate_tracks(model: D4RT, tracks: TrackSet) -> dict[str, float]:
     H, W = tracks.rgb.shape[1:3]
     S = cfg.image_size
     frames = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in tracks.rgb[:T]])
-    param = next(model.parameters())
-    video = torch.from_numpy(frames).permute(0, 3, 1, 2)[None].to(param.device, param.dtype) / 255.0
     keep = np.flatnonzero(np.round(tracks.queries_xyt[:, 2]) < T)
     if len(keep) == 0:
         raise ValueError(f"no track is queried within the first {T} frames")
@@ -168,8 +135,9 @@ def evaluate_tracks(model: D4RT, tracks: TrackSet) -> dict[str, float]:
     uv = np.clip(q[:, :2] / [W - 1, H - 1], 0.0, 1.0)
     n = len(keep)
     t_all = np.tile(np.arange(T), n)
-    run = QueryRunner(model, video, W / H)
-    pred = run(np.repeat(uv, T, 0), np.repeat(np.round(q[:, 2]).astype(np.int64), T), t_all, t_all)
+    rt = model_runtime(model, T)
+    scene = rt.encode(frames, aspect_ratio=W / H)
+    pred = rt.query(scene, np.repeat(uv, T, 0), np.repeat(np.round(q[:, 2]).astype(np.int64), T), t_all, t_all)
     gt = tracks.tracks_cam[:T, keep].transpose(1, 0, 2)  # [n, T, 3]
     valid = tracks.valid[:T, keep].T
     gt_visible = tracks.visible[:T, keep].T & valid

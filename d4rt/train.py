@@ -144,6 +144,8 @@ def resolve_config(args: argparse.Namespace) -> D4RTConfig:
         changes["image_size"] = args.img_size
     if args.num_frames is not None:
         changes["num_frames"] = args.num_frames
+    if args.pos_embed is not None:
+        changes["pos_embed"] = args.pos_embed
     return config.replace(**changes) if changes else config
 
 

@@ -42,30 +42,40 @@ def checkpoint_dir_of(directory: Path, manifest: Manifest | None) -> Path:
 
 
 class TorchBackend:
-    """The eager model: ``attention`` "eager" | "sdpa" | "triton", ``dtype`` "float32" | "bfloat16" | "float16"."""
+    """An eager model as a runtime backend. :meth:`open` loads one from a checkpoint (``attention`` "eager" |
+    "sdpa" | "triton", ``dtype`` "float32" | "bfloat16" | "float16"); the constructor wraps a model in memory
+    (the evaluation runs a model being trained this way)."""
 
     max_queries = None
 
-    def __init__(
-        self,
+    def __init__(self, model, name: str = "torch"):
+        import torch
+
+        self._torch = torch
+        self.model = model
+        param = next(model.parameters())
+        self.device = str(param.device)
+        self.name = name
+
+    @classmethod
+    def open(
+        cls,
         directory: str | Path,
         manifest: Manifest | None,
         device: str | None = None,
         attention: str = "eager",
         dtype: str = "float32",
-    ):
+    ) -> "TorchBackend":
         import torch
 
         from d4rt.checkpoint import load_pretrained
 
-        self._torch = torch
         directory = Path(directory)
         ckpt = checkpoint_dir_of(directory, manifest)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = getattr(torch, dtype)
-        self.model = load_pretrained(ckpt, attention=attention).to(self.device, self.dtype).eval()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_pretrained(ckpt, attention=attention).to(device, getattr(torch, dtype)).eval()
         if manifest is not None:
-            mine = self.model.config.to_dict()
+            mine = model.config.to_dict()
             theirs = {k: v for k, v in manifest.config.items() if k != "attention"}
             diff = sorted(k for k in theirs if mine.get(k) != theirs[k])
             if diff:
@@ -73,7 +83,8 @@ class TorchBackend:
                     f"the checkpoint {ckpt} has another config than the engines in {directory} (fields {diff}); "
                     f"re-export the engines from this checkpoint with `d4rt export {ckpt} --out {directory}`"
                 )
-        self.name = f"torch-{attention}-{dtype}" if (attention, dtype) != ("eager", "float32") else "torch"
+        name = f"torch-{attention}-{dtype}" if (attention, dtype) != ("eager", "float32") else "torch"
+        return cls(model, name)
 
     def encode(self, video: np.ndarray, aspect_ratio: np.ndarray) -> TorchSceneState:
         torch = self._torch

@@ -10,15 +10,12 @@ engine call, the copy back, the sigmoids). Random frames and queries: speed does
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from d4rt.runtime.provenance import median_seconds, run_record
 
 CANDIDATES = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch")
 
@@ -32,16 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", default=None, help="where to write the results (default: ENGINES/bench.json)")
-
-
-def _median_time(fn, repeats: int, warmup: int) -> float:
-    times = []
-    for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        fn()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def _load(directory: str, name: str, threads: int | None):
@@ -69,30 +56,13 @@ def bench_runtime(rt, batch_sizes: list[int], repeats: int, warmup: int) -> dict
         backend.encode(scene.video, aspect)
         sync()
 
-    result = {"backend": rt.name, "encode_ms": 1e3 * _median_time(encode, repeats, warmup), "query": {}}
+    result = {"backend": rt.name, "encode_ms": 1e3 * median_seconds(encode, repeats, warmup), "query": {}}
     for B in batch_sizes:
         uv = rng.random((B, 2), dtype=np.float32)
         t = rng.integers(0, T, (3, B))
-        seconds = _median_time(lambda: rt.query(scene, uv, t[0], t[1], t[2], batch_size=B), repeats, warmup)
+        seconds = median_seconds(lambda: rt.query(scene, uv, t[0], t[1], t[2], batch_size=B), repeats, warmup)
         result["query"][str(B)] = {"ms": 1e3 * seconds, "queries_per_s": B / seconds}
     return result
-
-
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict:
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for module in ("onnxruntime", "tensorrt", "torch"):
-        if module in sys.modules:
-            versions[module] = getattr(sys.modules[module], "__version__", "?")
-    return versions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,11 +100,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     report = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["d4rt", *sys.argv[1:]]),
-        "commit": _commit(),
-        "host": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-        "versions": _versions(),
+        **run_record(command=" ".join(["d4rt", *sys.argv[1:]])),
         "model": {"name": manifest.config["name"], "precision": manifest.precision, "frames": manifest.num_frames,
                   "image_size": manifest.image_size},
         "repeats": args.repeats, "warmup": args.warmup, "results": rows, "skipped": skipped,

@@ -90,12 +90,18 @@ class Runtime:
 
     # ----- encode -----------------------------------------------------------------------------------------------
     def encode(
-        self, video: np.ndarray | str | Path, start: int = 0, stride: int = 1, max_frames: int | None = None
+        self,
+        video: np.ndarray | str | Path,
+        start: int = 0,
+        stride: int = 1,
+        max_frames: int | None = None,
+        aspect_ratio: float | None = None,
     ) -> Scene:
         """Encode a clip: [T, H, W, 3] uint8 RGB (or float in [0, 1]) of any size, or a video file.
 
         Frames ``start``, ``start + stride``, ... are used, at most ``max_frames`` of them; they must be exactly the
-        exported T frames. Longer clips are refused, not silently cut (README).
+        exported T frames. Longer clips are refused, not silently cut (README). ``aspect_ratio`` (width / height of
+        the original video) replaces the frames' own W / H, for frames that were already resized.
         """
         T = self.num_frames
         if isinstance(video, (str, Path)):
@@ -114,8 +120,11 @@ class Runtime:
         else:
             frames = video
         clip: Clip = prepare_clip(frames, self.image_size, T)
-        aspect = np.array([clip.aspect_ratio], np.float32)
-        state = self.backend.encode(clip.video, aspect)
+        if aspect_ratio is not None:
+            if not np.isfinite(aspect_ratio) or aspect_ratio <= 0:
+                raise ValueError(f"aspect_ratio must be a positive width / height, got {aspect_ratio!r}")
+            clip.aspect_ratio = float(aspect_ratio)
+        state = self.backend.encode(clip.video, np.array([clip.aspect_ratio], np.float32))
         return Scene(clip.frames, clip.video, clip.aspect_ratio, clip.original_size, state, self.name, id(self))
 
     # ----- query ------------------------------------------------------------------------------------------------
@@ -373,7 +382,7 @@ def load(
         from d4rt.runtime.backend_torch import TorchBackend
 
         manifest = read_manifest(directory) if (directory / MANIFEST_NAME).is_file() else None
-        impl = TorchBackend(directory, manifest, attention=attention, dtype=dtype)
+        impl = TorchBackend.open(directory, manifest, attention=attention, dtype=dtype)
         cfg = impl.model.config
         frames = manifest.num_frames if manifest else cfg.num_frames
         return Runtime(impl, frames, cfg.image_size, manifest)

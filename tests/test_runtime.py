@@ -128,6 +128,27 @@ def test_torch_backend_matches_onnxruntime(tiny):
     assert direct.num_frames == 16  # the checkpoint's own clip length
 
 
+def test_aspect_ratio_override_and_in_memory_model(tiny):
+    """Frames already resized keep the original's aspect ratio; a model in memory runs through the same runtime."""
+    from d4rt.runtime.backend_torch import TorchBackend
+
+    model, _, rt = tiny
+    square = random_frames(h=128, w=128)
+    wide = rt.encode(square, aspect_ratio=16 / 9)
+    assert wide.aspect_ratio == pytest.approx(16 / 9)
+    uv, t = random_queries(100)
+    res = rt.query(wide, uv, t[0], t[1], t[2])
+    plain = rt.query(rt.encode(square), uv, t[0], t[1], t[2])
+    assert not np.allclose(res["xyz"], plain["xyz"], atol=1e-6)  # the aspect token reaches the outputs
+    in_memory = Runtime(TorchBackend(model), T, model.config.image_size)
+    ref = in_memory.query(in_memory.encode(square, aspect_ratio=16 / 9), uv, t[0], t[1], t[2])
+    for name in res:
+        np.testing.assert_allclose(res[name], ref[name], rtol=1e-4, atol=1e-5)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="aspect_ratio must be a positive width / height"):
+            rt.encode(square, aspect_ratio=bad)
+
+
 def test_video_file_input(tiny, tmp_path):
     import cv2
 

@@ -153,6 +153,7 @@ class D4RTDataset(Dataset):
         self.edge_fraction, self.same_cam_fraction = float(edge_fraction), float(same_cam_fraction)
         self.seed, self.fixed_queries, self.cache = int(seed), fixed_queries, cache
         self._cache: dict[int, tuple[Clip, np.ndarray]] = {}
+        self._frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._draws = 0
 
     def __len__(self) -> int:
@@ -171,6 +172,17 @@ class D4RTDataset(Dataset):
         entry = (clip, discontinuity_masks(clip.depth, motion_maps(clip)))
         if self.cache:
             self._cache[index] = entry
+        return entry
+
+    def frames(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole clip at the network's size, resized once (cached with the clip): rgb [F, S, S, 3] uint8,
+        depth [F, S, S]."""
+        if index in self._frames:
+            return self._frames[index]
+        clip = self.load(index)[0]
+        entry = resize_frames(clip.rgb, clip.depth, self.image_size)
+        if self.cache:
+            self._frames[index] = entry
         return entry
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -192,7 +204,7 @@ class D4RTDataset(Dataset):
         )
         ans = clip.query(uv, t_src + start, t_tgt + start, t_cam + start)
         H, W = clip.size
-        rgb, depth = resize_frames(clip.rgb[window], clip.depth[window], self.image_size)
+        rgb, depth = (x[window] for x in self.frames(index))
         uv_tgt = np.nan_to_num(ans["uv_tgt"], nan=0.0)
         valid_uv = (ans["depth_tgt"] > 1e-3) & np.all((uv_tgt >= UV_RANGE[0]) & (uv_tgt <= UV_RANGE[1]), -1)
 
