@@ -142,3 +142,18 @@ def load_pretrained(
         config = config.replace(**config_overrides)
     state = read_safetensors(directory, device)
     return load_into(build_empty(config), state, f"checkpoint {directory}").eval()
+
+
+def random_model(preset: str, seed: int = 0, image_size: int | None = None) -> "torch.nn.Module":
+    """A ``preset`` model with seeded random weights (float32, eval), at ``image_size`` when given (no weight
+    depends on it): the same seed gives the same weights on any machine, for trying the pipeline without a
+    checkpoint and for untrained baselines."""
+    from d4rt.models import D4RT
+
+    config = D4RTConfig.preset(preset, **({"image_size": image_size} if image_size else {}))
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return D4RT(config).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)

@@ -202,11 +202,10 @@ class D4RTEvaluation(L.LightningModule):
 def load_model(ckpt: Path | None, preset: str, seed: int, image_size: int | None = None) -> D4RT:
     """A save_pretrained directory, a Lightning .ckpt, or (None) an untrained model of ``preset`` (at
     ``image_size`` when given: no weight depends on the input size)."""
-    from d4rt.config import D4RTConfig
+    from d4rt.checkpoint import random_model
 
     if ckpt is None:
-        torch.manual_seed(seed)
-        return D4RT(D4RTConfig.preset(preset, **({"image_size": image_size} if image_size else {}))).eval()
+        return random_model(preset, seed, image_size)
     ckpt = Path(ckpt)
     if ckpt.is_dir():
         return D4RT.from_pretrained(ckpt).float().eval()

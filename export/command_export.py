@@ -34,10 +34,7 @@ def load_or_init(checkpoint: str | Path | None, out_dir: Path, preset: str | Non
     With ``random_init`` a seeded random ``preset`` model, saved to out_dir/checkpoint so the torch backend and
     benchmarks load the very same weights.
     """
-    import torch
-
-    from d4rt import D4RT, D4RTConfig
-    from d4rt.checkpoint import load_pretrained
+    from d4rt.checkpoint import load_pretrained, random_model
     from d4rt.runtime.manifest import sha256_file
 
     if random_init == bool(checkpoint):
@@ -45,8 +42,7 @@ def load_or_init(checkpoint: str | Path | None, out_dir: Path, preset: str | Non
     if random_init:
         if not preset:
             raise ValueError("--random-init needs --preset (tiny, base or g)")
-        torch.manual_seed(seed)
-        model = D4RT(D4RTConfig.preset(preset, **({"image_size": image_size} if image_size else {}))).eval()
+        model = random_model(preset, seed, image_size)
         ckpt = out_dir / "checkpoint"
         model.save_pretrained(ckpt)
         info = {"path": "checkpoint", "random_init": {"preset": preset, "seed": seed}}

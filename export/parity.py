@@ -110,7 +110,7 @@ def verify_export(
     fed = type(state)(video=state.video, keys=_ort_value(keys.numpy().astype(kv_dtype)),
                       values=_ort_value(values.numpy().astype(kv_dtype)))
     uv_np, t_np = uv.numpy(), t.numpy()
-    decoder_alone = backend.decode(fed, uv_np, t_np)
+    decoder_alone = {k: v.copy() for k, v in backend.decode(fed, uv_np, t_np).items()}  # buffers may be reused
     end_to_end = backend.decode(state, uv_np, t_np)
 
     errors = {

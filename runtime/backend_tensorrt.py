@@ -292,7 +292,7 @@ class TensorRTBackend:
             self._copy(self._host[name].ptr, self._device[name].ptr, host.nbytes, d2h)
             out[name] = host
         self._synchronize()
-        return {name: array.copy() for name, array in out.items()}
+        return out  # views of the pinned buffers: valid until the next decode (Runtime.query copies them at once)
 
     def _bind_decoder(self, context, state: TrtSceneState, n: int) -> None:
         for name, shape in (("uv", (1, n, 2)), ("t", (1, n, 3))):

@@ -74,6 +74,8 @@ class Runtime:
     A backend provides ``name``, ``max_queries`` (None or the engine profile's largest batch), optionally
     ``min_queries``, ``encode(video [1, T, 3, S, S] float32, aspect_ratio [1] float32) -> state`` and
     ``decode(state, uv [1, n, 2] float32, t [1, n, 3] int32) -> {name: [1, n, ...]}`` with the six raw outputs.
+    Those arrays may be the backend's own staging buffers, valid only until its next ``decode`` call (TensorRT
+    hands out its pinned host buffers): copy them before decoding again.
     """
 
     def __init__(self, backend, num_frames: int, image_size: int, manifest: Manifest | None = None):

@@ -78,3 +78,16 @@ def test_corrupt_and_missing_files(saved, tmp_path):
         D4RT.from_pretrained(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         D4RT.from_pretrained(tmp_path / "nowhere")
+
+
+def test_random_model_is_seeded_and_leaves_the_global_generator_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = ckpt.random_model("tiny", seed=7, image_size=64)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random stream is untouched
+    b, c = ckpt.random_model("tiny", seed=7, image_size=64), ckpt.random_model("tiny", seed=8, image_size=64)
+    assert a.config.image_size == 64 and not a.training
+    for (name, p), q, r in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert any(not torch.equal(p, r) for p, r in zip(a.state_dict().values(), c.state_dict().values()))
