@@ -62,10 +62,10 @@ def load_into(model_meta: "torch.nn.Module", state: dict[str, torch.Tensor], sou
     expected = {k: tuple(v.shape) for k, v in model_meta.state_dict().items()}
     check_state_dict(expected, {k: tuple(v.shape) for k, v in state.items()}, source)
     model_meta.load_state_dict(state, strict=True, assign=True)
-    from d4rt.models.encoder import position_embedding
+    from d4rt.models.encoder import sinusoidal_position_embedding
 
-    device = next(iter(state.values())).device
-    model_meta.encoder.pos_embed = position_embedding(model_meta.config).to(device)
+    cfg, device = model_meta.config, next(iter(state.values())).device
+    model_meta.encoder.pos_embed = sinusoidal_position_embedding(cfg.memory_tokens() - 1, cfg.enc_dim).to(device)
     return model_meta
 
 

@@ -20,11 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--num_queries", type=int, default=2048, help="queries per clip (default 2048, the paper's)")
     data.add_argument("--img_size", type=int, default=None, help="network input S (default: the preset's)")
     data.add_argument("--num_frames", type=int, default=None, help="frames per clip (default: the preset's)")
-    data.add_argument("--num_workers", type=int, default=0, help="data-loading processes per device")
+    data.add_argument("--num_workers", type=int, default=0,
+                      help="data-loading processes per device (they also render --synthetic clips)")
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="base", help="tiny | base | g (default: base, the seed's card)")
-    model.add_argument("--pos_embed", choices=["flat", "thw"], default=None,
-                       help="encoder positions (default: the preset's): flat = OpenD4RT's 1-D table, thw = factorised 3-D")
     model.add_argument("--init", type=Path, help="start from these save_pretrained weights")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--batch_size", type=int, default=1, help="clips per step and device")
@@ -37,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run_ = p.add_argument_group("run")
     run_.add_argument("--max_epochs", type=int, default=None)
     run_.add_argument("--max_steps", type=int, default=-1, help="stop after this many steps (-1: by epochs)")
+    run_.add_argument("--max_minutes", type=float, default=None,
+                      help="also stop after this much training time (resume later with --resume; the cosine "
+                           "schedule still follows --max_steps)")
     run_.add_argument("--devices", default="auto", help="number of devices, or 'auto'")
     run_.add_argument("--num_nodes", type=int, default=1)
     run_.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 ATTENTION_BACKENDS = ("eager", "sdpa", "triton")
-POSITION_EMBEDDINGS = ("flat", "thw")
 
 
 @dataclass
@@ -40,9 +39,6 @@ class D4RTConfig:
     # query embedding
     fourier_bands: int = 8
     rgb_patch: int = 9  # side of the local RGB patch sampled around (u, v) in frame t_src
-    # Encoder positions: "flat" = OpenD4RT's 1-D sinusoid over the flattened token index; "thw" = a factorised 3-D
-    # sin-cos table (t' on a quarter of the channels, h' and w' on 3/8 each), which small models learn from faster.
-    pos_embed: str = "flat"
     # misc
     ln_eps: float = 1e-5
     dropout: float = 0.0  # training-time dropout on attention and MLP outputs (OpenD4RT trains with 0.1)
@@ -54,10 +50,6 @@ class D4RTConfig:
         problems = []
         if self.attention not in ATTENTION_BACKENDS:
             problems.append(f"attention={self.attention!r} is not one of {ATTENTION_BACKENDS}")
-        if self.pos_embed not in POSITION_EMBEDDINGS:
-            problems.append(f"pos_embed={self.pos_embed!r} is not one of {POSITION_EMBEDDINGS}")
-        elif self.pos_embed == "thw" and self.enc_dim % 16:
-            problems.append(f"pos_embed='thw' needs enc_dim divisible by 16, got {self.enc_dim}")
         if self.enc_dim % self.enc_heads:
             problems.append(f"enc_dim={self.enc_dim} is not divisible by enc_heads={self.enc_heads}")
         if self.dec_dim % self.dec_heads:

@@ -144,8 +144,6 @@ def resolve_config(args: argparse.Namespace) -> D4RTConfig:
         changes["image_size"] = args.img_size
     if args.num_frames is not None:
         changes["num_frames"] = args.num_frames
-    if args.pos_embed is not None:
-        changes["pos_embed"] = args.pos_embed
     return config.replace(**changes) if changes else config
 
 
@@ -158,9 +156,10 @@ def prepare_clips(args: argparse.Namespace, config: D4RTConfig) -> tuple[list[Pa
     val_dir = args.val_data_path or (args.output_dir / "data" / "val" if args.synthetic else None)
     if args.synthetic:
         T, S = config.num_frames, config.image_size
-        generate_clips(train_dir, range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.synthetic), T, S)
+        workers = max(1, args.num_workers)
+        generate_clips(train_dir, range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.synthetic), T, S, workers=workers)
         num_val = max(2, min(20, args.synthetic // 10))
-        generate_clips(val_dir, range(VAL_SEED_BASE, VAL_SEED_BASE + num_val), T, S)
+        generate_clips(val_dir, range(VAL_SEED_BASE, VAL_SEED_BASE + num_val), T, S, workers=workers)
     elif args.train_data_path is None:
         raise ValueError("give --train_data_path (a folder of clips) or --synthetic N to generate N clips")
     return find_clips(train_dir), (find_clips(val_dir) if val_dir is not None else [])
@@ -197,6 +196,7 @@ def fit(args: argparse.Namespace) -> int:
         precision=precision,
         max_epochs=args.max_epochs if args.max_epochs is not None else (None if args.max_steps > 0 else 1),
         max_steps=args.max_steps,
+        max_time=None if args.max_minutes is None else {"seconds": round(60 * args.max_minutes)},
         gradient_clip_val=10.0,
         gradient_clip_algorithm="norm",
         logger=CSVLogger(args.output_dir, name="logs"),

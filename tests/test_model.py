@@ -6,9 +6,9 @@ import torch.nn.functional as F
 
 from d4rt import D4RT, D4RTConfig
 from d4rt.models.attention import attend
-from d4rt.models.encoder import factorised_position_embedding, sinusoidal_position_embedding
+from d4rt.models.encoder import sinusoidal_position_embedding
 from d4rt.models.query_embedding import fourier_features, sample_rgb_patches
-from tests.conftest import config_for_tests, make_queries
+from tests.conftest import make_queries
 
 OUTPUT_SHAPES = {"xyz": 3, "uv": 2, "visibility": None, "displacement": 3, "normal": 3, "confidence": None}
 
@@ -132,33 +132,6 @@ def test_sinusoidal_formula():
     angle = pos / 10000.0 ** (2 * i / d)
     torch.testing.assert_close(table[:, 0::2], torch.sin(angle), atol=1e-4, rtol=0)
     torch.testing.assert_close(table[:, 1::2], torch.cos(angle), atol=1e-4, rtol=0)
-
-
-def test_factorised_positions_are_per_axis_tables():
-    """thw: [t' table | h' table | w' table] on d/4, 3d/8, 3d/8 channels; the flat table is OpenD4RT's."""
-    grid, d = (3, 4, 5), 32
-    table = factorised_position_embedding(grid, d).reshape(*grid, d)
-    for ti, hi, wi in [(0, 0, 0), (2, 1, 4), (1, 3, 2)]:
-        want = torch.cat([sinusoidal_position_embedding(3, 8)[ti], sinusoidal_position_embedding(4, 12)[hi],
-                          sinusoidal_position_embedding(5, 12)[wi]])
-        torch.testing.assert_close(table[ti, hi, wi], want, atol=0, rtol=0)
-    cfg = config_for_tests("tiny").replace(pos_embed="thw")
-    assert D4RT(cfg).encoder.pos_embed.shape == (cfg.memory_tokens() - 1, cfg.enc_dim)
-    flat = D4RT(config_for_tests("tiny")).encoder.pos_embed
-    torch.testing.assert_close(flat, sinusoidal_position_embedding(flat.shape[0], flat.shape[1]))
-    with pytest.raises(ValueError, match="pos_embed"):
-        D4RTConfig.preset("tiny", pos_embed="2d")
-    with pytest.raises(ValueError, match="divisible by 16"):
-        D4RTConfig.preset("tiny", pos_embed="thw", enc_dim=200, enc_heads=4)
-
-
-def test_factorised_positions_survive_save_and_load(tmp_path):
-    """pos_embed is a rebuilt buffer: a thw model reloads with the thw table, not OpenD4RT's flat one."""
-    torch.manual_seed(0)
-    model = D4RT(config_for_tests("tiny").replace(pos_embed="thw")).eval()
-    model.save_pretrained(tmp_path)
-    loaded = D4RT.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(loaded.encoder.pos_embed, model.encoder.pos_embed, atol=0, rtol=0)
 
 
 def test_fourier_feature_order():

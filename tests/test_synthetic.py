@@ -258,3 +258,18 @@ def test_numpy_modules_do_not_import_torch():
             "d4rt.command_evaluate; print([m for m in ('torch', 'lightning') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_parallel_generation_writes_the_same_clips(tmp_path):
+    from d4rt.data.synthetic import generate_clips, read_clip
+
+    serial = generate_clips(tmp_path / "serial", [3, 4, 5], 4, 32, progress=False)
+    parallel = generate_clips(tmp_path / "parallel", [3, 4, 5], 4, 32, progress=False, workers=2)
+    assert [p.name for p in serial] == [p.name for p in parallel] == [f"clip_{s:07d}.npz" for s in (3, 4, 5)]
+    for a, b in zip(serial, parallel):
+        ca, cb = read_clip(a), read_clip(b)
+        np.testing.assert_array_equal(ca.rgb, cb.rgb)
+        np.testing.assert_array_equal(ca.depth, cb.depth)
+    before = parallel[0].stat().st_mtime_ns
+    generate_clips(tmp_path / "parallel", [3], 4, 32, progress=False, workers=2)  # kept, not rendered again
+    assert parallel[0].stat().st_mtime_ns == before

@@ -90,7 +90,7 @@ def test_scripts_end_to_end(tmp_path):
     args = parse(command_train, [
         "--preset", "tiny", "--img_size", "32", "--num_frames", "4", "--synthetic", "2", "--max_steps", "3",
         "--batch_size", "1", "--num_queries", "64", "--output_dir", str(out), "--val_every", "2", "--log_every", "1",
-        "--ckpt_every", "3", "--accelerator", "cpu", "--save_dtype", "float16",
+        "--ckpt_every", "3", "--accelerator", "cpu", "--save_dtype", "float16", "--max_minutes", "30",
     ])
     assert fit(args) == 0
     model = D4RT.from_pretrained(out / "pretrained")

@@ -625,16 +625,34 @@ def read_clip(path: str | Path, normals: bool = True) -> Clip:
     return Clip(rgb, data["depth"], data.get("normal"), data["instance"], data["K"], data["T_wc"], data["T_wo"], scene)
 
 
-def generate_clips(directory: str | Path, seeds, num_frames: int, size: int, progress: bool = True) -> list[Path]:
-    """Render one S x S clip per seed into ``directory/clip_<seed>.npz`` (kept if already there)."""
+def _render_to(path: Path, seed: int, num_frames: int, size: int) -> Path:
+    if not path.is_file():
+        write_clip(path, Scene.random(seed, num_frames=num_frames).render_clip(size, size))
+    return path
+
+
+def generate_clips(
+    directory: str | Path, seeds, num_frames: int, size: int, progress: bool = True, workers: int = 1
+) -> list[Path]:
+    """Render one S x S clip per seed into ``directory/clip_<seed>.npz`` (kept if already there), in ``workers``
+    processes. A clip depends on its seed alone, so the files are the same for any number of workers."""
     from tqdm import tqdm
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for seed in tqdm(list(seeds), desc=f"synthetic clips -> {directory}", disable=not progress):
-        path = directory / f"clip_{int(seed):07d}.npz"
-        if not path.is_file():
-            write_clip(path, Scene.random(int(seed), num_frames=num_frames).render_clip(size, size))
-        paths.append(path)
+    seeds = [int(s) for s in seeds]
+    paths = [directory / f"clip_{seed:07d}.npz" for seed in seeds]
+    todo = [(path, seed) for path, seed in zip(paths, seeds) if not path.is_file()]
+    bar = tqdm(total=len(todo), desc=f"synthetic clips -> {directory}", disable=not progress or not todo)
+    if workers <= 1:
+        for path, seed in todo:
+            _render_to(path, seed, num_frames, size)
+            bar.update()
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in pool.map(_render_to, *zip(*todo), [num_frames] * len(todo), [size] * len(todo), chunksize=4):
+                bar.update()
+    bar.close()
     return paths

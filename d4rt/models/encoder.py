@@ -1,4 +1,4 @@
-"""The video encoder: tubelet embedding, sinusoidal positions, blocks alternating local / global attention."""
+"""The video encoder: tubelet embedding, 1-D sinusoidal positions, blocks alternating local / global attention."""
 
 from __future__ import annotations
 
@@ -19,33 +19,6 @@ def sinusoidal_position_embedding(num_tokens: int, dim: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * div)
     table[:, 1::2] = torch.cos(position * div[: dim // 2])
     return table
-
-
-def factorised_position_embedding(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
-    """3-D sin-cos positions: a 1-D table of t' on dim / 4 channels, of h' and of w' on 3 dim / 8 each, concatenated.
-
-    The video form of MAE's 2-D sin-cos table. A token's position is then additive in (t', h', w'), as the
-    decoder's query is additive in (t, v, u), so a single cross-attention layer can look a query's token up.
-    grid (T', H', W') -> [T' * H' * W', dim] in (t', h', w') order.
-    """
-    if dim % 16:
-        raise ValueError(f"the factorised position table needs a width divisible by 16, got {dim}")
-    d_t, d_s = dim // 4, 3 * dim // 8
-    t, h, w = grid
-    parts = (
-        sinusoidal_position_embedding(t, d_t)[:, None, None].expand(t, h, w, d_t),
-        sinusoidal_position_embedding(h, d_s)[None, :, None].expand(t, h, w, d_s),
-        sinusoidal_position_embedding(w, d_s)[None, None, :].expand(t, h, w, d_s),
-    )
-    return torch.cat(parts, dim=-1).reshape(t * h * w, dim)
-
-
-def position_embedding(cfg: D4RTConfig) -> torch.Tensor:
-    """The encoder's position table for ``cfg.pos_embed``, one row per video token -> [N, enc_dim]."""
-    if cfg.pos_embed == "flat":
-        return sinusoidal_position_embedding(cfg.memory_tokens() - 1, cfg.enc_dim)
-    tt, th, tw = cfg.tubelet
-    return factorised_position_embedding((cfg.num_frames // tt, cfg.image_size // th, cfg.image_size // tw), cfg.enc_dim)
 
 
 class EncoderBlock(nn.Module):
@@ -82,7 +55,9 @@ class VideoEncoder(nn.Module):
             for _ in range(cfg.enc_depth)
         )
         self.final_norm = nn.LayerNorm(cfg.enc_dim, eps=cfg.ln_eps)
-        self.register_buffer("pos_embed", position_embedding(cfg), persistent=False)
+        self.register_buffer(
+            "pos_embed", sinusoidal_position_embedding(cfg.memory_tokens() - 1, cfg.enc_dim), persistent=False
+        )
 
     @staticmethod
     def is_local(block_index: int) -> bool:
