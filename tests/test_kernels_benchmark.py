@@ -17,7 +17,9 @@ def test_attention_benchmark_smoke(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     [json_path] = tmp_path.glob("*-attention-cpu-smoke.json")
     result = json.loads(json_path.read_text())
-    assert {"date", "device", "commit", "command", "torch", "triton"} <= result["environment"].keys()
+    env = result["environment"]
+    assert {"date", "device", "commit", "command", "versions"} <= env.keys()
+    assert {"torch", "triton"} <= env["versions"].keys()
     assert json_path.with_suffix(".md").read_text().count("| triton |") == 2
     rows = result["results"]
     assert {r["op"] for r in rows} == {"local", "cross"}
