@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from d4rt.data.synthetic import Scene, write_clip
+from d4rt.data.synthetic import Room, write_clip
 from d4rt.runtime.files import write_text_atomic
-from d4rt.runtime.provenance import host_description, median_seconds, run_record
+from d4rt.benchmarking import host_description, median_seconds, run_record
 
 
 def timed(fn, repeats: int) -> float:
@@ -35,12 +35,12 @@ def main() -> int:
 
     rows = []
     for frames, size in ((48, 256), (16, 128)):
-        t = timed(lambda s: Scene.random(s, num_frames=frames).render_clip(size, size), args.repeats)
+        t = timed(lambda s: Room.random(s, num_frames=frames).render_clip(size, size), args.repeats)
         rows.append((f"render {frames} x {size}^2", t))
     from d4rt.data.dataset import D4RTDataset
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [write_clip(Path(tmp) / f"{s}.npz", Scene.random(s, num_frames=16).render_clip(128, 128))
+        paths = [write_clip(Path(tmp) / f"{s}.npz", Room.random(s, num_frames=16).render_clip(128, 128))
                  for s in range(args.repeats + 1)]
         ds = D4RTDataset(paths, 16, 128, 2048)
         rows.append(("dataset item, first draw (read + edges + 2048 queries)", timed(lambda s: ds[s], args.repeats)))

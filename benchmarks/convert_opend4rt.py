@@ -100,7 +100,7 @@ def main() -> int:
     print(f"wrote a random {args.frames}-frame checkpoint: {size / 1e9:.2f} GB in {time.perf_counter() - start:.1f} s")
     measured = run_measured([sys.executable, "-m", "d4rt.cli", "convert-opend4rt", str(ckpt), str(out_dir)])
     files = sorted(out_dir.iterdir())
-    from d4rt.runtime.provenance import run_record
+    from d4rt.benchmarking import run_record
 
     result = {
         **run_record(),

@@ -60,7 +60,7 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the exported directories")
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    from d4rt.runtime.provenance import run_record
+    from d4rt.benchmarking import run_record
 
     record = run_record()
 

@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from d4rt.runtime.files import write_text_atomic  # noqa: E402
-from d4rt.runtime.provenance import run_record  # noqa: E402
-from d4rt.runtime.occupancy import ground_truth_occupancy, occupancy_from_point_maps  # noqa: E402
-from d4rt.runtime.occupancy_io import load_occupancy, save_occupancy  # noqa: E402
-from d4rt.runtime.occupancy_metrics import occupancy_scores  # noqa: E402
-from d4rt.runtime.occupancy_temporal import smooth_occupancy, static_map, window_union  # noqa: E402
+from d4rt.benchmarking import run_record  # noqa: E402
+from d4rt.occupancy.grid import ground_truth_occupancy, occupancy_from_point_maps  # noqa: E402
+from d4rt.occupancy.io import load_occupancy, save_occupancy  # noqa: E402
+from d4rt.occupancy.metrics import occupancy_scores  # noqa: E402
+from d4rt.occupancy.temporal import smooth_occupancy, static_map, window_union  # noqa: E402
 from tests.occupancy_scenes import intrinsics, pose, render_clip, rotation_y  # noqa: E402
 
 ROOM = [(1, 1.2), (2, 6.0), (0, -3.0), (0, 3.0)]  # floor (y down), back wall, side walls

@@ -3,7 +3,7 @@
 Clips: the bundled sample clip (assets/sample_clip.mp4, seed 2,000,100) and held-out synthetic scenes (seeds
 2,000,000.., never seen in training), 16 frames each; 2 to 6 spheres and boxes move and spin in every room. Ground
 truth: the renderer's depth maps at the network input (128 x 128), unprojected with K, posed with T_wc expressed in
-frame 0's camera, voxelised at --voxel with the rule of d4rt.runtime.occupancy (the rows below use the same rule).
+frame 0's camera, voxelised at --voxel with the rule of d4rt.occupancy.grid (the rows below use the same rule).
 
 Rows (point maps, poses, alignment), each as per-frame grids and as the static map (one union over the clip,
 L3ROcc's approach):
@@ -11,8 +11,8 @@ L3ROcc's approach):
 - (b) the bundled tiny-synthetic model through the runtime (one query per input pixel, t_src = t_tgt = t_cam = t):
   D4RT is up to one scale per clip, so it is aligned to the ground truth first: the median depth ratio with the
   ground-truth poses, the median depth ratio with its own poses (rt.camera_poses), or a Sim(3) Umeyama fit of its
-  posed point maps onto the ground truth's (d4rt.runtime.occupancy_metrics.align_to_ground_truth).
-Scores (d4rt.runtime.occupancy_metrics): IoU and F of occupied voxels over each frame's observed region, pooled over
+  posed point maps onto the ground truth's (d4rt.occupancy.metrics.align_to_ground_truth).
+Scores (d4rt.occupancy.metrics): IoU and F of occupied voxels over each frame's observed region, pooled over
 the clip; the mean per-frame IoU; the same over the "moving" voxels (those holding a moving object's surface at some
 frame); F with a 1-voxel tolerance. Means over clips. Prints Markdown, writes JSON + Markdown to
 benchmarks/results/<date>-<device>-occupancy-synthetic.{json,md} (date, machine, commit, command, per-frame scores).
@@ -35,26 +35,26 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from d4rt.data.synthetic import Scene, invert_rigid, read_clip  # noqa: E402
-from d4rt.runtime.occupancy import (  # noqa: E402
+from d4rt.data.synthetic import Room, invert_rigid, read_clip  # noqa: E402
+from d4rt.occupancy.grid import (  # noqa: E402
     dense_point_maps,
     intrinsics_from_point_maps,
     occupancy_from_point_maps,
     point_maps_from_depth,
 )
-from d4rt.runtime.occupancy_metrics import (  # noqa: E402
+from d4rt.occupancy.metrics import (  # noqa: E402
     align_to_ground_truth,
     occupancy_scores,
     tolerant_f_score,
     world_points,
 )
-from d4rt.runtime.occupancy_temporal import static_map  # noqa: E402
-from d4rt.utils.metrics import camera_ate, depth_metrics  # noqa: E402
+from d4rt.occupancy.temporal import static_map  # noqa: E402
+from d4rt.evaluation.metrics import camera_ate, depth_metrics  # noqa: E402
 from report import environment, markdown_table, write_results  # noqa: E402  (benchmarks/report.py)
 
 SAMPLE_CLIP, SAMPLE_GT = ROOT / "assets" / "sample_clip.mp4", ROOT / "assets" / "sample_clip_gt.npz"
 CHECKPOINT = ROOT / "checkpoints" / "tiny-synthetic"
-HELD_OUT_SEED = 2_000_000  # the held-out range of the training issue (d4rt/test.py)
+HELD_OUT_SEED = 2_000_000  # the held-out range of the training issue (d4rt.data.synthetic.TEST_SEED_BASE)
 VIDEO_WIDTH = 256  # held-out clips are rendered at their own aspect ratio, as a user's video, then resized
 NOISE_LEVELS = (0.01, 0.05, 0.2)
 METHODS = {"per-frame": lambda occ: occ, "static map": static_map}
@@ -70,7 +70,7 @@ def clips(num_held_out: int, num_frames: int, image_size: int):
         )
     yield "sample_clip (seed 2000100)", SAMPLE_CLIP, sample
     for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + num_held_out):
-        scene = Scene.random(seed, num_frames=num_frames)
+        scene = Room.random(seed, num_frames=num_frames)
         height = round(VIDEO_WIDTH / scene.aspect)
         yield f"seed {seed}", scene.render_clip(height, VIDEO_WIDTH).rgb, scene.render_clip(image_size, image_size)
 

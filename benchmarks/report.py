@@ -40,7 +40,7 @@ def median_ms(fn: Callable[[], object], device: str, warmup: int = 25, rep: int 
         import triton.testing
 
         return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
-    from d4rt.runtime.provenance import median_seconds
+    from d4rt.benchmarking import median_seconds
 
     return 1e3 * median_seconds(fn, repeats=3, warmup=1)  # the warm-up compiles / autotunes
 
@@ -51,7 +51,7 @@ def environment(device: str) -> dict:
     import torch
     import triton  # noqa: F401  (loaded, so its version is recorded)
 
-    from d4rt.runtime.provenance import host_description, run_record
+    from d4rt.benchmarking import host_description, run_record
 
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({host_description()})"
     env = run_record(device=name)

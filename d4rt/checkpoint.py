@@ -157,3 +157,31 @@ def random_model(preset: str, seed: int = 0, image_size: int | None = None) -> "
         return D4RT(config).eval()
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def load_or_init(checkpoint: str | Path | None, out_dir: Path, preset: str | None = None, random_init: bool = False,
+                 seed: int = 0, image_size: int | None = None):
+    """The model to export (float32, eval) and what the manifest records about where it came from.
+
+    With ``random_init`` a seeded random ``preset`` model, saved to out_dir/checkpoint so the torch backend and
+    benchmarks load the very same weights.
+    """
+    from d4rt.checkpoint import load_pretrained, random_model
+    from d4rt.runtime.manifest import sha256_file
+
+    if random_init == bool(checkpoint):
+        raise ValueError("give either a checkpoint directory or random_init=True with a preset (not both, not neither)")
+    if random_init:
+        if not preset:
+            raise ValueError("random_init needs preset= (tiny, base or g)")
+        model = random_model(preset, seed, image_size)
+        ckpt = out_dir / "checkpoint"
+        model.save_pretrained(ckpt)
+        info = {"path": "checkpoint", "random_init": {"preset": preset, "seed": seed}}
+    else:
+        ckpt = Path(checkpoint)
+        model = load_pretrained(ckpt).float().eval()
+        info = {"path": str(ckpt.resolve())}
+    info["sha256"] = {f.name: sha256_file(f) for f in sorted(ckpt.glob("*.safetensors"))}
+    return model, info
+

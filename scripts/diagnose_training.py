@@ -15,9 +15,9 @@ import torch
 def main() -> int:
     from d4rt.data.datamodule import find_clips
     from d4rt.data.dataset import D4RTDataset
-    from d4rt.diagnostics import decoder_attention, token_depth_probe, video_blind_baselines
+    from d4rt.evaluation.diagnostics import decoder_attention, token_depth_probe, video_blind_baselines
     from d4rt.runtime.files import write_text_atomic
-    from d4rt.test import load_model
+    from d4rt.evaluation.evaluate import load_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", type=Path, help="save_pretrained directory or Lightning .ckpt (default: untrained)")

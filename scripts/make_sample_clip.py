@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from d4rt.data.synthetic import Scene, write_clip
+from d4rt.data.synthetic import Room, write_clip
 from d4rt.runtime.files import atomic_path
 
 SAMPLE_SEED = 2_000_100
@@ -55,7 +55,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out_dir", type=Path, default=Path(__file__).resolve().parents[1] / "assets")
     args = p.parse_args()
-    scene = Scene.random(SAMPLE_SEED, num_frames=FRAMES, aspect=WIDTH / HEIGHT)
+    scene = Room.random(SAMPLE_SEED, num_frames=FRAMES, aspect=WIDTH / HEIGHT)
     video = scene.render_clip(HEIGHT, WIDTH)
     write_mp4(args.out_dir / "sample_clip.mp4", video.rgb, FPS)
     write_clip(args.out_dir / "sample_clip_gt.npz", scene.render_clip(NETWORK_SIZE, NETWORK_SIZE))

@@ -1,4 +1,4 @@
-"""Evaluate D4RT on clips (the seed's command line). Same as `d4rt evaluate`; see d4rt/test.py.
+"""Evaluate D4RT on clips (the seed's command line). Same as `d4rt evaluate`; see d4rt/evaluation/evaluate.py.
 
     python scripts/test_d4rt.py --test_data_path clips/test --synthetic 20 --ckpt checkpoints/tiny-synthetic
 """

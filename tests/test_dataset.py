@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from d4rt.data.dataset import D4RTDataset, discontinuity_masks, motion_maps, sample_queries
-from d4rt.data.synthetic import Scene, invert_rigid, transform_points, write_clip
+from d4rt.data.synthetic import Room, invert_rigid, transform_points, write_clip
 
 T, S = 8, 64
 
@@ -15,7 +15,7 @@ def clip_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
     base = int(np.random.SeedSequence().entropy % 100_000)
     print(f"scene seeds {base}, {base + 1}")
-    return [write_clip(root / f"c{i}.npz", Scene.random(base + i, num_frames=T).render_clip(S, S)) for i in range(2)]
+    return [write_clip(root / f"c{i}.npz", Room.random(base + i, num_frames=T).render_clip(S, S)) for i in range(2)]
 
 
 def test_item_fields_and_shapes(clip_paths):

@@ -1,4 +1,4 @@
-"""d4rt.diagnostics and scripts/diagnose_training.py: baselines on known depth maps, attention rows, the probe."""
+"""d4rt.evaluation.diagnostics and scripts/diagnose_training.py: baselines on known depth maps, attention rows, the probe."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from d4rt import D4RT, D4RTConfig
-from d4rt.diagnostics import decoder_attention, token_depth_probe, token_medians, video_blind_baselines
+from d4rt.evaluation.diagnostics import decoder_attention, token_depth_probe, token_medians, video_blind_baselines
 
 TUBELET = (2, 16, 16)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from d4rt.data.formats import read_pointodyssey, read_tapvid3d
-from d4rt.data.synthetic import Scene, invert_rigid
+from d4rt.data.synthetic import Room, invert_rigid
 
 T, H, W, N = 6, 48, 64, 40
 # best quality, no colour subsampling: the tiny textured frames would otherwise lose ~10 levels to chroma blur
@@ -26,7 +26,7 @@ def scene_tracks():
     """A 64 x 48 clip and N tracks: world points over time, per-frame camera points, pixels, visibility."""
     seed = int(np.random.SeedSequence().entropy % 100_000)
     print(f"scene seed {seed}")
-    scene = Scene.random(seed, num_frames=T, aspect=W / H)
+    scene = Room.random(seed, num_frames=T, aspect=W / H)
     clip = scene.render_clip(H, W)
     rng = np.random.default_rng(seed)
     uv = rng.uniform(0, 1, (N, 2))
@@ -135,8 +135,8 @@ def test_evaluate_tracks_on_tapvid3d(tmp_path, scene_tracks, tiny_config):
     import torch
 
     from d4rt import D4RT
-    from d4rt.test import evaluate_tracks
-    from d4rt.utils.metrics import apd3d
+    from d4rt.evaluation.evaluate import evaluate_tracks
+    from d4rt.evaluation.metrics import apd3d
 
     clip, _, cam, _, vis, uv, t_src = scene_tracks
     jpegs, arrays = tapvid3d_arrays(clip, cam, vis, uv, t_src)
@@ -155,7 +155,7 @@ def test_evaluate_command_on_public_layouts(tmp_path, scene_tracks, fmt):
     import json
 
     from d4rt import command_evaluate
-    from d4rt.test import evaluate
+    from d4rt.evaluation.evaluate import evaluate
 
     clip, world, cam, pix, vis, uv, t_src = scene_tracks
     if fmt == "tapvid3d":

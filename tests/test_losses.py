@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from d4rt.utils.losses import LossWeights, d4rt_losses, mean_depth, signed_log
+from d4rt.training.losses import LossWeights, d4rt_losses, mean_depth, signed_log
 
 
 def random_targets(B=2, N=64):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from d4rt.data.synthetic import rigid, rotation_from_rotvec
-from d4rt.utils.metrics import (
+from d4rt.evaluation.metrics import (
     apd3d,
     best_constant_depth_abs_rel,
     camera_ate,

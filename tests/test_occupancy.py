@@ -4,7 +4,7 @@ truth, noise, the moving box against the static map, the D4RT-scene glue, and ba
 import numpy as np
 import pytest
 
-from d4rt.runtime.occupancy import (
+from d4rt.occupancy.grid import (
     FREE,
     OCCUPIED,
     UNOBSERVED,
@@ -17,8 +17,8 @@ from d4rt.runtime.occupancy import (
     occupancy_from_scene,
     point_maps_from_depth,
 )
-from d4rt.runtime.occupancy_metrics import occupancy_scores
-from d4rt.runtime.occupancy_temporal import static_map
+from d4rt.occupancy.metrics import occupancy_scores
+from d4rt.occupancy.temporal import static_map
 from tests.occupancy_scenes import (
     AnalyticRuntime,
     Scene,

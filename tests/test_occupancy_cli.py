@@ -11,7 +11,7 @@ import pytest
 from d4rt.cli import main
 from d4rt.runtime import load
 from d4rt.runtime.geometry import focal_from_points, grid_uv
-from d4rt.runtime.occupancy_io import load_occupancy
+from d4rt.occupancy.io import load_occupancy
 from tests.occupancy_scenes import reference_cast
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from d4rt.runtime.occupancy import FREE, OCCUPIED, UNOBSERVED, Occupancy, VoxelGrid
-from d4rt.runtime.occupancy_io import bev_states, load_occupancy, plot_bev, save_occupancy, write_ply
-from d4rt.runtime.occupancy_metrics import occupancy_scores
+from d4rt.occupancy.grid import FREE, OCCUPIED, UNOBSERVED, Occupancy, VoxelGrid
+from d4rt.occupancy.io import bev_states, load_occupancy, plot_bev, save_occupancy, write_ply
+from d4rt.occupancy.metrics import occupancy_scores
 
 
 def random_occupancy(rng, T=5, shape=(7, 5, 9)) -> Occupancy:

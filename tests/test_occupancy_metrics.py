@@ -5,15 +5,15 @@ up-to-scale prediction; the F-score with a voxel tolerance against a brute-force
 import numpy as np
 import pytest
 
-from d4rt.data.synthetic import Scene, invert_rigid, rotation_from_rotvec
-from d4rt.runtime.occupancy import (
+from d4rt.data.synthetic import Room, invert_rigid, rotation_from_rotvec
+from d4rt.occupancy.grid import (
     Occupancy,
     VoxelGrid,
     ground_truth_occupancy,
     occupancy_from_point_maps,
     point_maps_from_depth,
 )
-from d4rt.runtime.occupancy_metrics import (
+from d4rt.occupancy.metrics import (
     align_to_ground_truth,
     apply_similarity,
     dilate,
@@ -21,7 +21,7 @@ from d4rt.runtime.occupancy_metrics import (
     tolerant_f_score,
     world_points,
 )
-from d4rt.runtime.occupancy_temporal import static_map
+from d4rt.occupancy.temporal import static_map
 from tests.occupancy_scenes import intrinsics, pose, render
 
 VOXEL = 0.2  # a 32 x 32 render of a room ~10 units across: one ray per ~0.1-0.3 units at the walls
@@ -31,7 +31,7 @@ VOXEL = 0.2  # a 32 x 32 render of a room ~10 units across: one ray per ~0.1-0.3
 def room():
     """A fresh random synthetic room (4 frames at 32 x 32), posed in frame 0's camera."""
     seed = int(np.random.randint(0, 2**31 - 1))
-    clip = Scene.random(seed, num_frames=4, num_objects=(3, 5)).render_clip(32, 32)
+    clip = Room.random(seed, num_frames=4, num_objects=(3, 5)).render_clip(32, 32)
     T_wc = invert_rigid(clip.T_wc[0]) @ clip.T_wc
     xyz_cam, valid = point_maps_from_depth(clip.depth, clip.K)
     gt = ground_truth_occupancy(clip.depth, clip.K, T_wc, VOXEL)

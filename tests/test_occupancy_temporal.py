@@ -4,8 +4,8 @@ flicker removal, the sliding-window union against a plain OR, and the static map
 import numpy as np
 import pytest
 
-from d4rt.runtime.occupancy import Occupancy, VoxelGrid
-from d4rt.runtime.occupancy_temporal import (
+from d4rt.occupancy.grid import Occupancy, VoxelGrid
+from d4rt.occupancy.temporal import (
     second_difference_energy,
     smooth_occupancy,
     smooth_sequences,

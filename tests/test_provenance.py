@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from d4rt.runtime.provenance import git_commit, median_seconds, run_record
+from d4rt.benchmarking import git_commit, median_seconds, run_record
 
 
 def test_run_record_names_commit_date_device_and_command():

@@ -8,7 +8,7 @@ import pytest
 from d4rt.data.synthetic import (
     CameraPath,
     MovingObject,
-    Scene,
+    Room,
     Texture,
     invert_rigid,
     read_clip,
@@ -29,7 +29,7 @@ def still(kind, size, centre, velocity=(0, 0, 0), spin=(0, 0, 0)):
 def known_scene(objects, num_frames=8, fov=90.0):
     """A static camera at (-5, 0, 1) looking along +x at (0, 0, 1), in an 8 x 8 x 4 room."""
     camera = CameraPath(np.pi, 0.0, 5.0, 0.0, 1.0, 0.0, [0.0, 0.0, 1.0], [0, 0, 0], [0.5, 0.5, 0.5], [0, 0, 0])
-    return Scene(num_frames, [8.0, 8.0], 4.0, texture(), texture(), texture(), objects, camera, fov, 1.0,
+    return Room(num_frames, [8.0, 8.0], 4.0, texture(), texture(), texture(), objects, camera, fov, 1.0,
                  [0.0, 0.0, 1.0])
 
 
@@ -37,7 +37,7 @@ def known_scene(objects, num_frames=8, fov=90.0):
 def random_clip():
     seed = int(np.random.SeedSequence().entropy % 100_000)  # module-scoped: its own fresh seed
     print(f"scene seed {seed}")
-    return Scene.random(seed, num_frames=8).render_clip(64, 64)
+    return Room.random(seed, num_frames=8).render_clip(64, 64)
 
 
 def rays_world(clip, t):
@@ -188,7 +188,7 @@ def test_ground_truth_is_self_consistent(random_clip):
 
 def test_render_sizes_share_normalised_coordinates():
     """A W x H render and an S x S render (the network's resize) answer the same query identically."""
-    scene = Scene.random(int(np.random.randint(1_000_000)), num_frames=4, aspect=4 / 3)
+    scene = Room.random(int(np.random.randint(1_000_000)), num_frames=4, aspect=4 / 3)
     wide, square = scene.render_clip(48, 64), scene.render_clip(32, 32)
     uv = np.random.rand(100, 2)
     a, b = wide.query(uv, 1, 3, 2), square.query(uv, 1, 3, 2)
@@ -200,13 +200,13 @@ def test_render_sizes_share_normalised_coordinates():
 
 def test_deterministic_from_seed_and_json_round_trip(tmp_path):
     seed = int(np.random.randint(1_000_000))
-    a = Scene.random(seed, num_frames=4).render_clip(32, 32)
-    b = Scene.random(seed, num_frames=4).render_clip(32, 32)
-    c = Scene.random(seed + 1, num_frames=4).render_clip(32, 32)
+    a = Room.random(seed, num_frames=4).render_clip(32, 32)
+    b = Room.random(seed, num_frames=4).render_clip(32, 32)
+    c = Room.random(seed + 1, num_frames=4).render_clip(32, 32)
     for key in ("rgb", "depth", "normal", "instance", "T_wc", "T_wo"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
     assert not np.array_equal(a.rgb, c.rgb)
-    rebuilt = Scene.from_dict(json.loads(json.dumps(a.scene.to_dict())))
+    rebuilt = Room.from_dict(json.loads(json.dumps(a.scene.to_dict())))
     np.testing.assert_array_equal(rebuilt.render_clip(32, 32).rgb, a.rgb)
     assert 2 <= len(a.scene.objects) <= 6
 
@@ -254,8 +254,8 @@ def test_numpy_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, d4rt.data.synthetic, d4rt.data.formats, d4rt.utils.metrics, d4rt.command_train, "
-            "d4rt.command_evaluate; print([m for m in ('torch', 'lightning') if m in sys.modules])")
+    code = ("import sys, d4rt.data.synthetic, d4rt.data.formats, d4rt.evaluation.metrics, d4rt.cli.train, "
+            "d4rt.cli.evaluate; print([m for m in ('torch', 'lightning') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, default_collate
 
 from d4rt import D4RT, D4RTConfig
 from d4rt.data.dataset import D4RTDataset
-from d4rt.data.synthetic import Scene, write_clip
-from d4rt.train import D4RTLightningModule, WarmupCosine, export_pretrained
-from d4rt.utils.losses import d4rt_losses
+from d4rt.data.synthetic import Room, write_clip
+from d4rt.training.fit import D4RTLightningModule, WarmupCosine, export_pretrained
+from d4rt.training.losses import d4rt_losses
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def small_config():
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_clips")
     base = int(np.random.SeedSequence().entropy % 100_000)
-    return [write_clip(root / f"c{i}.npz", Scene.random(base + i, num_frames=4).render_clip(32, 32)) for i in range(2)]
+    return [write_clip(root / f"c{i}.npz", Room.random(base + i, num_frames=4).render_clip(32, 32)) for i in range(2)]
 
 
 def test_twenty_steps_lower_the_loss(clips):
@@ -83,8 +83,8 @@ def parse(module, argv):
 
 def test_scripts_end_to_end(tmp_path):
     from d4rt import command_evaluate, command_train
-    from d4rt.test import evaluate
-    from d4rt.train import fit
+    from d4rt.evaluation.evaluate import evaluate
+    from d4rt.training.fit import fit
 
     out = tmp_path / "run"
     args = parse(command_train, [

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from d4rt.data.synthetic import Clip, invert_rigid, read_clip, transform_points
+from d4rt.data.synthetic import RenderedClip, invert_rigid, read_clip, transform_points
 
 EDGE_LOG_DEPTH = 0.05  # Sobel of log depth per pixel above which a pixel is "near a depth discontinuity"
 EDGE_MOTION = 0.01  # Sobel of 3-D motion (metres per frame, per pixel) above which a pixel is near a motion edge
 UV_RANGE = (-1.0, 2.0)  # 2-D targets outside this (far out of view) are not trained on
 
 
-def motion_maps(clip: Clip) -> np.ndarray:
+def motion_maps(clip: RenderedClip) -> np.ndarray:
     """Per-pixel 3-D motion of the surface seen at each pixel, |P(t+1) - P(t)| (|P(t) - P(t-1)| on the last
     frame), in metres. -> [T, H, W] float32."""
     T, H, W = clip.depth.shape
@@ -152,14 +152,14 @@ class D4RTDataset(Dataset):
         self.num_frames, self.image_size, self.num_queries = int(num_frames), int(image_size), int(num_queries)
         self.edge_fraction, self.same_cam_fraction = float(edge_fraction), float(same_cam_fraction)
         self.seed, self.fixed_queries, self.cache = int(seed), fixed_queries, cache
-        self._cache: dict[int, tuple[Clip, np.ndarray]] = {}
+        self._cache: dict[int, tuple[RenderedClip, np.ndarray]] = {}
         self._frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._draws = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int) -> tuple[Clip, np.ndarray]:
+    def load(self, index: int) -> tuple[RenderedClip, np.ndarray]:
         """The clip and its discontinuity masks [T, H, W] (cached per clip)."""
         if index in self._cache:
             return self._cache[index]

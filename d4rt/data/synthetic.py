@@ -10,13 +10,13 @@ coordinates are u = x / (W - 1), v = y / (H - 1) with pixel centres at integer x
 t in [0, T); motion is parameterised by tau = t / (T - 1), so a 16-frame and a 48-frame clip of one scene cover
 the same motion.
 
-Exact query answers (:meth:`Scene.query`): cast the ray of (u, v) in frame t_src, take the surface point hit,
+Exact query answers (:meth:`Room.query`): cast the ray of (u, v) in frame t_src, take the surface point hit,
 carry it rigidly with its object (or keep it fixed if it is on the room) to t_tgt, express it in t_cam's camera.
 Its visibility at t_tgt: in front of camera t_tgt, inside the image, and not occluded: the depth of frame t_tgt
 evaluated at the point's exact projection (a ray cast there, which equals the depth map at pixel centres) is not
 nearer than the point. Clips on disk keep the scene's parameters, so these answers stay exact after reading.
 
-    >>> scene = Scene.random(seed=3, num_frames=16)
+    >>> scene = Room.random(seed=3, num_frames=16)
     >>> clip = scene.render_clip(128, 128)                 # rgb, depth, normal, instance, K, T_wc, T_wo
     >>> write_clip("clip.npz", clip); clip = read_clip("clip.npz")
     >>> ans = clip.query(uv, t_src, t_tgt, t_cam)          # xyz_cam, uv_tgt, visible, displacement, normal, ...
@@ -90,6 +90,10 @@ def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarr
 def _rotate(R: np.ndarray, v: np.ndarray, inverse: bool = False) -> np.ndarray:
     """Row-wise R v (or R^T v) for rotations R [1 | P, 3, 3] and vectors v [P, 3] (or [1, 3])."""
     return (v[:, None, :] @ (R if inverse else np.swapaxes(R, -1, -2)))[:, 0]
+
+
+# Seeds of the synthetic splits: training 0+, validation 1,000,000+, held-out test 2,000,000+ (never trained on).
+TRAIN_SEED_BASE, VAL_SEED_BASE, TEST_SEED_BASE = 0, 1_000_000, 2_000_000
 
 
 def pixel_grid(height: int, width: int) -> np.ndarray:
@@ -199,7 +203,7 @@ class CameraPath:
 
 
 @dataclass
-class Scene:
+class Room:
     """A room [-hx, hx] x [-hy, hy] x [0, height] with moving objects and a camera path, over ``num_frames``.
 
     The field of view is fixed by ``fov_x_deg`` and the original frame's ``aspect`` (W / H), so any render size
@@ -229,7 +233,7 @@ class Scene:
         num_frames: int = 48,
         aspect: float | None = None,
         num_objects: tuple[int, int] = (2, 6),
-    ) -> "Scene":
+    ) -> "Room":
         """A random scene, deterministic from ``seed``. ``aspect`` (W / H of the original video) is drawn from
         {4/3, 16/9, 1, 3/4} when None."""
         if num_frames < 2:
@@ -304,7 +308,7 @@ class Scene:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Scene":
+    def from_dict(cls, d: dict[str, Any]) -> "Room":
         d = dict(d)
         for key in ("floor_texture", "wall_texture", "ceiling_texture"):
             d[key] = Texture(**d[key])
@@ -441,8 +445,8 @@ class Scene:
         return rays, hit_t, _rotate(R, n_local), p_local
 
     # ----- rendering and queries ------------------------------------------------------------------------------
-    def render_clip(self, height: int, width: int) -> "Clip":
-        """Render every frame at height x width. See :class:`Clip` for the arrays."""
+    def render_clip(self, height: int, width: int) -> "RenderedClip":
+        """Render every frame at height x width. See :class:`RenderedClip` for the arrays."""
         K = self.intrinsics(height, width)
         xy = pixel_grid(height, width)
         T, shape = self.num_frames, (height, width)
@@ -457,7 +461,7 @@ class Scene:
             depth[t] = hit["depth"].reshape(shape)
             normal[t] = (hit["normal_world"] @ T_wc[t, :3, :3]).reshape(*shape, 3)  # into camera t
             instance[t] = hit["instance"].reshape(shape)
-        return Clip(rgb, depth, normal, instance, K, T_wc, self.object_poses(), self)
+        return RenderedClip(rgb, depth, normal, instance, K, T_wc, self.object_poses(), self)
 
     def query(
         self, K: np.ndarray, height: int, width: int, uv: np.ndarray, t_src, t_tgt, t_cam
@@ -539,7 +543,7 @@ class Scene:
 # clips: rendered arrays + the scene, on disk as one npz
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
-class Clip:
+class RenderedClip:
     """A rendered clip.
 
     rgb [T, H, W, 3] uint8; depth [T, H, W] float32 (camera z, metres); normal [T, H, W, 3] float32 (unit, in each
@@ -554,7 +558,7 @@ class Clip:
     K: np.ndarray
     T_wc: np.ndarray
     T_wo: np.ndarray
-    scene: Scene
+    scene: Room
 
     @property
     def num_frames(self) -> int:
@@ -571,14 +575,14 @@ class Clip:
         return self.scene.aspect
 
     def query(self, uv, t_src, t_tgt, t_cam) -> dict[str, np.ndarray]:
-        """Exact answers (see :meth:`Scene.query`) for this clip's size and intrinsics."""
+        """Exact answers (see :meth:`Room.query`) for this clip's size and intrinsics."""
         return self.scene.query(self.K, *self.size, uv, t_src, t_tgt, t_cam)
 
 
 CLIP_KEYS = ("rgb", "depth", "normal", "instance", "K", "T_wc", "T_wo", "scene_json", "format_version")
 
 
-def write_clip(path: str | Path, clip: Clip) -> Path:
+def write_clip(path: str | Path, clip: RenderedClip) -> Path:
     """Write a clip as one compressed npz (atomically; no pickles: the scene is stored as JSON text)."""
     path = Path(path)
     if path.suffix != ".npz":
@@ -591,9 +595,9 @@ def write_clip(path: str | Path, clip: Clip) -> Path:
     return path
 
 
-def read_clip(path: str | Path, normals: bool = True) -> Clip:
+def read_clip(path: str | Path, normals: bool = True) -> RenderedClip:
     """Read a clip written by :func:`write_clip`, checking keys, shapes and dtypes. ``normals=False`` skips the
-    normal maps (``clip.normal`` is None; :meth:`Clip.query` still answers normals exactly)."""
+    normal maps (``clip.normal`` is None; :meth:`RenderedClip.query` still answers normals exactly)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no clip at {path}; write one with write_clip or scripts/train_d4rt.py --synthetic N")
@@ -608,7 +612,7 @@ def read_clip(path: str | Path, normals: bool = True) -> Clip:
         raise ValueError(f"{path} is not a d4rt clip: missing {missing} (expected keys {list(CLIP_KEYS)})")
     if int(data["format_version"]) != CLIP_FORMAT_VERSION:
         raise ValueError(f"{path} has clip format {int(data['format_version'])}, this d4rt reads {CLIP_FORMAT_VERSION}")
-    scene = Scene.from_dict(json.loads(str(data["scene_json"])))
+    scene = Room.from_dict(json.loads(str(data["scene_json"])))
     rgb = data["rgb"]
     if rgb.ndim != 4 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"{path}: rgb must be [T, H, W, 3] uint8, got {rgb.shape} {rgb.dtype}")
@@ -622,12 +626,12 @@ def read_clip(path: str | Path, normals: bool = True) -> Clip:
             raise ValueError(f"{path}: {key} has shape {data[key].shape}, expected {shape} for a {T}x{H}x{W} clip")
     if scene.num_frames != T:
         raise ValueError(f"{path}: the scene has {scene.num_frames} frames but the arrays have {T}")
-    return Clip(rgb, data["depth"], data.get("normal"), data["instance"], data["K"], data["T_wc"], data["T_wo"], scene)
+    return RenderedClip(rgb, data["depth"], data.get("normal"), data["instance"], data["K"], data["T_wc"], data["T_wo"], scene)
 
 
 def _render_to(path: Path, seed: int, num_frames: int, size: int) -> Path:
     if not path.is_file():
-        write_clip(path, Scene.random(seed, num_frames=num_frames).render_clip(size, size))
+        write_clip(path, Room.random(seed, num_frames=num_frames).render_clip(size, size))
     return path
 
 

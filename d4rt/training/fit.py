@@ -20,10 +20,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from d4rt.command_train import TRAIN_SEED_BASE, VAL_SEED_BASE
+from d4rt.data.synthetic import TRAIN_SEED_BASE, VAL_SEED_BASE
 from d4rt.config import D4RTConfig
 from d4rt.models import D4RT
-from d4rt.utils.losses import LossWeights, d4rt_losses
+from d4rt.training.losses import LossWeights, d4rt_losses
 
 
 
@@ -135,7 +135,7 @@ def save_weights(model: D4RT, directory: str | Path, dtype: torch.dtype | None =
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the command (arguments in d4rt/command_train.py)
+# the command (arguments in cli/train.py)
 # ----------------------------------------------------------------------------------------------------------------
 def resolve_config(args: argparse.Namespace) -> D4RTConfig:
     config = D4RTConfig.preset(args.preset)
@@ -166,7 +166,7 @@ def prepare_clips(args: argparse.Namespace, config: D4RTConfig) -> tuple[list[Pa
 
 
 def fit(args: argparse.Namespace) -> int:
-    """Train from the parsed ``d4rt train`` arguments (see :mod:`d4rt.command_train`)."""
+    """Train from the parsed ``d4rt train`` arguments (see :mod:`d4rt.cli.train`)."""
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 

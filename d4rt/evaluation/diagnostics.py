@@ -1,6 +1,6 @@
 """Is training getting anywhere? Three measurements that tell a model that reads the video from one that does not.
 
-- :func:`video_blind_baselines`: depth AbsRel (median-scaled, as :func:`d4rt.utils.metrics.depth_metrics`) of
+- :func:`video_blind_baselines`: depth AbsRel (median-scaled, as :func:`d4rt.evaluation.metrics.depth_metrics`) of
   predictions that never look at a clip's video: the best constant, the mean depth map of other clips (the "room
   layout prior" a model learns first), and two oracles that do see the true depth at coarse resolution: each
   image row's median, and each encoder token's median (the best a per-token lookup can do without refinement).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from d4rt.utils.metrics import best_constant_depth_abs_rel, depth_metrics
+from d4rt.evaluation.metrics import best_constant_depth_abs_rel, depth_metrics
 
 
 def token_medians(depth: np.ndarray, tubelet: tuple[int, int, int]) -> np.ndarray:

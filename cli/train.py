@@ -1,6 +1,6 @@
 """``d4rt train`` (and scripts/train_d4rt.py): the seed's training flags plus --preset, --synthetic N, --max_steps.
 
-Arguments only; the work (torch, Lightning) is imported in :func:`run` from :mod:`d4rt.train`.
+Arguments only; the work (torch, Lightning) is imported in :func:`run` from :mod:`d4rt.training.fit`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TRAIN_SEED_BASE, VAL_SEED_BASE = 0, 1_000_000  # synthetic scene seeds; held-out test clips use 2_000_000+
+from d4rt.data.synthetic import TRAIN_SEED_BASE, VAL_SEED_BASE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +55,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from d4rt.train import fit
+    from d4rt.training.fit import fit
 
     return fit(args)

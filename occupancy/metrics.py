@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from d4rt.runtime.geometry import umeyama
-from d4rt.runtime.occupancy import Occupancy, _check_poses
+from d4rt.occupancy.grid import Occupancy, _check_poses
 
 ALIGNMENTS = ("median", "sim3")
 

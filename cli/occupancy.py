@@ -2,7 +2,7 @@
 
 Encodes the clip once, queries a dense point map per frame (t_src = t_tgt = t_cam = t), poses the frames with the
 recovered cameras and ray-casts one occupied / free / unobserved grid per frame. Writes into --out:
-``occupancy.npz`` (sparse, with poses and intrinsics; read it with ``d4rt.runtime.occupancy_io.load_occupancy``),
+``occupancy.npz`` (sparse, with poses and intrinsics; read it with ``d4rt.occupancy.io.load_occupancy``),
 ``ply/frame_XXXX.ply`` (occupied voxel centres), ``bev.png`` (top views over time) and ``summary.json``.
 """
 
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from d4rt.runtime.occupancy import check_voxel_size
+    from d4rt.occupancy.grid import check_voxel_size
 
     if not Path(args.video).exists():
         raise FileNotFoundError(f"no video at {args.video}")
@@ -90,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from d4rt.runtime import load
-    from d4rt.runtime.command_infer import load_frames
+    from d4rt.runtime.infer import load_frames
     from d4rt.runtime.files import write_text_atomic
-    from d4rt.runtime.occupancy import occupancy_from_scene
-    from d4rt.runtime.occupancy_io import plot_bev, save_occupancy, write_ply
-    from d4rt.runtime.occupancy_temporal import smooth_occupancy, window_union
+    from d4rt.occupancy.grid import occupancy_from_scene
+    from d4rt.occupancy.io import plot_bev, save_occupancy, write_ply
+    from d4rt.occupancy.temporal import smooth_occupancy, window_union
 
     out = Path(args.out)
     timings = {}

@@ -57,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from d4rt.export.command_export import load_or_init
+    from d4rt.checkpoint import load_or_init
     from d4rt.export.onnx_export import export_onnx
     from d4rt.export.parity import verify_export
     from d4rt.runtime import load
-    from d4rt.runtime.command_bench import bench_runtime
-    from d4rt.runtime.command_infer import infer_clip
+    from d4rt.benchmarking import bench_runtime
+    from d4rt.runtime.infer import infer_clip
 
     started = time.perf_counter()
     out = Path(args.out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from d4rt.runtime.occupancy import Occupancy
+from d4rt.occupancy.grid import Occupancy
 
 _EPS_RELATIVE = 1e-6
 

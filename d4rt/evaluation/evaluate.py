@@ -1,5 +1,5 @@
 """Evaluation: a model's depth, 3-D points, tracks, camera poses and visibility on clips, scored with
-:mod:`d4rt.utils.metrics`; the LightningModule that averages them over clips, and the ``d4rt evaluate`` command.
+:mod:`d4rt.evaluation.metrics`; the LightningModule that averages them over clips, and the ``d4rt evaluate`` command.
 
 Per clip (the video is encoded once; every answer below is a query):
 - depth: every ``depth_stride``-th pixel of every frame, t_src = t_tgt = t_cam; AbsRel and delta < 1.25 after
@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from d4rt.command_evaluate import TEST_SEED_BASE
+from d4rt.data.synthetic import TEST_SEED_BASE
 from d4rt.data.dataset import D4RTDataset, scale_intrinsics
 from d4rt.data.formats import TrackSet
-from d4rt.data.synthetic import Clip
+from d4rt.data.synthetic import RenderedClip
 from d4rt.models import D4RT
 from d4rt.runtime.backend_torch import TorchBackend
 from d4rt.runtime.runtime import Runtime, Scene
-from d4rt.utils.metrics import (
+from d4rt.evaluation.metrics import (
     apd3d,
     best_constant_depth_abs_rel,
     camera_ate,
@@ -61,7 +61,7 @@ def predict_depth(rt: Runtime, scene: Scene, stride: int) -> tuple[np.ndarray, n
 def evaluate_clip(
     model: D4RT,
     item: dict[str, torch.Tensor],
-    clip: Clip,
+    clip: RenderedClip,
     track_points: int = 256,
     depth_stride: int = 4,
     pose_grid: int = 16,
@@ -212,7 +212,7 @@ def load_model(ckpt: Path | None, preset: str, seed: int, image_size: int | None
     if ckpt.suffix == ".ckpt":
         import tempfile
 
-        from d4rt.train import export_pretrained
+        from d4rt.training.fit import export_pretrained
 
         with tempfile.TemporaryDirectory() as tmp:
             return D4RT.from_pretrained(export_pretrained(ckpt, tmp)).eval()
@@ -220,10 +220,10 @@ def load_model(ckpt: Path | None, preset: str, seed: int, image_size: int | None
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the command (arguments in d4rt/command_evaluate.py)
+# the command (arguments in cli/evaluate.py)
 # ----------------------------------------------------------------------------------------------------------------
 def evaluate(args: argparse.Namespace) -> int:
-    """Evaluate from the parsed ``d4rt evaluate`` arguments (see :mod:`d4rt.command_evaluate`)."""
+    """Evaluate from the parsed ``d4rt evaluate`` arguments (see :mod:`d4rt.cli.evaluate`)."""
     from d4rt.data.datamodule import find_clips
     from d4rt.data.synthetic import generate_clips
     from d4rt.runtime.files import write_text_atomic

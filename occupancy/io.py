@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from d4rt.runtime.files import atomic_path
-from d4rt.runtime.occupancy import Occupancy, VoxelGrid
+from d4rt.occupancy.grid import Occupancy, VoxelGrid
 from d4rt.runtime.outputs import write_ply as write_ply_points
 
 FORMAT = "d4rt-occupancy-v1"

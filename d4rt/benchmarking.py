@@ -87,3 +87,38 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def load_for_bench(directory: str, name: str, threads: int | None):
+    from d4rt.runtime import load
+
+    if name.startswith("torch"):
+        parts = name.split("-")  # torch[-attention[-dtype]]
+        attention = parts[1] if len(parts) > 1 else "eager"
+        dtype = parts[2] if len(parts) > 2 else "float32"
+        return load(directory, backend="torch", attention=attention, dtype=dtype)
+    return load(directory, backend=name, threads=threads)
+
+
+def bench_runtime(rt, batch_sizes: list[int], repeats: int, warmup: int) -> dict:
+    """Encode latency (ms) and query throughput (queries / s) of one runtime, medians."""
+    rng = np.random.default_rng()
+    T, S = rt.num_frames, rt.image_size
+    frames = rng.integers(0, 256, (T, S, S, 3), dtype=np.uint8)
+    scene = rt.encode(frames)
+    backend = rt.backend
+    sync = getattr(backend, "synchronize", lambda: None)
+    aspect = np.array([scene.aspect_ratio], np.float32)
+
+    def encode():
+        backend.encode(scene.video, aspect)
+        sync()
+
+    result = {"backend": rt.name, "encode_ms": 1e3 * median_seconds(encode, repeats, warmup), "query": {}}
+    for B in batch_sizes:
+        uv = rng.random((B, 2), dtype=np.float32)
+        t = rng.integers(0, T, (3, B))
+        seconds = median_seconds(lambda: rt.query(scene, uv, t[0], t[1], t[2], batch_size=B), repeats, warmup)
+        result["query"][str(B)] = {"ms": 1e3 * seconds, "queries_per_s": B / seconds}
+    return result
+

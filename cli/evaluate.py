@@ -1,6 +1,6 @@
 """``d4rt evaluate`` (and scripts/test_d4rt.py): the seed's test flags plus --synthetic N, --format.
 
-Arguments only; the work (torch, Lightning) is imported in :func:`run` from :mod:`d4rt.test`.
+Arguments only; the work (torch, Lightning) is imported in :func:`run` from :mod:`d4rt.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-TEST_SEED_BASE = 2_000_000  # synthetic test scenes: seeds never used for training (0+) or validation (1_000_000+)
+from d4rt.data.synthetic import TEST_SEED_BASE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from d4rt.test import evaluate
+    from d4rt.evaluation.evaluate import evaluate
 
     return evaluate(args)

@@ -13,9 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from d4rt.runtime.provenance import median_seconds, run_record
 
 CANDIDATES = ("tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch")
 
@@ -31,41 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="where to write the results (default: ENGINES/bench.json)")
 
 
-def _load(directory: str, name: str, threads: int | None):
-    from d4rt.runtime import load
-
-    if name.startswith("torch"):
-        parts = name.split("-")  # torch[-attention[-dtype]]
-        attention = parts[1] if len(parts) > 1 else "eager"
-        dtype = parts[2] if len(parts) > 2 else "float32"
-        return load(directory, backend="torch", attention=attention, dtype=dtype)
-    return load(directory, backend=name, threads=threads)
-
-
-def bench_runtime(rt, batch_sizes: list[int], repeats: int, warmup: int) -> dict:
-    """Encode latency (ms) and query throughput (queries / s) of one runtime, medians."""
-    rng = np.random.default_rng()
-    T, S = rt.num_frames, rt.image_size
-    frames = rng.integers(0, 256, (T, S, S, 3), dtype=np.uint8)
-    scene = rt.encode(frames)
-    backend = rt.backend
-    sync = getattr(backend, "synchronize", lambda: None)
-    aspect = np.array([scene.aspect_ratio], np.float32)
-
-    def encode():
-        backend.encode(scene.video, aspect)
-        sync()
-
-    result = {"backend": rt.name, "encode_ms": 1e3 * median_seconds(encode, repeats, warmup), "query": {}}
-    for B in batch_sizes:
-        uv = rng.random((B, 2), dtype=np.float32)
-        t = rng.integers(0, T, (3, B))
-        seconds = median_seconds(lambda: rt.query(scene, uv, t[0], t[1], t[2], batch_size=B), repeats, warmup)
-        result["query"][str(B)] = {"ms": 1e3 * seconds, "queries_per_s": B / seconds}
-    return result
-
-
 def run(args: argparse.Namespace) -> int:
+    from d4rt.benchmarking import bench_runtime, load_for_bench, run_record
     from d4rt.runtime.files import write_text_atomic
     from d4rt.runtime.manifest import read_manifest
 
@@ -77,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     rows, skipped = [], {}
     for name in names:
         try:
-            rt = _load(args.engines, name, args.threads)
+            rt = load_for_bench(args.engines, name, args.threads)
         except (ImportError, ValueError, FileNotFoundError, RuntimeError) as e:
             skipped[name] = str(e).splitlines()[0]
             if args.backends != "auto":

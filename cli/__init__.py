@@ -1,0 +1,103 @@
+"""The ``d4rt`` command. Each subcommand lives in its own module, imported only when named.
+
+A command module provides ``add_arguments(parser)`` and ``run(args) -> int``; heavy imports (torch, onnx,
+tensorrt) happen inside ``run`` so ``d4rt --help`` is instant and the runtime's commands work without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("d4rt.cli.demo", "the main job end to end: export, verify, (build an engine), infer on a sample clip"),
+    "convert-opend4rt": ("d4rt.cli.convert_opend4rt", "convert an OpenD4RT checkpoint into a save_pretrained dir"),
+    "memory-plan": ("d4rt.cli.memory_plan", "memory of the engines per device, and the largest query batch"),
+    "occupancy": ("d4rt.cli.occupancy", "per-frame 4D occupancy grids of a video from D4RT engines"),
+    "export": ("d4rt.cli.export", "export a checkpoint to encoder/decoder ONNX graphs + manifest"),
+    "build-engine": ("d4rt.cli.build_engine", "build TensorRT engines from exported ONNX graphs"),
+    "infer": ("d4rt.cli.infer", "depth, point cloud, cameras and tracks of a video from engines"),
+    "bench": ("d4rt.cli.bench", "encode latency and query throughput per backend (JSON)"),
+    "train": ("d4rt.cli.train", "train D4RT with Lightning (synthetic clips or clip folders)"),
+    "evaluate": ("d4rt.cli.evaluate", "evaluate a checkpoint: depth, 3-D points, tracks, poses, visibility"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at --help, and defaults shown in every --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="d4rt", description="D4RT 4D reconstruction: train, convert, export, build engines, infer, benchmark."
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (or D4RT_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error (or D4RT_DEBUG=1)")
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def kebab_flags(argv: list[str]) -> list[str]:
+    """The seed's snake_case flags (``--img_size``) as aliases of the kebab-case ones (``--image-size``)."""
+    out = []
+    for a in argv:
+        if a.startswith("--") and "_" in a.split("=", 1)[0]:
+            name, eq, value = a.partition("=")
+            a = name.replace("_", "-") + eq + value
+        out.append(a)
+    return [ALIASES.get(a, a) for a in out]
+
+
+# old spellings -> today's flag
+ALIASES = {"--img-size": "--image-size", "--test-data-path": "--test-data"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error is one line on stderr (exit 2 for usage, 1 for a failed run); the traceback
+    only with ``--debug`` or ``D4RT_DEBUG=1``."""
+    argv = kebab_flags(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("D4RT_DEBUG", "") not in ("", "0")
+    module = importlib.import_module(args._module)
+    prog = f"d4rt {args.command}"
+    try:
+        if hasattr(module, "validate"):
+            module.validate(args)
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns errors into one line
+        if debug:
+            raise
+        from d4rt.cli.common import UsageError
+
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, UsageError):
+            print(f"{prog}: error: {message} (see `{prog} --help`)", file=sys.stderr)
+            return 2
+        kind = "" if isinstance(e, (ValueError, FileNotFoundError, FileExistsError, RuntimeError)) else f"{type(e).__name__}: "
+        print(f"{prog}: {kind}{message} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""``d4rt export``: a checkpoint -> encoder.onnx + decoder.onnx + manifest.json, optionally verified against
+the eager model in ONNX Runtime.
+
+    d4rt export ckpt/ --out engines/ --precision fp16 --verify
+    d4rt export --preset tiny --random-init --out engines/     # a seeded random model (for trying things out)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", help="a save_pretrained directory (config.json + model.safetensors)")
+    from d4rt.cli.common import add_output_arguments
+
+    add_output_arguments(p, "output directory for the graphs and manifest.json")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--frames", type=int, default=None, help="clip length T of the graphs (default: the model's)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    p.add_argument("--verify", action="store_true", help="check both graphs in ONNX Runtime against eager PyTorch")
+    p.add_argument("--queries", type=int, default=2048, help="queries used by --verify")
+    p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
+                   help="weights in *.onnx.data beside the graphs (auto: when above ~1.8 GB)")
+    p.add_argument("--preset", default=None, help="with --random-init: the model preset (tiny, base, g)")
+    p.add_argument("--random-init", action="store_true", help="export a seeded random model instead of a checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
+    p.add_argument("--image-size", type=int, default=None, help="with --random-init: input size S (default: preset's)")
+
+
+def validate(args: argparse.Namespace) -> None:
+    from d4rt.cli.common import UsageError, check_output
+
+    if args.random_init == bool(args.checkpoint):
+        raise UsageError("give either a checkpoint directory or --random-init --preset NAME (not both, not neither)")
+    if args.random_init and not args.preset:
+        raise UsageError("--random-init needs --preset (tiny, base or g)")
+    check_output(args.out, args.overwrite)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from d4rt.checkpoint import load_or_init
+    from d4rt.cli.common import output_dir
+    from d4rt.export.onnx_export import export_onnx
+    from d4rt.export.parity import verify_export
+
+    with output_dir(args.out, args.overwrite) as out_dir:
+        model, info = load_or_init(args.checkpoint, out_dir, args.preset, args.random_init, args.seed, args.image_size)
+        external = {"auto": None, "yes": True, "no": False}[args.external_data]
+        start = time.perf_counter()
+        manifest = export_onnx(model, out_dir, precision=args.precision, num_frames=args.frames, opset=args.opset,
+                               checkpoint=info, external_data=external)
+        kv = manifest.tensors("encoder", "outputs")[0]
+        print(f"exported {manifest.config['name']} ({manifest.precision}, opset {manifest.opset}, T={manifest.num_frames}, "
+              f"S={manifest.image_size}) to {args.out} in {time.perf_counter() - start:.1f} s; keys/values {list(kv.shape)} "
+              f"{kv.dtype}")
+        if args.verify:
+            report = verify_export(model, out_dir, queries=args.queries, raise_on_failure=False)
+            print(report.table())
+            return 0 if report.passed else 1
+        return 0
