@@ -72,10 +72,24 @@ def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([vertex["x"], vertex["y"], vertex["z"]], -1), np.stack([vertex["r"], vertex["g"], vertex["b"]], -1)
 
 
-def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6) -> Path:
-    """A PNG with frames and depth maps of a few frames (top) and the camera trajectory seen from above (bottom).
+DEPTH_COLOURMAP = "inferno_r"  # near bright, far dark: how people read a depth map
 
-    frames [T, S, S, 3] uint8, depth [T, S, S], T_wc [T, 4, 4].
+
+def depth_display_range(depth: np.ndarray) -> tuple[float, float]:
+    """The colour scale of a depth preview: the 2nd and 98th percentile of the valid (finite, > 0) depths, so a
+    few stray far or near pixels do not wash it out. depth [...] -> (near, far) with near < far."""
+    valid = depth[np.isfinite(depth) & (depth > 0)]
+    if not valid.size:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(valid, [2, 98]))
+    return (lo, hi) if hi > lo else (lo, lo + max(abs(lo), 1.0) * 1e-3)
+
+
+def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6):
+    """The matplotlib figure of :func:`write_preview` (Agg backend): a row of frames, the row of their depth maps
+    (``DEPTH_COLOURMAP``, one shared colour bar in the depth's units), the camera trajectory seen from above.
+
+    frames [T, S, S, 3] uint8, depth [T, S, S] (z in the frame's camera), T_wc [T, 4, 4]. -> Figure.
     """
     import matplotlib
 
@@ -84,20 +98,23 @@ def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc:
 
     T = len(frames)
     shown = np.unique(np.linspace(0, T - 1, min(columns, T)).round().astype(int))
-    fig = plt.figure(figsize=(2.2 * len(shown), 7.5))
-    grid = fig.add_gridspec(3, len(shown), height_ratios=[1, 1, 1.4])
-    valid = depth[np.isfinite(depth) & (depth > 0)]
-    lo, hi = (np.percentile(valid, [2, 98]) if valid.size else (0.0, 1.0))
+    fig = plt.figure(figsize=(2.2 * len(shown) + 1.0, 7.5))
+    grid = fig.add_gridspec(3, len(shown) + 1, height_ratios=[1, 1, 1.4], width_ratios=[1] * len(shown) + [0.08])
+    near, far = depth_display_range(depth)
+    image = None
     for col, t in enumerate(shown):
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(frames[t])
         ax.set_title(f"frame {t}", fontsize=9)
         ax.axis("off")
         ax = fig.add_subplot(grid[1, col])
-        ax.imshow(depth[t], cmap="turbo", vmin=lo, vmax=hi)
-        ax.set_title("depth", fontsize=9)
+        image = ax.imshow(np.where(depth[t] > 0, depth[t], np.nan), cmap=DEPTH_COLOURMAP, vmin=near, vmax=far)
+        ax.set_title(f"depth {t}", fontsize=9)
         ax.axis("off")
-    ax = fig.add_subplot(grid[2, :])
+    bar = fig.colorbar(image, cax=fig.add_subplot(grid[1, -1]))
+    bar.set_label("depth (model units)\nbright = near", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    ax = fig.add_subplot(grid[2, :-1])
     centres = T_wc[:, :3, 3]
     ax.plot(centres[:, 0], centres[:, 2], "-o", markersize=3)
     forward = T_wc[:, :3, 2]  # camera +z axis in the world
@@ -109,6 +126,15 @@ def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc:
     ax.set_title("camera trajectory from above (arrows: viewing direction)", fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
     fig.tight_layout()
+    return fig
+
+
+def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6) -> Path:
+    """A PNG of :func:`preview_figure`: frames and depth maps of a few frames with a depth colour bar (top) and
+    the camera trajectory seen from above (bottom). frames [T, S, S, 3] uint8, depth [T, S, S], T_wc [T, 4, 4]."""
+    import matplotlib.pyplot as plt
+
+    fig = preview_figure(frames, depth, T_wc, columns)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)

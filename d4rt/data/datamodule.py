@@ -24,8 +24,9 @@ def find_clips(path: str | Path) -> list[Path]:
 
 
 class D4RTDataModule(L.LightningDataModule):
-    """Training clips get fresh queries every time they are drawn; validation clips get the same queries every
-    epoch (seeded by clip index), so validation curves compare like with like."""
+    """Training clips get fresh queries every time they are drawn (``depth_fraction`` of them pure depth queries,
+    see :func:`d4rt.data.dataset.sample_queries`); validation clips get the paper's sampling with the same queries
+    every epoch (seeded by clip index), so validation curves compare like with like."""
 
     def __init__(
         self,
@@ -37,14 +38,16 @@ class D4RTDataModule(L.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         seed: int = 0,
+        depth_fraction: float = 0.0,
     ):
         super().__init__()
         self.train_clips, self.val_clips = list(train_clips), list(val_clips or [])
         self.kw = dict(num_frames=num_frames, image_size=image_size, num_queries=num_queries)
+        self.depth_fraction = float(depth_fraction)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
 
     def train_dataloader(self) -> DataLoader:
-        dataset = D4RTDataset(self.train_clips, seed=self.seed, **self.kw)
+        dataset = D4RTDataset(self.train_clips, seed=self.seed, depth_fraction=self.depth_fraction, **self.kw)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

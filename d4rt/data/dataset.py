@@ -3,7 +3,8 @@
 Each item is one clip (a random window of ``num_frames`` if the clip is longer) and N queries:
 - source pixels: ``edge_fraction`` (30%) near depth or motion discontinuities of frame t_src (Sobel on log depth
   and on the per-pixel 3-D motion), the rest uniform over the image; sub-pixel positions;
-- times: t_src, t_tgt, t_cam uniform in [0, T); t_cam := t_tgt for ``same_cam_fraction`` (40%) of the queries.
+- times: t_src, t_tgt, t_cam uniform in [0, T); t_cam := t_tgt for ``same_cam_fraction`` (40%) of the queries;
+  optionally t_tgt := t_cam := t_src for ``depth_fraction`` of them (pure depth queries; 0 in the paper).
 Targets follow the tracked point to t_tgt and express it in t_cam's camera (design.md), from the scene's exact
 query answers (:meth:`d4rt.data.synthetic.Scene.query`).
 """
@@ -62,8 +63,10 @@ def sample_queries(
     num_queries: int,
     edge_fraction: float = 0.3,
     same_cam_fraction: float = 0.4,
+    depth_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The paper's query sampling over a clip with discontinuity masks [T, H, W].
+    """The paper's query sampling over a clip with discontinuity masks [T, H, W]; ``depth_fraction`` of the
+    queries (drawn after the others) get t_tgt = t_cam = t_src.
 
     Returns uv [N, 2] (normalised, sub-pixel), t_src, t_tgt, t_cam [N] int64, from_edge [N] bool.
     Frames with no discontinuity pixels give uniform pixels for their edge share.
@@ -75,6 +78,10 @@ def sample_queries(
     t_cam = rng.integers(0, T, N)
     same = rng.permutation(N) < round(same_cam_fraction * N)
     t_cam = np.where(same, t_tgt, t_cam)
+    if depth_fraction > 0:
+        depth_only = rng.permutation(N) < round(depth_fraction * N)
+        t_tgt = np.where(depth_only, t_src, t_tgt)
+        t_cam = np.where(depth_only, t_src, t_cam)
 
     pixel = rng.integers(0, H * W, N)  # uniform
     from_edge = rng.permutation(N) < round(edge_fraction * N)
@@ -134,13 +141,15 @@ class D4RTDataset(Dataset):
         num_queries: int = 2048,
         edge_fraction: float = 0.3,
         same_cam_fraction: float = 0.4,
+        depth_fraction: float = 0.0,
         seed: int = 0,
         fixed_queries: bool = False,
         cache: bool = True,
     ):
         if not clips:
             raise ValueError("D4RTDataset needs at least one clip path (generate some with --synthetic N)")
-        for name, frac in (("edge_fraction", edge_fraction), ("same_cam_fraction", same_cam_fraction)):
+        for name, frac in (("edge_fraction", edge_fraction), ("same_cam_fraction", same_cam_fraction),
+                           ("depth_fraction", depth_fraction)):
             if not 0.0 <= frac <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {frac}")
         if num_queries < 1:
@@ -151,6 +160,7 @@ class D4RTDataset(Dataset):
             raise FileNotFoundError(f"{len(missing)} clip files do not exist, e.g. {missing[:3]}")
         self.num_frames, self.image_size, self.num_queries = int(num_frames), int(image_size), int(num_queries)
         self.edge_fraction, self.same_cam_fraction = float(edge_fraction), float(same_cam_fraction)
+        self.depth_fraction = float(depth_fraction)
         self.seed, self.fixed_queries, self.cache = int(seed), fixed_queries, cache
         self._cache: dict[int, tuple[RenderedClip, np.ndarray]] = {}
         self._frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -200,7 +210,7 @@ class D4RTDataset(Dataset):
         start = int(rng.integers(0, clip.num_frames - T + 1))
         window = slice(start, start + T)
         uv, t_src, t_tgt, t_cam, from_edge = sample_queries(
-            rng, edges[window], self.num_queries, self.edge_fraction, self.same_cam_fraction
+            rng, edges[window], self.num_queries, self.edge_fraction, self.same_cam_fraction, self.depth_fraction
         )
         ans = clip.query(uv, t_src + start, t_tgt + start, t_cam + start)
         H, W = clip.size

@@ -1,50 +1,55 @@
-"""Training: the LightningModule, its optimiser and schedule, and the ``d4rt train`` command.
+"""Training: the options, the LightningModule, its optimiser and schedule, and :func:`fit`.
 
 - AdamW (betas 0.9 / 0.999), weight decay 0.03 on weight matrices only (biases, LayerNorms and the aspect-ratio
   input layer's 1-D parameters are not decayed).
-- Learning rate: linear warm-up from 0 to ``lr`` over ``warmup_steps``, then cosine from ``lr`` to ``min_lr``
-  (1e-4 -> 1e-6) at the last step.
+- Learning rate: linear warm-up over ``warmup_steps`` to ``lr``, then cosine to ``min_lr`` at the last step
+  (torch's ``SequentialLR(LinearLR, CosineAnnealingLR)``).
 - Gradient clipping at norm 10; bf16 mixed precision on GPUs, float32 on the CPU.
-- Several GPUs or nodes: Lightning's DDP (``--devices 8 --strategy ddp --num_nodes 2``); each process draws its
+- Training-only auxiliary losses (:mod:`d4rt.training.auxiliary`; off by default, the paper has none): per-token
+  depth from the encoder memory, and the first decoder block's attention on the query's own token. Neither
+  changes the model or its exported graphs.
+- Several GPUs or nodes: Lightning's DDP (``devices=8, strategy="ddp", num_nodes=2``); each process draws its
   own queries, the batch size is per device.
-- Checkpoints: Lightning's ``.ckpt`` while training (resume with ``--resume``); at the end the weights are written
+- Checkpoints: Lightning's ``.ckpt`` while training (resume with ``resume=``); at the end the weights are written
   in the save_pretrained format (``<output_dir>/pretrained``); :func:`export_pretrained` converts any ``.ckpt``.
+
+    >>> config = D4RTConfig.preset("tiny", image_size=128)
+    >>> clips = synthetic_clips("runs/tiny/data/train", "runs/tiny/data/val", 800, config)
+    >>> fit(config, clips, TrainOptions(max_steps=3000, batch_size=4))
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from d4rt.data.synthetic import TRAIN_SEED_BASE, VAL_SEED_BASE
 from d4rt.config import D4RTConfig
+from d4rt.data.synthetic import TRAIN_SEED_BASE, VAL_SEED_BASE
 from d4rt.models import D4RT
+from d4rt.training.auxiliary import TokenDepthHead, own_token_attention_loss, own_token_index, token_depth_loss
 from d4rt.training.losses import LossWeights, d4rt_losses
+from d4rt.training.options import TrainingClips, TrainOptions
+
+SAVE_DTYPES = {"float32": None, "float16": torch.float16}
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float):
+    """Linear warm-up from lr / warmup_steps to lr over ``warmup_steps`` steps, then cosine from lr to ``min_lr``
+    at ``total_steps``: ``SequentialLR(LinearLR, CosineAnnealingLR)``, stepped once per optimiser step."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
-class WarmupCosine:
-    """Learning-rate multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine to ``min_lr / lr`` at
-    ``total_steps`` (held there after). A plain object so the scheduler's state saves without pickling code."""
-
-    def __init__(self, warmup_steps: int, total_steps: int, lr: float, min_lr: float):
-        self.warmup_steps, self.total_steps = int(warmup_steps), max(int(total_steps), 1)
-        self.floor = float(min_lr) / float(lr)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        span = max(self.total_steps - self.warmup_steps, 1)
-        progress = min((step - self.warmup_steps) / span, 1.0)
-        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    cosine = CosineAnnealingLR(optimizer, T_max=max(total_steps - warmup_steps, 1), eta_min=min_lr)
+    if warmup_steps <= 0:
+        return cosine
+    warmup = LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
 
 
 class D4RTLightningModule(L.LightningModule):
-    """D4RT + the paper's losses. Batches are :class:`d4rt.data.dataset.D4RTDataset` items, stacked."""
+    """D4RT + the paper's losses (+ the optional auxiliary ones). Batches are
+    :class:`d4rt.data.dataset.D4RTDataset` items, stacked."""
 
     def __init__(
         self,
@@ -56,24 +61,53 @@ class D4RTLightningModule(L.LightningModule):
         total_steps: int | None = None,
         confidence_warmup_steps: int = 1000,
         loss_weights: dict | None = None,
+        token_depth_weight: float = 0.0,
+        own_token_weight: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()  # plain types only: Lightning checkpoints then load with weights_only=True
         self.model = D4RT(D4RTConfig.from_dict(config))
         self.loss_weights = LossWeights(**(loss_weights or {}))
+        cfg = self.model.config
+        # training only: not part of self.model, so save_pretrained / export never see it
+        self.token_depth_head = TokenDepthHead(cfg.dec_dim, cfg.tubelet) if token_depth_weight > 0 else None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.model(
             batch["video"], batch["coords_uv"], batch["t_src"], batch["t_tgt"], batch["t_cam"], batch["aspect_ratio"]
         )
 
+    def forward_with_auxiliary(self, batch: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The model's outputs and the auxiliary loss terms (empty when both weights are 0)."""
+        hp = self.hparams
+        if not (hp.token_depth_weight > 0 or hp.own_token_weight > 0):
+            return self(batch), {}
+        m, video = self.model, batch["video"]
+        memory = m.encode(video, batch["aspect_ratio"])
+        keys, values = m.memory_kv(memory)
+        x = m.query_embedder(video, batch["coords_uv"], batch["t_src"], batch["t_tgt"], batch["t_cam"])
+        pred = m.heads(m.decoder(x, keys, values))
+        aux = {}
+        if hp.token_depth_weight > 0:
+            aux["token_depth"] = token_depth_loss(self.token_depth_head(memory), batch["depth_maps"], m.config.tubelet)
+        if hp.own_token_weight > 0:
+            own = own_token_index(batch["coords_uv"], batch["t_src"], m.config.image_size, m.config.tubelet)
+            aux["own_token"] = own_token_attention_loss(m, x, keys, own)
+        return pred, aux
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         hold = self.global_step < self.hparams.confidence_warmup_steps
-        terms = d4rt_losses(self(batch), batch, self.loss_weights, hold_confidence=hold)
+        pred, aux = self.forward_with_auxiliary(batch)
+        terms = d4rt_losses(pred, batch, self.loss_weights, hold_confidence=hold)
+        loss = terms["loss"]
+        if "token_depth" in aux:
+            loss = loss + self.hparams.token_depth_weight * aux["token_depth"]
+        if "own_token" in aux:
+            loss = loss + self.hparams.own_token_weight * aux["own_token"]
         B = batch["video"].shape[0]
-        self.log("train/loss", terms["loss"], prog_bar=True, batch_size=B)
-        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, batch_size=B)
-        return terms["loss"]
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log_dict({f"train/{k}": v for k, v in {**terms, **aux}.items() if k != "loss"}, batch_size=B)
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         pred = self(batch)
@@ -85,15 +119,15 @@ class D4RTLightningModule(L.LightningModule):
         self.log("val/visibility_acc", vis_ok[batch["valid"]].mean(), batch_size=B, sync_dist=True)
 
     def configure_optimizers(self):
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.hparams.lr,
         )
         total = self.hparams.total_steps or int(self.trainer.estimated_stepping_batches)
-        schedule = WarmupCosine(self.hparams.warmup_steps, total, self.hparams.lr, self.hparams.min_lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = warmup_cosine(optimizer, self.hparams.warmup_steps, total, self.hparams.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -135,89 +169,79 @@ def save_weights(model: D4RT, directory: str | Path, dtype: torch.dtype | None =
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the command (arguments in cli/train.py)
+# a run
 # ----------------------------------------------------------------------------------------------------------------
-def resolve_config(args: argparse.Namespace) -> D4RTConfig:
-    config = D4RTConfig.preset(args.preset)
-    changes = {}
-    if args.img_size is not None:
-        changes["image_size"] = args.img_size
-    if args.num_frames is not None:
-        changes["num_frames"] = args.num_frames
-    return config.replace(**changes) if changes else config
-
-
-def prepare_clips(args: argparse.Namespace, config: D4RTConfig) -> tuple[list[Path], list[Path]]:
-    """Generate synthetic clips if asked, then list the training and validation clips."""
-    from d4rt.data.datamodule import find_clips
+def synthetic_clips(train_dir: str | Path, val_dir: str | Path, count: int, config: D4RTConfig,
+                    workers: int = 1) -> TrainingClips:
+    """Render ``count`` synthetic training clips (seeds TRAIN_SEED_BASE + i) into ``train_dir`` and count / 10
+    (2 to 20) validation clips (seeds VAL_SEED_BASE + i) into ``val_dir``, at the config's frames and size (clips
+    already there are kept), and return exactly those clips."""
     from d4rt.data.synthetic import generate_clips
 
-    train_dir = args.train_data_path or args.output_dir / "data" / "train"
-    val_dir = args.val_data_path or (args.output_dir / "data" / "val" if args.synthetic else None)
-    if args.synthetic:
-        T, S = config.num_frames, config.image_size
-        workers = max(1, args.num_workers)
-        generate_clips(train_dir, range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + args.synthetic), T, S, workers=workers)
-        num_val = max(2, min(20, args.synthetic // 10))
-        generate_clips(val_dir, range(VAL_SEED_BASE, VAL_SEED_BASE + num_val), T, S, workers=workers)
-    elif args.train_data_path is None:
-        raise ValueError("give --train_data_path (a folder of clips) or --synthetic N to generate N clips")
-    return find_clips(train_dir), (find_clips(val_dir) if val_dir is not None else [])
+    if count < 1:
+        raise ValueError(f"count must be >= 1 synthetic clip, got {count}")
+    T, S, workers = config.num_frames, config.image_size, max(1, workers)
+    train = generate_clips(train_dir, range(TRAIN_SEED_BASE, TRAIN_SEED_BASE + count), T, S, workers=workers)
+    num_val = max(2, min(20, count // 10))
+    val = generate_clips(val_dir, range(VAL_SEED_BASE, VAL_SEED_BASE + num_val), T, S, workers=workers)
+    return TrainingClips(train, val)
 
 
-def fit(args: argparse.Namespace) -> int:
-    """Train from the parsed ``d4rt train`` arguments (see :mod:`d4rt.cli.train`)."""
+def fit(config: D4RTConfig, clips: TrainingClips, options: TrainOptions = TrainOptions()) -> Path:
+    """Train ``config``'s model on ``clips``; returns the save_pretrained directory (``output_dir/pretrained``).
+
+    Logs (CSV, every ``log_every`` steps) go to ``output_dir/logs``, Lightning checkpoints to
+    ``output_dir/checkpoints/last.ckpt``.
+    """
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from d4rt.data.datamodule import D4RTDataModule
 
-    L.seed_everything(args.seed, workers=True)
-    config = resolve_config(args)
-    train_clips, val_clips = prepare_clips(args, config)
+    o = options
+    L.seed_everything(o.seed, workers=True)
     data = D4RTDataModule(
-        train_clips, val_clips, config.num_frames, config.image_size, args.num_queries, args.batch_size,
-        args.num_workers, args.seed,
+        clips.train, clips.val, config.num_frames, config.image_size, o.num_queries, o.batch_size, o.num_workers,
+        o.seed, depth_fraction=o.depth_fraction,
     )
     module = D4RTLightningModule(
-        config.to_dict(), lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, total_steps=args.max_steps if args.max_steps > 0 else None,
-        confidence_warmup_steps=args.confidence_warmup_steps,
+        config.to_dict(), lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay, warmup_steps=o.warmup_steps,
+        total_steps=o.max_steps if o.max_steps > 0 else None, confidence_warmup_steps=o.confidence_warmup_steps,
+        token_depth_weight=o.token_depth_weight, own_token_weight=o.own_token_weight,
     )
-    if args.init is not None:
-        module.model.load_state_dict(D4RT.from_pretrained(args.init).float().state_dict())
-    on_gpu = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
-    precision = args.precision or ("bf16-mixed" if on_gpu else "32-true")
+    if o.init is not None:
+        module.model.load_state_dict(D4RT.from_pretrained(o.init).float().state_dict())
+    on_gpu = o.accelerator in ("gpu", "cuda") or (o.accelerator == "auto" and torch.cuda.is_available())
+    precision = o.precision or ("bf16-mixed" if on_gpu else "32-true")
     trainer = L.Trainer(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy=args.strategy,
+        accelerator=o.accelerator,
+        devices=o.devices,
+        num_nodes=o.num_nodes,
+        strategy=o.strategy,
         precision=precision,
-        max_epochs=args.max_epochs if args.max_epochs is not None else (None if args.max_steps > 0 else 1),
-        max_steps=args.max_steps,
-        max_time=None if args.max_minutes is None else {"seconds": round(60 * args.max_minutes)},
+        max_epochs=o.max_epochs if o.max_epochs is not None else (None if o.max_steps > 0 else 1),
+        max_steps=o.max_steps,
+        max_time=None if o.max_minutes is None else {"seconds": round(60 * o.max_minutes)},
         gradient_clip_val=10.0,
         gradient_clip_algorithm="norm",
-        logger=CSVLogger(args.output_dir, name="logs"),
+        logger=CSVLogger(o.output_dir, name="logs"),
         callbacks=[
             ModelCheckpoint(
-                dirpath=args.output_dir / "checkpoints", save_last=True, save_top_k=0,
-                every_n_train_steps=args.ckpt_every,
+                dirpath=o.output_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=o.ckpt_every,
             ),
             LearningRateMonitor(logging_interval="step"),
         ],
-        log_every_n_steps=args.log_every,
-        val_check_interval=args.val_every,
-        check_val_every_n_epoch=None if args.val_every else 1,
-        limit_val_batches=None if val_clips else 0,
-        default_root_dir=args.output_dir,
+        log_every_n_steps=o.log_every,
+        val_check_interval=o.val_every,
+        check_val_every_n_epoch=None if o.val_every else 1,
+        limit_val_batches=None if clips.val else 0,
+        default_root_dir=o.output_dir,
     )
-    print(f"D4RT {config.name}: {module.model.num_parameters() / 1e6:.2f} M parameters, {len(train_clips)} training "
-          f"clips, {len(val_clips)} validation clips, precision {precision}")
-    trainer.fit(module, datamodule=data, ckpt_path=args.resume)
+    print(f"D4RT {config.name}: {module.model.num_parameters() / 1e6:.2f} M parameters, {len(clips.train)} training "
+          f"clips, {len(clips.val)} validation clips, precision {precision}")
+    trainer.fit(module, datamodule=data, ckpt_path=o.resume)
+    out = o.output_dir / "pretrained"
     if trainer.is_global_zero:
-        out = save_weights(module.model.cpu().float().eval(), args.output_dir / "pretrained",
-                           torch.float16 if args.save_dtype == "float16" else None)
+        save_weights(module.model.cpu().float().eval(), out, SAVE_DTYPES[o.save_dtype])
         print(f"weights -> {out} (load with D4RT.from_pretrained)")
-    return 0
+    return out
