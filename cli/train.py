@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--own-token-weight", type=float, default=0.0,
                      help="weight of the training-only loss pulling the first decoder block's head 0 to the "
                           "query's own token (0: off)")
+    opt.add_argument("--own-token-init", action="store_true",
+                     help="before training, set the first decoder block's head 0 query / key weights so it attends "
+                          "to the query's own token (fitted on 8 training clips; weights only)")
     run_ = p.add_argument_group("run")
     run_.add_argument("--max-epochs", type=positive_int, default=None,
                       help="stop after this many epochs (default: by --max-steps, or 1 epoch)")
@@ -81,7 +84,8 @@ def options(args: argparse.Namespace):
         num_workers=args.num_workers, depth_fraction=args.depth_fraction, lr=args.lr, min_lr=args.min_lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         confidence_warmup_steps=args.confidence_warmup_steps, token_depth_weight=args.token_depth_weight,
-        own_token_weight=args.own_token_weight, max_steps=args.max_steps, max_epochs=args.max_epochs,
+        own_token_weight=args.own_token_weight, own_token_init=args.own_token_init,
+        max_steps=args.max_steps, max_epochs=args.max_epochs,
         max_minutes=args.max_minutes, accelerator=args.accelerator,
         devices=int(args.devices) if str(args.devices).isdigit() else args.devices, num_nodes=args.num_nodes,
         strategy=args.strategy, precision=args.precision, val_every=args.val_every, ckpt_every=args.ckpt_every,
@@ -97,7 +101,7 @@ def validate(args: argparse.Namespace) -> None:
     try:
         options(args)
     except ValueError as e:
-        raise UsageError(f"{e} (see d4rt train --help)") from None
+        raise UsageError(str(e)) from None
     if not args.synthetic and args.train_data_path is None:
         raise UsageError("give --train-data-path (a folder of clips) or --synthetic N to generate N clips")
     for flag, path in (("--train-data-path", args.train_data_path), ("--val-data-path", args.val_data_path)):

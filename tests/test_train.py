@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, default_collate
 from d4rt import D4RT, D4RTConfig
 from d4rt.data.dataset import D4RTDataset
 from d4rt.data.synthetic import Room, write_clip
+from d4rt.checkpoint import load_pretrained
 from d4rt.cli import main
 from d4rt.training.fit import D4RTLightningModule, export_pretrained, warmup_cosine
 from d4rt.training.options import TrainingClips, TrainOptions
@@ -97,9 +98,9 @@ def test_train_command_end_to_end(tmp_path):
             "--max-steps", "3", "--batch-size", "1", "--num-queries", "64", "--output-dir", str(out), "--val-every",
             "2", "--log-every", "1", "--ckpt-every", "3", "--accelerator", "cpu", "--save-dtype", "float16",
             "--max-minutes", "30", "--token-depth-weight", "1", "--own-token-weight", "0.1", "--depth-fraction",
-            "0.3", "--warmup-steps", "1"]
+            "0.3", "--warmup-steps", "1", "--own-token-init"]
     assert main(argv) == 0
-    model = D4RT.from_pretrained(out / "pretrained")
+    model = load_pretrained(out / "pretrained", dtype=None)  # as stored
     assert model.config.image_size == 32 and next(model.parameters()).dtype == torch.float16
     log = (out / "logs" / "version_0" / "metrics.csv").read_text()
     for column in ("train/loss", "val/loss", "train/token_depth", "train/own_token"):
@@ -117,7 +118,8 @@ def test_train_command_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--synthetic", "2", "--lr", "-1"], "need 0 < min_lr <= lr"),
+    (["--synthetic", "2", "--lr", "-1"], "lr must be >= 0"),
+    (["--synthetic", "2", "--lr", "1e-6", "--min-lr", "1e-4"], "need 0 < min_lr <= lr"),
     (["--synthetic", "2", "--depth-fraction", "1.5"], "depth_fraction must be in [0, 1]"),
     (["--synthetic", "2", "--max-steps", "0"], "max_steps must be a positive number"),
     (["--synthetic", "2", "--precision", "fp8"], "precision 'fp8' is not one of"),

@@ -6,8 +6,9 @@
   (torch's ``SequentialLR(LinearLR, CosineAnnealingLR)``).
 - Gradient clipping at norm 10; bf16 mixed precision on GPUs, float32 on the CPU.
 - Training-only auxiliary losses (:mod:`d4rt.training.auxiliary`; off by default, the paper has none): per-token
-  depth from the encoder memory, and the first decoder block's attention on the query's own token. Neither
-  changes the model or its exported graphs.
+  depth from the encoder memory, and the first decoder block's attention on the query's own token; and an
+  initialisation of that head that finds the own token from the start (:mod:`d4rt.training.attention_init`).
+  None changes the model's architecture or its exported graphs.
 - Several GPUs or nodes: Lightning's DDP (``devices=8, strategy="ddp", num_nodes=2``); each process draws its
   own queries, the batch size is per device.
 - Checkpoints: Lightning's ``.ckpt`` while training (resume with ``resume=``); at the end the weights are written
@@ -33,6 +34,21 @@ from d4rt.training.losses import LossWeights, d4rt_losses
 from d4rt.training.options import TrainingClips, TrainOptions
 
 SAVE_DTYPES = {"float32": None, "float16": torch.float16}
+OWN_TOKEN_INIT_CLIPS = 8  # training clips the own-token head's read-outs are fitted on
+
+
+def own_token_init(model: D4RT, clip_paths: list[Path]) -> dict[str, float]:
+    """:func:`d4rt.training.attention_init.init_own_token_head` (decoder block 0, head 0) fitted on these clips."""
+    from d4rt.data.dataset import D4RTDataset
+    from d4rt.training.attention_init import init_own_token_head
+
+    cfg = model.config
+    dataset = D4RTDataset(clip_paths, cfg.num_frames, cfg.image_size, num_queries=1, fixed_queries=True, cache=False)
+    videos = [dataset[i]["video"][None] for i in range(len(dataset))]
+    was_training = model.training
+    result = init_own_token_head(model.eval(), videos)
+    model.train(was_training)
+    return result
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float):
@@ -211,6 +227,8 @@ def fit(config: D4RTConfig, clips: TrainingClips, options: TrainOptions = TrainO
     )
     if o.init is not None:
         module.model.load_state_dict(D4RT.from_pretrained(o.init).float().state_dict())
+    if o.own_token_init and o.resume is None:
+        print("own-token head initialised:", own_token_init(module.model, clips.train[:OWN_TOKEN_INIT_CLIPS]))
     on_gpu = o.accelerator in ("gpu", "cuda") or (o.accelerator == "auto" and torch.cuda.is_available())
     precision = o.precision or ("bf16-mixed" if on_gpu else "32-true")
     trainer = L.Trainer(

@@ -44,6 +44,7 @@ class TrainOptions:
     confidence_warmup_steps: int = 1000
     token_depth_weight: float = 0.0  # auxiliary per-token depth loss on the memory (training only)
     own_token_weight: float = 0.0  # auxiliary own-token attention loss, first decoder block, head 0
+    own_token_init: bool = False  # set that head's query / key rows to find the own token before training
     max_steps: int = -1  # -1: stop by epochs
     max_epochs: int | None = None
     max_minutes: float | None = None  # also stop after this much training time (resume with ``resume``)
