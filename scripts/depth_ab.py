@@ -60,8 +60,10 @@ def main() -> int:
               f"(constant {mean['best_constant_frame']:.4f}, {mean['best_constant_frame'] / mean['abs_rel_frame']:.2f}x)",
               flush=True)
     if args.json:
-        write_text_atomic(args.json, json.dumps({"clips": [str(p) for p in paths], "stride": args.stride,
-                                                 "checkpoints": rows}, indent=2) + "\n")
+        from d4rt.benchmarking import run_record
+
+        write_text_atomic(args.json, json.dumps({"run": run_record(), "clips": [str(p) for p in paths],
+                                                 "stride": args.stride, "checkpoints": rows}, indent=2) + "\n")
     return 0
 
 
