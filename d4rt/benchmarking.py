@@ -94,7 +94,7 @@ def load_for_bench(directory: str, name: str, threads: int | None):
 
     if name.startswith("torch"):
         parts = name.split("-")  # torch[-attention[-dtype]]
-        attention = parts[1] if len(parts) > 1 else "eager"
+        attention = parts[1] if len(parts) > 1 else "sdpa"
         dtype = parts[2] if len(parts) > 2 else "float32"
         return load(directory, backend="torch", attention=attention, dtype=dtype)
     return load(directory, backend=name, threads=threads)

@@ -153,7 +153,7 @@ def export_onnx(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest unless this export completes
 
-    previous_attention = cfg.attention
+    previous_attention = model.attention
     graph_model = to_float16(model) if precision == "fp16" else model.eval().set_attention("eager")
     try:
         weight_bytes = sum(p.numel() * p.element_size() for p in graph_model.parameters())
@@ -218,7 +218,7 @@ def export_onnx(
         entry["sha256"] = sha256_file(out_dir / entry["file"])
         entry["external_data"] = [{"file": f, "sha256": sha256_file(out_dir / f)} for f in entry["external_data"]]
     manifest = Manifest(
-        config={**cfg.to_dict(), "attention": previous_attention},
+        config=cfg.to_dict(),
         num_frames=T,
         image_size=S,
         precision=precision,

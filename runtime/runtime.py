@@ -359,7 +359,7 @@ def load(
     cuda_graphs: bool = False,
     device_id: int = 0,
     threads: int | None = None,
-    attention: str = "eager",
+    attention: str = "sdpa",
     dtype: str = "float32",
 ) -> Runtime:
     """Open an engine directory (``d4rt export`` / ``d4rt build-engine``) on a backend.
@@ -367,8 +367,8 @@ def load(
     Args:
         backend: "auto" (tensorrt > onnxruntime-cuda > onnxruntime-cpu, the first that is installed and has its
             files), or one of "tensorrt", "onnxruntime" (CUDA when present, else CPU), "onnxruntime-cpu",
-            "onnxruntime-cuda", "onnxruntime-tensorrt", "torch" (the eager model; ``directory`` may also be a
-            save_pretrained checkpoint).
+            "onnxruntime-cuda", "onnxruntime-tensorrt", "torch" (the PyTorch model, sdpa attention unless
+            ``attention`` says otherwise; ``directory`` may also be a save_pretrained checkpoint).
         verify_checksums: check every graph / engine file against the manifest's sha256 first.
         cuda_graphs: TensorRT backend: capture one CUDA graph per batch size.
         threads: ONNX Runtime intra-op threads (default: its own choice).

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ATTENTION_BACKENDS = ("eager", "sdpa", "triton")
+DEFAULT_ATTENTION = "sdpa"
+
 
 def _windows(x: torch.Tensor, window: int) -> torch.Tensor:
     """[B, H, N, D] -> [B * N / window, H, window, D] (a view when x's token dim allows it)."""
@@ -79,7 +82,7 @@ class MultiheadAttention(nn.Module):
     ``in_proj_weight`` [3C, C] holds the q, k and v projections in that order; ``out_proj`` maps back to C.
     """
 
-    def __init__(self, dim: int, heads: int, backend: str = "sdpa", dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, backend: str = DEFAULT_ATTENTION, dropout: float = 0.0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from d4rt.config import D4RTConfig
-from d4rt.models.attention import MultiheadAttention, feed_forward
+from d4rt.models.attention import DEFAULT_ATTENTION, MultiheadAttention, feed_forward
 
 
 class DecoderBlock(nn.Module):
@@ -33,10 +33,10 @@ class DecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: D4RTConfig):
+    def __init__(self, cfg: D4RTConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()
         self.blocks = nn.ModuleList(
-            DecoderBlock(cfg.dec_dim, cfg.dec_heads, cfg.dec_mlp_dim, cfg.ln_eps, cfg.attention, cfg.dropout)
+            DecoderBlock(cfg.dec_dim, cfg.dec_heads, cfg.dec_mlp_dim, cfg.ln_eps, attention, cfg.dropout)
             for _ in range(cfg.dec_depth)
         )
         self.out_norm = nn.LayerNorm(cfg.dec_dim, eps=cfg.ln_eps)
