@@ -57,7 +57,8 @@ class D4RT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def set_attention(self, backend: str) -> "D4RT":
-        """Switch every attention layer to "eager", "sdpa" or "triton" (weights and config unchanged)."""
+        """Switch every attention layer to "eager", "sdpa" or "triton" (weights and config unchanged), or to a
+        function ``(q, k, v, scale) -> out`` on [B, H, N, Dh] tensors (see :func:`d4rt.models.attention.attend`)."""
         _check_attention(backend)
         self.attention = backend
         for m in self.modules():
@@ -178,6 +179,6 @@ class D4RT(nn.Module):
         return load_opend4rt(path, attention=attention, **options)
 
 
-def _check_attention(backend: str) -> None:
-    if backend not in ATTENTION_BACKENDS:
+def _check_attention(backend) -> None:
+    if not callable(backend) and backend not in ATTENTION_BACKENDS:
         raise ValueError(f"attention={backend!r} is not an attention backend; choose one of {ATTENTION_BACKENDS}")

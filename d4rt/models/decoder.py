@@ -27,7 +27,7 @@ class DecoderBlock(nn.Module):
         return self.cross_attn.project_kv(self.norm_kv(memory))
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """x [B, N, D], keys / values [B, H, M, Dh] -> [B, N, D]."""
+        """x [B * N, D] (or [B, N, D]), keys / values [B, H, M, Dh] -> x's shape."""
         x = x + self.cross_attn.cross(self.norm_q(x), keys, values)
         return x + self.dropout(self.ff(self.norm_ff(x)))
 
@@ -42,10 +42,15 @@ class Decoder(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.dec_dim, eps=cfg.ln_eps)
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """x [B, N, D]; keys / values [L, B, H, M, Dh] -> [B, N, D]."""
+        """x [B, N, D]; keys / values [L, B, H, M, Dh] -> [B, N, D].
+
+        Queries never see each other, so the blocks run on the 2-D token matrix [B * N, D]: every projection and
+        MLP layer is then a plain matrix product with bias (an exported graph's Gemm, which ONNX Runtime fuses)."""
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
         for i, block in enumerate(self.blocks):
             x = block(x, keys[i], values[i])
-        return self.out_norm(x)
+        return self.out_norm(x).reshape(shape)
 
 
 HEAD_DIMS = {"xyz": 3, "uv": 2, "visibility": 1, "displacement": 3, "normal": 3, "confidence": 1}
