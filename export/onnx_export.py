@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from d4rt.export.fused_ops import ONNX_TRANSLATIONS, onnx_runtime_attention
 from d4rt.export.graphs import DecoderGraph, EncoderGraph
 from d4rt.export.precision import to_float16
 from d4rt.runtime.manifest import (
@@ -41,6 +42,10 @@ MIN_OPSET = 17  # single-node LayerNormalization
 PROTOBUF_LIMIT_BYTES = 2**31  # the most one serialized ONNX file (a protobuf) can hold
 # Above this many bytes of weights (auto), each graph's weights go to a .onnx.data file beside it.
 EXTERNAL_DATA_BYTES = 1800 * 1024**2
+# How attention is written into the graphs (d4rt.export.fused_ops): "onnxruntime" = one com.microsoft.MultiHeadAttention
+# node (ONNX Runtime's flash-attention kernel on the CPU; TensorRT's parser refuses it), "standard" = MatMul ->
+# Softmax -> MatMul (any ONNX runtime; TensorRT fuses it itself).
+ATTENTION_FORMS = {"onnxruntime": "com.microsoft.MultiHeadAttention", "standard": "MatMul-Softmax-MatMul"}
 MAX_QUERIES_TRACED = 2**24  # the upper bound of the dynamic N given to torch.export
 # The exporter logs a warning per missing optional library (torchvision ops) on every export: not ours to report.
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -122,13 +127,13 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     checkpoint: dict[str, Any] | None = None,
     external_data: bool | None = None,
+    attention: str | None = None,
     progress: bool = True,
 ) -> Manifest:
     """Export ``model`` as encoder.onnx + decoder.onnx into ``out_dir`` and write manifest.json.
 
     Args:
-        model: a D4RT (float32 weights). Exported on the "eager" attention path (explicit MatMul, Softmax,
-            MatMul); its own attention setting is restored afterwards.
+        model: a D4RT (float32 weights); its attention backend is switched for the export and restored after.
         precision: "fp32", or "fp16" (float16 weights and activations, LayerNorm statistics and softmax in float32;
             see :mod:`d4rt.export.precision`).
         num_frames: T of the exported clip (default: the config's num_frames); the graphs take exactly T frames.
@@ -136,6 +141,10 @@ def export_onnx(
         checkpoint: what the weights came from, recorded in the manifest (path, sha256, ...).
         external_data: store the weights in ``*.onnx.data`` beside each graph; default: when they exceed
             ~1.8 GB (one protobuf holds at most 2 GB).
+        attention: "onnxruntime" (default for fp32): every attention one ``com.microsoft.MultiHeadAttention`` node,
+            ONNX Runtime's fused (flash) kernel: fastest on ONNX Runtime, memory flat in the query batch, but
+            TensorRT's parser refuses it. "standard" (default, and the only choice, for fp16): MatMul -> Softmax
+            -> MatMul in plain ONNX, for TensorRT (``d4rt build-engine``), which fuses it itself.
     Returns:
         the written Manifest.
     """
@@ -146,6 +155,15 @@ def export_onnx(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
+    if attention is None:
+        attention = "onnxruntime" if precision == "fp32" else "standard"
+    if attention not in ATTENTION_FORMS:
+        raise ValueError(f"attention={attention!r} is not an export attention form; choose one of {sorted(ATTENTION_FORMS)}")
+    if attention == "onnxruntime" and precision != "fp32":
+        raise ValueError(
+            "attention='onnxruntime' (the fused com.microsoft op) is exported for fp32 graphs only; export fp16 with "
+            "attention='standard' (`--attention standard`)"
+        )
     T = _check_num_frames(model, num_frames)
     cfg = model.config
     S = cfg.image_size
@@ -154,7 +172,8 @@ def export_onnx(
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest unless this export completes
 
     previous_attention = model.attention
-    graph_model = to_float16(model) if precision == "fp16" else model.eval().set_attention("eager")
+    graph_model = to_float16(model) if precision == "fp16" else model.eval()
+    graph_model.set_attention(onnx_runtime_attention if attention == "onnxruntime" else "eager")
     try:
         weight_bytes = sum(p.numel() * p.element_size() for p in graph_model.parameters())
         use_external = weight_bytes > EXTERNAL_DATA_BYTES if external_data is None else bool(external_data)
@@ -187,6 +206,7 @@ def export_onnx(
                     program = torch.onnx.export(
                         module, args, dynamo=True, opset_version=opset, input_names=list(inputs),
                         output_names=list(outputs), dynamic_shapes=dynamic, optimize=True, verbose=False,
+                        custom_translation_table=ONNX_TRANSLATIONS,
                     )
                     fold_weight_slices(program.model)
                     program.save(str(path), external_data=use_external)
@@ -201,7 +221,8 @@ def export_onnx(
                             f"the exported {graph} graph's {kind} {found[kind]} differ from the contract "
                             f"{contract[graph][kind]}: an export bug, please report it"
                         )
-                graphs[graph] = {"file": GRAPH_FILES[graph], "external_data": external_data_files(path)}
+                graphs[graph] = {"file": GRAPH_FILES[graph], "external_data": external_data_files(path),
+                                 "attention": ATTENTION_FORMS[attention]}
                 graphs[graph].update({k: [s.to_dict() for s in v] for k, v in found.items()})
             # Move the finished files in; drop data files an earlier export left that this one does not use.
             for graph, entry in graphs.items():

@@ -251,6 +251,17 @@ def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: En
     return bytes(plan)  # IHostMemory has the buffer protocol
 
 
+def check_standard_attention(onnx_dir: Path, manifest) -> None:
+    """Refuse graphs exported with ONNX Runtime's fused attention op (TensorRT's parser takes no com.microsoft op)."""
+    fused = [g for g, entry in manifest.graphs.items() if entry.get("attention", "").startswith("com.microsoft")]
+    if fused:
+        raise ValueError(
+            f"the graphs in {onnx_dir} use ONNX Runtime's fused attention op ({', '.join(fused)}), which TensorRT "
+            f"cannot parse: re-export for TensorRT with `d4rt export ... --attention standard` "
+            f"(export_onnx(..., attention='standard'))"
+        )
+
+
 def warn_unsupported_nodes(onnx_dir: Path, manifest) -> None:
     """Warn, naming them, about nodes the table says TensorRT's parser does not take, before a long build fails
     on them (a warning, not an error: the table was checked against the graphs we export, not every TensorRT)."""
@@ -281,6 +292,7 @@ def build_engines(
     out_dir = Path(out_dir) if out_dir is not None else onnx_dir
     manifest = read_manifest(onnx_dir)
     check_graph_files(manifest, onnx_dir)
+    check_standard_attention(onnx_dir, manifest)
     warn_unsupported_nodes(onnx_dir, manifest)
 
     trt = import_tensorrt()

@@ -36,18 +36,20 @@ def random_model(preset: str):
 
 
 @functools.cache
-def exported(preset: str = "tiny", frames: int = 4, precision: str = "fp32", external_data: bool = False):
-    """(model, directory): ``model`` exported for ``frames`` frames, its checkpoint saved in directory/checkpoint."""
+def exported(preset: str = "tiny", frames: int = 4, precision: str = "fp32", external_data: bool = False,
+             attention: str | None = None):
+    """(model, directory): ``model`` exported for ``frames`` frames, its checkpoint saved in directory/checkpoint
+    (``attention``: the export's attention form, default export_onnx's)."""
     from d4rt.export import export_onnx
     from d4rt.runtime.manifest import sha256_file
 
     model = random_model(preset)
-    out = _ROOT / f"{preset}-T{frames}-{precision}{'-ext' if external_data else ''}"
+    out = _ROOT / f"{preset}-T{frames}-{precision}{'-ext' if external_data else ''}{'-' + attention if attention else ''}"
     model.save_pretrained(out / "checkpoint")
     weights = out / "checkpoint" / "model.safetensors"
     checkpoint = {"path": "checkpoint", "sha256": {weights.name: sha256_file(weights)}}
     export_onnx(model, out, precision=precision, num_frames=frames, checkpoint=checkpoint,
-                external_data=external_data, progress=False)
+                external_data=external_data, attention=attention, progress=False)
     return model, out
 
 

@@ -52,7 +52,7 @@ def test_timing_cache_must_be_a_file(tmp_path):
 
 def test_missing_tensorrt_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
-    _, directory = exported("tiny", 4, "fp32")
+    _, directory = exported("tiny", 4, "fp32", attention="standard")
     with pytest.raises(ImportError, match=r"TensorRT is not installed: install TensorRT and cuda-python"):
         build_engines(directory, tmp_path / "engines", EngineBuildOptions())
     assert not (tmp_path / "engines").exists()  # nothing written before the build can run
@@ -181,9 +181,19 @@ def test_network_flags_for_tensorrt_11_and_weak_typing():
 def test_exported_graphs_use_only_what_tensorrt_parses(precision):
     import onnx
 
-    _, directory = exported("tiny", 4, precision)
+    _, directory = exported("tiny", 4, precision, attention="standard")
     for graph in ("encoder", "decoder"):
         assert tensorrt_unsupported_nodes(onnx.load(str(directory / f"{graph}.onnx"))) == []
+
+
+def test_fused_attention_export_is_refused_before_tensorrt_is_needed():
+    """The default fp32 export writes com.microsoft.MultiHeadAttention: build_engines says how to re-export (and
+    says it before it needs TensorRT, so this holds here)."""
+    from d4rt.export.tensorrt import build_engines
+
+    _, directory = exported("tiny", 4, "fp32")
+    with pytest.raises(ValueError, match="--attention standard"):
+        build_engines(directory)
 
 
 def test_tensorrt_support_check_catches_an_int64_clip():
@@ -216,7 +226,7 @@ def test_tensorrt_support_check_catches_an_int64_clip():
 
     from d4rt.export.tensorrt import warn_unsupported_nodes
 
-    directory = exported("tiny", 4, "fp32")[1]
+    directory = exported("tiny", 4, "fp32", attention="standard")[1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_unsupported_nodes(directory, read_manifest(directory))  # our export: silent
