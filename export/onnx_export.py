@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from d4rt.runtime.manifest import (
     DECODER_OUTPUTS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    EXPORT_ID_KEY,
     GRAPH_FILES,
     MANIFEST_NAME,
     PRECISIONS,
@@ -171,6 +173,7 @@ def export_onnx(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest unless this export completes
 
+    export_id = uuid.uuid4().hex
     previous_attention = model.attention
     graph_model = to_float16(model) if precision == "fp16" else model.eval()
     graph_model.set_attention(onnx_runtime_attention if attention == "onnxruntime" else "eager")
@@ -209,6 +212,7 @@ def export_onnx(
                         custom_translation_table=ONNX_TRANSLATIONS,
                     )
                     fold_weight_slices(program.model)
+                    program.model.metadata_props[EXPORT_ID_KEY] = export_id
                     program.save(str(path), external_data=use_external)
                 del program
                 onnx.checker.check_model(str(path), full_check=True)
@@ -246,6 +250,7 @@ def export_onnx(
         opset=opset,
         checkpoint=checkpoint or {},
         graphs=graphs,
+        export_id=export_id,
     )
     write_manifest(out_dir, manifest)
     return manifest
