@@ -1,4 +1,4 @@
-"""torch backend: the eager PyTorch model, for baselines and machines without any engine.
+"""torch backend: the PyTorch model (sdpa attention by default), for baselines and machines without any engine.
 
 The one place in the runtime that imports torch and the model; it is imported only when backend="torch" is asked
 for, so the rest of the runtime installs and runs without torch.
