@@ -18,7 +18,9 @@ batch's activations) is its own. Times are medians over --repeats (one fewer abo
 batch of 1k queries. GFLOP/s counts the
 decoder's useful work per query (projections, attention 4 M D per block, MLPs, embedding, heads; not the
 OpenD4RT-style per-batch K/V recomputation) and is compared with the matmul rate measured in the same run
-(ONNX Runtime MatMul and torch.matmul of the decoder's MLP shape [8192, D] x [D, 4D]).
+(ONNX Runtime MatMul and torch.matmul of the decoder's MLP shape [8192, D] x [D, 4D]), measured in each child
+just before and after its decode (the mean of the two): the machine's load moves between rows, so each row's
+fraction compares numbers taken minutes apart at most.
 
     python benchmarks/cpu_decode.py --workdir /tmp/cpu_decode --baseline tiny=/tmp/b/tiny base=/tmp/b/base
 
@@ -96,10 +98,14 @@ def child(args: argparse.Namespace) -> None:
     from d4rt.benchmarking import median_seconds
 
     encode_s = median_seconds(encode, args.repeats, warmup=1) if args.encode else None
+    rate_before = matmul_rates(config["dec_dim"], 3)
     decode(*small)  # warm-up: sessions, thread pools, packed weights (a full-size warm-up would double the run)
     decode_s = median_seconds(decode, args.repeats if n <= 8192 else max(1, args.repeats - 1), warmup=0)
+    rate_after = matmul_rates(config["dec_dim"], 3)
+    # the matmul rate in this process, around the decode (the machine's load moves between rows)
+    rates = {k: (rate_before[k] + rate_after[k]) / 2 for k in rate_before}
     print(json.dumps({"encode_ms": None if encode_s is None else 1e3 * encode_s, "decode_s": decode_s,
-                      "peak_rss_gb": peak_rss_kb() / 1e6}))
+                      "peak_rss_gb": peak_rss_kb() / 1e6, "matmul_gflops": rates}))
 
 
 def peak_rss_kb() -> int:
@@ -224,6 +230,8 @@ def main() -> int:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/d4rt_cpu_decode"))
     p.add_argument("--baseline", nargs="*", default=[], metavar="PRESET=DIR",
                    help="an export of workdir/PRESET/checkpoint made by another d4rt version (the ort-baseline row)")
+    p.add_argument("--tag", default="", help="suffix of the results file name")
+    p.add_argument("--skip-encode", action="store_true", help="do not time the encoder (decode rows only)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--runner", help=argparse.SUPPRESS)
@@ -241,13 +249,13 @@ def main() -> int:
     baselines = dict(b.split("=", 1) for b in args.baseline)
     rates = matmul_rates(512, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
-    out_path = args.out / f"{time.strftime('%Y-%m-%d', time.gmtime())}-cpu-decode.json"
+    out_path = args.out / f"{time.strftime('%Y-%m-%d', time.gmtime())}-cpu-decode{args.tag}.json"
     result = {"run": run_record(), "frames": args.frames, "repeats": args.repeats, "matmul_gflops": rates,
               "load_average_start": load_average(), "rows": []}
     print(f"matmul [8192, 512] x [512, 2048]: ONNX Runtime {rates['onnxruntime']:.1f} GFLOP/s, torch "
           f"{rates['torch']:.1f} GFLOP/s; load average {result['load_average_start']}")
     print(f"{'preset':6s} {'runner':13s} {'batch':>6s} {'encode ms':>10s} {'queries/s':>10s} {'peak RSS GB':>12s} "
-          f"{'GFLOP/s':>8s} {'/ matmul':>9s}  load")
+          f"{'GFLOP/s':>8s} {'matmul':>7s} {'/ matmul':>9s}  load")
     for preset in args.presets:
         paths = prepare(preset, args.workdir, args.frames, args.seed)
         config = json.loads((paths["checkpoint"] / "config.json").read_text())
@@ -263,23 +271,24 @@ def main() -> int:
                 cmd = [sys.executable, __file__, "--child", "--runner", runner, "--checkpoint", str(paths["checkpoint"]),
                        "--batch", str(batch), "--frames", str(args.frames), "--repeats", str(args.repeats)]
                 cmd += ["--export", str(export)] if export else []
-                cmd += ["--encode"] if i == 0 else []
+                cmd += ["--encode"] if i == 0 and not args.skip_encode else []
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
                 if proc.returncode:
                     print(f"{preset} {runner} {batch}: failed\n{proc.stderr[-2000:]}")
                     continue
                 m = json.loads(proc.stdout.strip().splitlines()[-1])
                 qps = batch / m["decode_s"]
-                rate = rates["torch" if runner.startswith(("torch", "opend4rt")) else "onnxruntime"]
+                rate = m["matmul_gflops"]["torch" if runner.startswith(("torch", "opend4rt")) else "onnxruntime"]
                 row = {"preset": preset, "runner": runner, "batch": batch, "memory_tokens": M,
                        "encode_ms": m["encode_ms"], "queries_per_s": qps, "peak_rss_gb": m["peak_rss_gb"],
-                       "gflops": qps * flops / 1e9, "fraction_of_matmul": qps * flops / 1e9 / rate,
+                       "gflops": qps * flops / 1e9, "matmul_gflops": rate, "fraction_of_matmul": qps * flops / 1e9 / rate,
                        "load_average": load_average()}
                 result["rows"].append(row)
                 out_path.write_text(json.dumps(result, indent=2) + "\n")  # row by row
                 enc = f"{row['encode_ms']:.0f}" if row["encode_ms"] is not None else ""
                 print(f"{preset:6s} {runner:13s} {batch:6d} {enc:>10s} {qps:10.0f} {row['peak_rss_gb']:12.2f} "
-                      f"{row['gflops']:8.1f} {row['fraction_of_matmul']:9.2f}  {row['load_average']}", flush=True)
+                      f"{row['gflops']:8.1f} {rate:7.1f} {row['fraction_of_matmul']:9.2f}  {row['load_average']}",
+                      flush=True)
     print(f"wrote {out_path}")
     return 0
 
