@@ -1,5 +1,6 @@
 """What every benchmark script shares: timing (medians, warm-up excluded), the run's environment, and writing the
-results as JSON + Markdown (atomically) to ``benchmarks/results/<date>-<gpu>-<name>.{json,md}``."""
+results as JSON + Markdown to ``benchmarks/results/<date>-<gpu>-<name>.{json,md}``, row by row
+(``d4rt.benchmarking.RowWriter``: a time-out keeps what finished)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,18 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def results_writer(name: str, env: dict, header: list[str], cells: Callable[[dict], list], notes: str = "",
+                   out_dir: Path | None = None, **info):
+    """A ``RowWriter`` for ``<out_dir>/<date>-<gpu>-<name>.json`` (+ ``.md``); the files exist (with no rows) as soon
+    as it is made."""
+    from d4rt.benchmarking import RowWriter
+
+    out_dir = Path(out_dir) if out_dir else RESULTS
+    stem = f"{env['date'][:10]}-{device_slug(env)}-{name}"
+    return RowWriter(out_dir / f"{stem}.json", env, header, cells, title=f"{name} ({env['device']})", notes=notes,
+                     **info)  # fmt: skip
+
+
 def write_results(name: str, env: dict, payload: dict, markdown: str, out_dir: Path | None = None) -> Path:
     """Write ``<date>-<gpu>-<name>.json`` (env + payload) and ``.md`` (env header + ``markdown``) atomically."""
     from d4rt.runtime.files import write_text_atomic
@@ -89,6 +102,6 @@ def write_results(name: str, env: dict, payload: dict, markdown: str, out_dir: P
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
+    from d4rt.benchmarking import format_number
+
+    return format_number(value, digits)
