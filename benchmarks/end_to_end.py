@@ -11,7 +11,7 @@ torch.compile; its first call, the compilation, is part of the warm-up). Times a
     python benchmarks/end_to_end.py                     # tiny, base, g; bfloat16
     python benchmarks/end_to_end.py --presets g --queries 4096 65536
     python benchmarks/end_to_end.py --presets g --backends sdpa+compile triton+compile
-    python benchmarks/end_to_end.py --cpu-smoke         # no GPU: tiny preset, 2 frames, interpreter (code path only)
+    python benchmarks/end_to_end.py --cpu-smoke         # no GPU: tiny preset at 64^2, 2 frames, interpreter (code path only)
 
 Writes benchmarks/results/<date>-<gpu>-end-to-end.{json,md} (--out to change the folder; --name to change the name)
 after every row, so a run cut short keeps what finished ("complete": false in the JSON).
@@ -26,13 +26,13 @@ from pathlib import Path
 BACKENDS = ("eager", "sdpa", "triton", "sdpa+compile", "triton+compile")
 
 
-def build_model(preset: str, dtype, device: str):
+def build_model(preset: str, dtype, device: str, image_size: int | None = None):
     import torch
 
     from d4rt import D4RT, D4RTConfig
 
     with torch.device(device):
-        model = D4RT(D4RTConfig.preset(preset))
+        model = D4RT(D4RTConfig.preset(preset, **({"image_size": image_size} if image_size else {})))
     return model.to(dtype).eval()
 
 
@@ -45,13 +45,13 @@ def random_queries(n: int, frames: int, device: str):
 
 
 def run_preset(preset: str, dtype, device: str, frames: int | None, query_counts: list[int], backends: list[str],
-               writer) -> list[dict]:
+               writer, image_size: int | None = None) -> list[dict]:
     """Time encode and each decode batch size with each backend; every row goes to ``writer`` when measured."""
     import torch
 
     from report import median_ms
 
-    model = build_model(preset, dtype, device)
+    model = build_model(preset, dtype, device, image_size)
     cfg = model.config
     T = frames or cfg.num_frames
     video = torch.rand(1, T, 3, cfg.image_size, cfg.image_size, device=device, dtype=dtype)
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="attention backends (+compile: under torch.compile)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     parser.add_argument("--name", default="end-to-end", help="results file name (after the date and device)")
-    parser.add_argument("--cpu-smoke", action="store_true", help="tiny preset, 2 frames, 16 queries, float32, on the "
-                        "CPU in Triton's interpreter: checks the code path, the times mean nothing")  # fmt: skip
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny preset at 64^2, 2 frames, 16 queries, float32, "
+                        "on the CPU in Triton's interpreter: checks the code path, the times mean nothing")  # fmt: skip
     args = parser.parse_args(argv)
 
     from report import choose_device, environment, fmt, results_writer
@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.cpu_smoke:
-        dtype, presets, frames, queries = torch.float32, ["tiny"], 2, [16]
+        dtype, presets, frames, queries, size = torch.float32, ["tiny"], 2, [16], 64
     else:
-        dtype, presets, frames, queries = torch.bfloat16, args.presets, None, args.queries
+        dtype, presets, frames, queries, size = torch.bfloat16, args.presets, None, args.queries, None
 
     env = environment(device)
     header = ["preset", "stage", "frames", "queries", "backend", "ms", "x eager", "x sdpa", "rel diff vs eager"]
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"writing {writer.json_path} and {writer.md_path} row by row", flush=True)
     for preset in presets:
         print(f"{preset}: building and timing ...", flush=True)
-        run_preset(preset, dtype, device, frames, queries, args.backends, writer)
+        run_preset(preset, dtype, device, frames, queries, args.backends, writer, size)
     path = writer.close()
     print(writer.markdown())
     print(f"wrote {path} and {writer.md_path}")

@@ -17,6 +17,7 @@
 # is timed); timed benchmarks run alone. Everything is written to a work folder and packed after every step into
 # $OUT/gpu_check.tar.gz, so $OUT holds three files (steps.md, summary.txt, gpu_check.tar.gz) even if the run is killed.
 set -u
+main() {  # (one function, so bash reads the whole script before running it: editing the file mid-run changes nothing)
 cd "$(dirname "$0")/.."
 
 PART=1
@@ -41,6 +42,7 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/logs" "$WORK/results"
 STEPS="$WORK/steps.tsv"
 printf 'step\tbudget_s\trc\tseconds\tstatus\n' > "$STEPS"
@@ -112,27 +114,30 @@ echo "$D4RT_COMMIT" > "$WORK/commit.txt"
 } > "$WORK/preflight.txt"
 (nvidia-smi || echo "nvidia-smi: not found or failed") > "$WORK/nvidia-smi.txt" 2>&1
 
-if ! "$PY" -c "import d4rt.kernels, d4rt.models, d4rt.cli" > "$WORK/logs/import.log" 2>&1; then
-    echo "[gpu_check] d4rt does not import; installing it from the tree (offline)"
-    "$PY" -m pip install --no-index --no-deps --no-build-isolation -e . > "$WORK/logs/install.log" 2>&1
-    "$PY" -c "import d4rt.kernels, d4rt.models, d4rt.cli" >> "$WORK/logs/import.log" 2>&1 \
-        || { echo "[gpu_check] d4rt still does not import: see logs/install.log and logs/import.log"; pack; exit 3; }
-fi
-"$PY" - > "$WORK/versions.txt" 2>&1 <<'EOF'
-import importlib, platform
+versions() {  # library versions (from their metadata: importing lightning or onnx costs seconds), and the GPU
+    "$PY" - <<'EOF'
+import importlib.metadata as md, platform
 print("python", platform.python_version())
-for name in ("numpy", "torch", "triton", "onnx", "onnxruntime", "onnxscript", "lightning", "safetensors", "setuptools",
-             "tensorrt", "cuda", "d4rt"):
+for name in ("numpy", "torch", "triton", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "lightning",
+             "safetensors", "setuptools", "tensorrt", "cuda-python", "d4rt"):
     try:
-        print(name, getattr(importlib.import_module(name), "__version__", "?"))
-    except Exception as e:  # not installed here: that is the information
-        print(name, "-", type(e).__name__)
+        print(name, md.version(name))
+    except md.PackageNotFoundError:
+        print(name, "-")
+import d4rt.cli, d4rt.kernels, d4rt.models  # noqa: F401  (the import check)
 import torch
 print("cuda available", torch.cuda.is_available(), "| torch.version.cuda", torch.version.cuda)
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print("gpu", p.name, f"sm_{p.major}{p.minor}", p.multi_processor_count, "SMs", p.total_memory // 2**30, "GiB")
 EOF
+}
+if ! versions > "$WORK/versions.txt" 2>&1; then
+    echo "[gpu_check] d4rt does not import; installing it from the tree (offline)"
+    "$PY" -m pip install --no-index --no-deps --no-build-isolation -e . > "$WORK/logs/install.log" 2>&1
+    versions > "$WORK/versions.txt" 2>&1 \
+        || { echo "[gpu_check] d4rt still does not import: see logs/install.log and versions.txt"; pack; exit 3; }
+fi
 cat "$WORK/preflight.txt" "$WORK/versions.txt"
 if [ $SMOKE = 0 ] && ! grep -q "cuda available True" "$WORK/versions.txt"; then
     echo "[gpu_check] no CUDA GPU visible to torch: nothing to run (use --cpu-smoke for a dry run)" | tee -a "$WORK/preflight.txt"
@@ -201,6 +206,6 @@ pack
 cat "$OUT/steps.md" "$OUT/summary.txt"
 # exit 0 when every step that ran passed; 1 when one failed or timed out (skipped steps do not count)
 awk -F'\t' 'NR > 1 && $5 !~ /^(ok|skipped)/ { bad = 1 } END { exit bad }' "$STEPS"
-rc=$?
-rm -rf "$WORK"
-exit $rc
+}
+
+main "$@"
