@@ -163,22 +163,6 @@ def _flex(case: Case, full, scale):
     return run
 
 
-def measure_rates(device: str) -> dict:
-    """Measured matmul rate (TFLOP/s, bf16 8192^3) and copy bandwidth (GB/s, 1 GiB read + written)."""
-    import torch
-
-    from report import median_ms
-
-    if device != "cuda":
-        return {}
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    t_mm = median_ms(lambda: a @ a, device)
-    x = torch.empty(2**29, device=device, dtype=torch.bfloat16)
-    y = torch.empty_like(x)
-    t_copy = median_ms(lambda: y.copy_(x), device)
-    return {"matmul_tflops": 2 * 8192**3 / t_mm / 1e9, "copy_gbps": 2 * x.numel() * 2 / t_copy / 1e6}
-
-
 def run_case(case: Case, dtype, device: str, backward: bool, rates: dict, writer) -> list[dict]:
     """Time every method on ``case``; each row goes to ``writer`` as soon as it is measured (the speed-ups are filled
     in once the case is done)."""
@@ -248,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                         "float32: checks the table and JSON code path, the times mean nothing")  # fmt: skip
     args = parser.parse_args(argv)
 
-    from report import choose_device, environment, fmt, results_writer
+    from report import choose_device, environment, fmt, measure_rates, results_writer
 
     chosen = choose_device("benchmarks/attention.py", args.cpu_smoke, args.out)
     if chosen is None:

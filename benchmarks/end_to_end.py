@@ -7,6 +7,8 @@ For each preset (tiny, base, g; random weights, built on the GPU and cast to bfl
 with attention "eager", "sdpa" and "triton", and optionally "sdpa+compile" / "triton+compile" (the same step under
 torch.compile; its first call, the compilation, is part of the warm-up). Times are triton.testing.do_bench medians
 (warm-up excluded), and "rel diff" is ||out - eager|| / ||eager|| of the memory (encode) or xyz (decode).
+"TFLOP" is the step's work counted by torch.utils.flop_counter (on the eager model), "x floor" the time over
+TFLOP / the measured bf16 matmul rate (1.0 = every multiply at the matmul peak), "q/s" a decode's queries per second.
 
     python benchmarks/end_to_end.py                     # tiny, base, g; bfloat16
     python benchmarks/end_to_end.py --presets g --queries 4096 65536
@@ -45,11 +47,11 @@ def random_queries(n: int, frames: int, device: str):
 
 
 def run_preset(preset: str, dtype, device: str, frames: int | None, query_counts: list[int], backends: list[str],
-               writer, image_size: int | None = None) -> list[dict]:
+               writer, image_size: int | None = None, rates: dict | None = None) -> list[dict]:
     """Time encode and each decode batch size with each backend; every row goes to ``writer`` when measured."""
     import torch
 
-    from report import median_ms
+    from report import count_flops, median_ms
 
     model = build_model(preset, dtype, device, image_size)
     cfg = model.config
@@ -58,16 +60,23 @@ def run_preset(preset: str, dtype, device: str, frames: int | None, query_counts
     rows = []
 
     def record(stage: str, n_queries: int | None, fn, key: str):
+        model.set_attention("eager")  # explicit matmuls: every multiply is counted
+        with torch.inference_mode():
+            flops = count_flops(fn)
+        floor_ms = flops / (rates["matmul_tflops"] * 1e9) if rates and dtype != torch.float32 else None
         outputs, mine = {}, []
         for backend in backends:
             attention, _, compiled = backend.partition("+")
             model.set_attention(attention)
             step = torch.compile(fn) if compiled else fn
             row = {"preset": preset, "stage": stage, "frames": T, "queries": n_queries, "backend": backend,
-                   "ms": None, "rel_diff_vs_eager": None, "error": None}  # fmt: skip
+                   "ms": None, "rel_diff_vs_eager": None, "error": None, "tflop": flops / 1e12,
+                   "floor_ms": floor_ms, "x_over_floor": None, "queries_per_s": None}  # fmt: skip
             try:
                 with torch.inference_mode():
                     row["ms"] = median_ms(step, device)
+                    row["x_over_floor"] = row["ms"] / floor_ms if floor_ms else None
+                    row["queries_per_s"] = n_queries / row["ms"] * 1e3 if n_queries else None
                     out = step()
                     outputs[backend] = (out[key] if key else out).float()
                 if backend != "eager" and "eager" in outputs:
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         "on the CPU in Triton's interpreter: checks the code path, the times mean nothing")  # fmt: skip
     args = parser.parse_args(argv)
 
-    from report import choose_device, environment, fmt, results_writer
+    from report import choose_device, environment, fmt, measure_rates, results_writer
 
     chosen = choose_device("benchmarks/end_to_end.py", args.cpu_smoke, args.out)
     if chosen is None:
@@ -129,23 +138,27 @@ def main(argv: list[str] | None = None) -> int:
         dtype, presets, frames, queries, size = torch.bfloat16, args.presets, None, args.queries, None
 
     env = environment(device)
-    header = ["preset", "stage", "frames", "queries", "backend", "ms", "x eager", "x sdpa", "rel diff vs eager"]
+    rates = measure_rates(device)
+    header = ["preset", "stage", "frames", "queries", "backend", "ms", "x eager", "x sdpa", "TFLOP", "x floor", "q/s",
+              "rel diff vs eager"]  # fmt: skip
 
     def cells(r: dict) -> list:
         return [r["preset"], r["stage"], r["frames"], r["queries"] or "", r["backend"], r["error"] or fmt(r["ms"]),
-                fmt(r.get("x_vs_eager")), fmt(r.get("x_vs_sdpa")), fmt(r["rel_diff_vs_eager"], 2)]  # fmt: skip
+                fmt(r.get("x_vs_eager")), fmt(r.get("x_vs_sdpa")), fmt(r["tflop"]), fmt(r["x_over_floor"]),
+                fmt(r["queries_per_s"]), fmt(r["rel_diff_vs_eager"], 2)]  # fmt: skip
 
     notes = (
         f"{str(dtype).replace('torch.', '')}, inference mode, random weights; "
         + ("medians of triton.testing.do_bench. " if device == "cuda" else "CPU smoke run: the times mean nothing. ")
-        + "x eager / x sdpa: that backend's time / the row's time (> 1: the row is faster)."
+        + "x eager / x sdpa: that backend's time / the row's time (> 1: the row is faster). "
+        + f"Measured rates: {', '.join(f'{k} {v:.0f}' for k, v in rates.items()) or 'none (CPU)'}."
     )
     name = args.name + ("-cpu-smoke" if args.cpu_smoke else "")
-    writer = results_writer(name, env, header, cells, notes, out_dir, dtype=str(dtype))
+    writer = results_writer(name, env, header, cells, notes, out_dir, dtype=str(dtype), rates=rates)
     print(f"writing {writer.json_path} and {writer.md_path} row by row", flush=True)
     for preset in presets:
         print(f"{preset}: building and timing ...", flush=True)
-        run_preset(preset, dtype, device, frames, queries, args.backends, writer, size)
+        run_preset(preset, dtype, device, frames, queries, args.backends, writer, size, rates)
     path = writer.close()
     print(writer.markdown())
     print(f"wrote {path} and {writer.md_path}")

@@ -46,6 +46,31 @@ def median_ms(fn: Callable[[], object], device: str, warmup: int = 25, rep: int 
     return 1e3 * median_seconds(fn, repeats=3, warmup=1)  # the warm-up compiles / autotunes
 
 
+def measure_rates(device: str) -> dict:
+    """Measured matmul rate (TFLOP/s, bf16 8192^3) and copy bandwidth (GB/s, 1 GiB read + written) of the GPU: the
+    floors of the attention and end-to-end benchmarks are counted against these, not against the data sheet."""
+    import torch
+
+    if device != "cuda":
+        return {}
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    t_mm = median_ms(lambda: a @ a, device)
+    x = torch.empty(2**29, device=device, dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    t_copy = median_ms(lambda: y.copy_(x), device)
+    return {"matmul_tflops": 2 * 8192**3 / t_mm / 1e9, "copy_gbps": 2 * x.numel() * 2 / t_copy / 1e6}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one ``fn()`` (matmuls and attention: 2 per multiply-add), counted by
+    ``torch.utils.flop_counter`` while it runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def environment(device: str) -> dict:
     """Date, device, commit, exact command and library versions of this run (runtime.provenance), plus the GPU's
     compute capability, SM count and CUDA version."""

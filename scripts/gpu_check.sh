@@ -144,7 +144,7 @@ if [ $SMOKE = 0 ] && ! grep -q "cuda available True" "$WORK/versions.txt"; then
     pack
     exit 3
 fi
-record preflight 0 0 $(( $(date +%s) - START )) ok
+record preflight - 0 $(( $(date +%s) - START )) ok
 pack
 
 # ----- the steps ----------------------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ if [ $SMOKE = 1 ]; then  # the GPU steps in their --cpu-smoke forms: same plumbi
     E2E_G="$PY benchmarks/end_to_end.py --cpu-smoke --out $R"
     E2E_REST="$PY benchmarks/end_to_end.py --cpu-smoke --name end-to-end-more --out $R"
     E2E_COMPILE="$PY benchmarks/end_to_end.py --cpu-smoke --name end-to-end-compile --backends eager sdpa+compile --out $R"
-    BENCH_G="$D4RT bench --model tiny --dtype float32 --backends torch-eager-float32,torch-sdpa-float32 --batch-sizes 64 --repeats 2 --warmup 1 --json $R/bench-model.json"
+    BENCH_G="$D4RT bench --model checkpoints/tiny-synthetic --backends torch-eager-float32,torch-sdpa-float32 --batch-sizes 64 --repeats 2 --warmup 1 --json $R/bench-model.json"
     COMPILE_CHECK="$PY benchmarks/compile_check.py --head-dims 80"
     B_TESTS=300; B_TRAIN=300; B_ATT=120; B_E2E=180; B_BENCH=120; B_COMPILE=600
 else
