@@ -19,14 +19,14 @@ def test_rows_are_on_disk_as_soon_as_they_are_added(tmp_path):
     writer = RowWriter(path, {"date": "2026-01-01", "device": "cpu"}, ["case", "ms"], lambda r: [r["case"], r["ms"]],
                        notes="a note", dtype="bfloat16")  # fmt: skip
     assert json.loads(path.read_text())["results"] == []  # the files exist before the first row
-    rng_rows = [{"case": f"c{i}", "ms": float(i) + 0.5} for i in range(3)]
+    rng_rows = [{"case": f"r{i}", "ms": float(i) + 0.5} for i in range(3)]
     for i, row in enumerate(rng_rows, 1):
         writer.add(row)
         on_disk = json.loads(path.read_text())  # what a run killed right now would leave
         assert on_disk["results"] == rng_rows[:i] and on_disk["complete"] is False
         assert on_disk["dtype"] == "bfloat16" and on_disk["environment"]["device"] == "cpu"
         md = path.with_suffix(".md").read_text()
-        assert md.count("| c") == i and "incomplete" in md and "a note" in md
+        assert md.count("| r") == i and "incomplete" in md and "a note" in md
     writer.rows[0]["ms"] = 9.25  # filled in later (speed-ups of a finished group)
     writer.close(total=3)
     final = json.loads(path.read_text())
