@@ -13,7 +13,7 @@ TFLOP / the measured bf16 matmul rate (1.0 = every multiply at the matmul peak),
     python benchmarks/end_to_end.py                     # tiny, base, g; bfloat16
     python benchmarks/end_to_end.py --presets g --queries 4096 65536
     python benchmarks/end_to_end.py --presets g --backends sdpa+compile triton+compile
-    python benchmarks/end_to_end.py --cpu-smoke         # no GPU: tiny preset at 64^2, 2 frames, interpreter (code path only)
+    python benchmarks/end_to_end.py --cpu-smoke         # no GPU: tiny at 64^2, 2 frames, interpreter (code path only)
 
 Writes benchmarks/results/<date>-<gpu>-end-to-end.{json,md} (--out to change the folder; --name to change the name)
 after every row, so a run cut short keeps what finished ("complete": false in the JSON).

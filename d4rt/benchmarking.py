@@ -172,7 +172,9 @@ def parse_torch_backend(name: str) -> tuple[str, str]:
     """"torch[-attention[-dtype]]" -> (attention, dtype); defaults "eager", "float32"."""
     parts = name.split("-")
     if parts[0] != "torch" or len(parts) > 3:
-        raise ValueError(f"{name!r} is not a torch backend name; write torch[-ATTENTION[-DTYPE]], e.g. torch-sdpa-bfloat16")
+        raise ValueError(
+            f"{name!r} is not a torch backend name; write torch[-ATTENTION[-DTYPE]], e.g. torch-sdpa-bfloat16"
+        )
     attention = parts[1] if len(parts) > 1 else "eager"
     dtype = parts[2] if len(parts) > 2 else "float32"
     return attention, dtype

@@ -106,14 +106,16 @@ def _dkdv_query_range(
         while start < hi:
             dk0, dk1, dv0, dv1 = _dkdv_query_block(
                 dk0, dk1, dv0, dv1, k0, k1, v0, v1, Q, DO, LSE, DELTA, stride_qn, stride_qd, stride_don, stride_dod,
-                stride_ln, start, n_queries, qk_scale, cols0, col0_ok, cols1, col1_ok, D1, BLOCK_M, MASK_QUERIES, PRECISION,
+                stride_ln, start, n_queries, qk_scale, cols0, col0_ok, cols1, col1_ok,
+                D1, BLOCK_M, MASK_QUERIES, PRECISION,
             )  # fmt: skip
             start += BLOCK_M
     else:
         for start in range(lo, hi, BLOCK_M):
             dk0, dk1, dv0, dv1 = _dkdv_query_block(
                 dk0, dk1, dv0, dv1, k0, k1, v0, v1, Q, DO, LSE, DELTA, stride_qn, stride_qd, stride_don, stride_dod,
-                stride_ln, start, n_queries, qk_scale, cols0, col0_ok, cols1, col1_ok, D1, BLOCK_M, MASK_QUERIES, PRECISION,
+                stride_ln, start, n_queries, qk_scale, cols0, col0_ok, cols1, col1_ok,
+                D1, BLOCK_M, MASK_QUERIES, PRECISION,
             )  # fmt: skip
     return dk0, dk1, dv0, dv1
 
