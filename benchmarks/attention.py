@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--backward", action="store_true", help="time forward + backward instead of forward")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--name", default="attention", help="results file name (after the date and device)")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU in Triton's interpreter, "
                         "float32: checks the table and JSON code path, the times mean nothing")  # fmt: skip
     args = parser.parse_args(argv)
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             fmt(r["rel_diff_vs_triton"], 2),
         ]  # fmt: skip
 
-    name = "attention" + ("-backward" if args.backward else "") + ("-cpu-smoke" if args.cpu_smoke else "")
+    name = args.name + ("-backward" if args.backward else "") + ("-cpu-smoke" if args.cpu_smoke else "")
     writer = results_writer(name, env, header, cells, notes, out_dir, dtype=str(dtype), mode=mode, rates=rates)
     print(f"writing {writer.json_path} and {writer.md_path} row by row", flush=True)
     try:
