@@ -252,4 +252,4 @@ def test_evaluate_command_on_public_layouts(tmp_path, scene_tracks, fmt, capsys)
         assert result["per_clip"][0]["dropped_non_finite_entries"] == T
     assert set(result["mean"]) == expected and len(result["per_clip"]) == 1
     printed = capsys.readouterr().out
-    assert all(k in printed for k in expected) and "frames scored 0..3 of each clip" in printed
+    assert all(k in printed for k in expected) and "frames scored 0..5 of each clip" in printed
