@@ -9,8 +9,9 @@ One convention per quantity (docs/metrics.md):
   aligned" map under which a pixel keeps its uv (u = x / (W - 1) = x_S / (S - 1), the house's uv convention and
   OpenD4RT's patch sampling at u (W - 1)). OpenD4RT scales focal lengths by S / W (the half-pixel map of an image
   resize); the two differ by (S - 1) W / (S (W - 1)) - 1, 0.6 % at 1296 -> 128, and only ours matches uv.
-- Pose from two point sets (:func:`poses_from_grid_points`): rigid Umeyama weighted by the product of both
-  queries' confidences (OpenD4RT's released code is unweighted; weighting is ours, measured in docs/metrics.md).
+- Pose from two point sets (:func:`poses_from_grid_points`, used by ``Runtime.camera_poses``): the unweighted
+  rigid Umeyama, as OpenD4RT's released code (confidence weights are optional; docs/metrics.md has the
+  measurement, no difference on the bundled checkpoint).
 - Benchmark resolutions are the benchmark's own definition, not a resize of ours: TAPVid-3D scales fx, fy by
   256 / min(H, W) (:func:`short_side_scale`).
 """
@@ -114,7 +115,7 @@ def poses_from_grid_points(
 
     For frame j (j >= 1), ``xyz_own[j - 1]`` holds a grid of frame-j points in camera j and ``xyz_first[j - 1]``
     the same points in camera 0; the rigid Umeyama fit from the first to the second is T_wc of frame j.
-    OpenD4RT's released estimator is the unweighted fit (weights=None); the runtime passes confidences.
+    The runtime uses the unweighted fit (weights=None), OpenD4RT's released estimator.
 
     Args:
         xyz_own, xyz_first: [T - 1, G, 3]; weights: optional [T - 1, G] (e.g. the product of both confidences).

@@ -14,7 +14,8 @@ sigmoid, poses). Per clip the video is encoded once; every answer below is a que
   TAPVid-3D's APD3D, 3D-AJ (median and per-trajectory scaling) and occlusion accuracy, thresholds at the
   benchmark's resolution (fx, fy times 256 / min(H, W)); synthetic clips: ``track_points`` random source pixels;
 - camera poses (when the clip has ground-truth poses): the runtime's estimator (:meth:`Runtime.camera_poses`, a
-  ``pose_grid`` x ``pose_grid`` grid, confidence-weighted rigid Umeyama); ATE and RPE after a Sim(3) alignment.
+  ``pose_grid`` x ``pose_grid`` grid, unweighted rigid Umeyama as OpenD4RT's); ATE and RPE after a Sim(3)
+  alignment.
 
 Which frames are scored: the model's ``num_frames`` consecutive frames of each clip (synthetic clips: the dataset's
 fixed window; TAPVid-3D / PointOdyssey: frames ``start`` .. ``start + num_frames - 1``, tracks queried inside
