@@ -63,6 +63,7 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from d4rt.benchmarking import run_record
     from d4rt.data.synthetic import TEST_SEED_BASE, generate_clips
     from d4rt.evaluation.evaluate import EvalOptions, evaluate, find_eval_paths, load_model
     from d4rt.runtime.files import write_text_atomic
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size)
     report = evaluate(model, find_eval_paths(args.test_data, args.format), args.format, options, progress=print)
     report["ckpt"] = str(args.ckpt) if args.ckpt else f"untrained {args.preset} (seed {args.seed})"
+    report["run"] = run_record(device=device)
     frames = sorted({tuple(c["frames"]) for c in report["per_clip"]})
     print(f"\n{len(report['clips'])} clips ({args.format}), model {report['ckpt']}, frames scored "
           f"{', '.join(f'{a}..{b - 1}' for a, b in frames)} of each clip ({report['seconds']} s)")
