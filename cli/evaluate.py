@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     report["ckpt"] = str(args.ckpt) if args.ckpt else f"untrained {args.preset} (seed {args.seed})"
     report["run"] = run_record(device=device)
     frames = sorted({tuple(c["frames"]) for c in report["per_clip"]})
-    print(f"\n{len(report['clips'])} clips ({args.format}), model {report['ckpt']}, frames scored "
-          f"{', '.join(f'{a}..{b - 1}' for a, b in frames)} of each clip ({report['seconds']} s)")
     n = len(report["clips"])
+    print(f"\n{n} clip{'s' if n != 1 else ''} ({args.format}), model {report['ckpt']}, frames scored "
+          f"{', '.join(f'{a}..{b - 1}' for a, b in frames)} of each clip ({report['seconds']} s)")
     for k, v in report["mean"].items():
         covered = report["clips_per_metric"][k]
         print(f"  {k:32s} {v:.4f}" + ("" if covered == n else f"   ({covered} of {n} clips)"))
