@@ -31,7 +31,7 @@ class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text.lower() or any(action.default is x for x in (None, False, True, argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
 
@@ -67,11 +67,12 @@ def kebab_flags(argv: list[str]) -> list[str]:
     """The seed's snake_case flags (``--img_size``) as aliases of the kebab-case ones (``--image-size``)."""
     out = []
     for a in argv:
-        if a.startswith("--") and "_" in a.split("=", 1)[0]:
+        if a.startswith("--"):
             name, eq, value = a.partition("=")
-            a = name.replace("_", "-") + eq + value
+            name = name.replace("_", "-")
+            a = ALIASES.get(name, name) + eq + value
         out.append(a)
-    return [ALIASES.get(a, a) for a in out]
+    return out
 
 
 # old spellings -> today's flag

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     from d4rt.cli.common import output_dir
     from d4rt.occupancy.grid import occupancy_from_scene
-    from d4rt.occupancy.io import plot_bev, save_occupancy, write_ply
+    from d4rt.occupancy.io import plot_bev, save_occupancy, write_frame_ply
     from d4rt.occupancy.temporal import smooth_occupancy, window_union
     from d4rt.runtime import load
     from d4rt.runtime.files import write_text_atomic
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     with output_dir(args.out, args.overwrite) as out:
         files = [save_occupancy(out / "occupancy.npz", occ)]
         frames = {"all": range(occ.num_frames), "last": [occ.num_frames - 1], "none": []}[args.ply]
-        files += [write_ply(out / "ply" / f"frame_{t:04d}.ply", occ, t) for t in frames]
+        files += [write_frame_ply(out / "ply" / f"frame_{t:04d}.ply", occ, t) for t in frames]
         if not args.no_plot:
             files.append(plot_bev(out / "bev.png", occ, y_range=args.bev_y_range))
         counts = occ.counts()

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d4rt.runtime.geometry import transform_points, umeyama
 from d4rt.occupancy.grid import Occupancy, _check_poses
+from d4rt.runtime.geometry import transform_points, umeyama
 
 ALIGNMENTS = ("median", "sim3")
 

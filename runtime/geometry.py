@@ -167,3 +167,4 @@ def grid_uv(n: int) -> np.ndarray:
     g = np.linspace(0.0, 1.0, n, dtype=np.float32)
     u, v = np.meshgrid(g, g, indexing="xy")
     return np.stack([u.ravel(), v.ravel()], -1)
+

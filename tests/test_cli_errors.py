@@ -55,16 +55,16 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr
 
 
-def test_an_existing_out_is_refused_unless_overwrite(tmp_path, engines):
-    out = tmp_path / "occ"
+def test_an_existing_out_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "engines"
     out.mkdir()
     (out / "old.txt").write_text("an earlier run")
-    argv = ["occupancy", "assets/sample_clip.mp4", "--engines", engines, "--out", out, "--max-frames", "4",
-            "--grid", "8", "--pose-grid", "8", "--no-plot", "--ply", "none"]
+    argv = ["export", "--random-init", "--preset", "tiny", "--frames", "2", "--image-size", "32", "--out", out]
     assert_one_line(d4rt(*argv), 2, "exists and is not empty", "--overwrite")
     result = d4rt(*argv, "--overwrite")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["occupancy.npz", "summary.json"]  # replaced whole
+    assert "old.txt" not in {p.name for p in out.iterdir()} and (out / "manifest.json").is_file()  # replaced whole
+    assert [p.name for p in tmp_path.iterdir()] == ["engines"]  # no temporary folder left beside it
 
 
 def test_snake_case_flags_are_aliases(engines):
@@ -77,5 +77,5 @@ def test_snake_case_flags_are_aliases(engines):
 
 
 def test_help_shows_defaults():
-    out = d4rt("occupancy", "--help").stdout
-    assert "(default: 0.05)" in out and "(default: 32)" in out
+    out = " ".join(d4rt("occupancy", "--help").stdout.split())
+    assert "(default: 0.05)" in out and "(default: 32)" in out and "(default: None)" not in out

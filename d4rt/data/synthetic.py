@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from d4rt.runtime.files import atomic_path
-from d4rt.runtime.geometry import invert_rigid, rigid, transform_points  # noqa: F401 (the house's one copy)
+from d4rt.runtime.geometry import invert_rigid, rigid, transform_points  # noqa: F401 (re-exported)
 
 CLIP_FORMAT_VERSION = 1
 BACKGROUND = 0  # instance id of the room
