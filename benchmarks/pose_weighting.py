@@ -66,12 +66,13 @@ def main() -> int:
               f"cv {row['weight_cv']:.3g}")
         result["mean"] = {tag: {k: float(np.mean([r[tag][k] for r in result["rows"]])) for k in w}
                           for tag in ("weighted", "unweighted")}
-        result["max_abs_difference"] = {k: float(max(abs(r["weighted"][k] - r["unweighted"][k]) for r in result["rows"]))
-                                        for k in w}
+        result["max_abs_difference"] = {
+            k: float(max(abs(r["weighted"][k] - r["unweighted"][k]) for r in result["rows"])) for k in w}
         write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     m = result["mean"]
-    print(f"{'mean':22s} {m['weighted']['ate']:8.4f} {m['unweighted']['ate']:8.4f} {m['weighted']['rpe_trans']:8.4f} "
-          f"{m['unweighted']['rpe_trans']:8.4f} {m['weighted']['rpe_rot_deg']:8.3f} {m['unweighted']['rpe_rot_deg']:8.3f}")
+    w, u = m["weighted"], m["unweighted"]
+    print(f"{'mean':22s} {w['ate']:8.4f} {u['ate']:8.4f} {w['rpe_trans']:8.4f} {u['rpe_trans']:8.4f} "
+          f"{w['rpe_rot_deg']:8.3f} {u['rpe_rot_deg']:8.3f}")
     print(f"largest per-clip difference: {result['max_abs_difference']} -> {out}")
     return 0
 

@@ -109,5 +109,6 @@ def token_depth_probe(model, videos: list[torch.Tensor], depths: list[np.ndarray
     for f, d in zip(feats[train_clips:], depths[train_clips:]):
         T, H, W = d.shape
         pred = np.exp(np.c_[f, np.ones(len(f))] @ w).reshape(T // tt, H // th, W // tw)
-        scores.append(depth_metrics(np.repeat(np.repeat(np.repeat(pred, tt, 0), th, 1), tw, 2), d, scaling="clip_median")["abs_rel"])
+        full = np.repeat(np.repeat(np.repeat(pred, tt, 0), th, 1), tw, 2)
+        scores.append(depth_metrics(full, d, scaling="clip_median")["abs_rel"])
     return float(np.mean(scores))
