@@ -133,12 +133,12 @@ class Client(Runtime):
             ) from None
 
     def _infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        from tritonclient.utils import np_to_triton_dtype
+
         tc = self._tc
         infer_inputs = []
         for name, array in inputs.items():
-            dtype = "BYTES" if array.dtype == object else {np.uint8: "UINT8", np.float32: "FP32",
-                                                           np.int32: "INT32"}[array.dtype.type]
-            x = tc.InferInput(name, list(array.shape), dtype)
+            x = tc.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
             x.set_data_from_numpy(array)
             infer_inputs.append(x)
         names = (*outputs, "error")

@@ -250,6 +250,7 @@ def serve(
     threads: int | None = None,
     settings: ServeSettings | None = None,
     verbose: bool = False,
+    exit_timeout_s: int = 5,
 ) -> None:
     """Load ``engines`` on ``backend`` and serve them until SIGINT / SIGTERM (blocks)."""
     from pytriton.triton import Triton, TritonConfig
@@ -260,6 +261,7 @@ def serve(
     config = TritonConfig(
         http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
         metrics_address=host, metrics_port=metrics_port, allow_gpu_metrics=False, log_verbose=1 if verbose else 0,
+        exit_timeout_secs=exit_timeout_s,  # at shutdown, wait at most this long for clients' open connections
     )
     LOG.info("serving %s (%s, %d frames at %d px) on http://%s:%d, grpc %s:%d, metrics http://%s:%d/metrics",
              engines, runtime.name, runtime.num_frames, runtime.image_size, host, http_port, host, grpc_port, host,
