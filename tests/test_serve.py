@@ -7,13 +7,6 @@ killed if it does not exit.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,65 +15,13 @@ import pytest
 
 from d4rt.runtime import load
 from d4rt.serve import Client, ServerUnavailableError, UnknownSceneError
+from d4rt.serve.process import ServerProcess
 from d4rt.serve.scene_store import scene_nbytes
 from tests.exported import exported
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_clip.mp4"
 CLIP = dict(stride=4, max_frames=4)  # the sample clip's 16 frames -> the 4 the test engines take
 MAX_QUERIES = 5000
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Server:
-    """``d4rt serve`` in a subprocess; ``start`` waits (bounded) until both models are ready."""
-
-    def __init__(self, engines: Path, max_scene_bytes: int, log: Path):
-        self.engines, self.max_scene_bytes, self.log = engines, max_scene_bytes, log
-        self.http, self.grpc, self.metrics = free_ports(3)
-        self.proc = None
-
-    def start(self, timeout_s: float = 120.0) -> None:
-        cmd = [sys.executable, "-c", "import sys; from d4rt.cli import main; sys.exit(main())", "serve",
-               str(self.engines), "--port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port",
-               str(self.metrics), "--max-scene-bytes", str(self.max_scene_bytes), "--max-queries", str(MAX_QUERIES),
-               "--threads", "1"]
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"d4rt serve exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}")
-            try:
-                self.client(ready_timeout_s=1.0).close()
-                return
-            except ServerUnavailableError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
-            time.sleep(0.5)
-
-    def client(self, protocol: str = "http", **kw) -> Client:
-        port = self.http if protocol == "http" else self.grpc
-        kw.setdefault("timeout_s", 60.0)
-        return Client(f"127.0.0.1:{port}", protocol=protocol, **kw)
-
-    def stop(self, timeout_s: float = 40.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +37,8 @@ def local(engines):
 @pytest.fixture(scope="module")
 def server(engines, local, tmp_path_factory):
     one_scene = scene_nbytes(local, local.encode(str(SAMPLE), **CLIP))
-    srv = Server(engines, int(2.5 * one_scene), tmp_path_factory.mktemp("serve") / "server.log")  # two scenes fit
+    args = ["--max-scene-bytes", str(int(2.5 * one_scene)), "--max-queries", str(MAX_QUERIES), "--threads", "1"]
+    srv = ServerProcess(engines, tmp_path_factory.mktemp("serve") / "server.log", args)  # two scenes fit
     srv.start()
     yield srv
     srv.stop()
