@@ -183,7 +183,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, in-process and in the server")
     ap.add_argument("--fault-seconds", type=float, default=40.0, help="length of the fault run per client")
     ap.add_argument("--json", default="benchmarks/results/serve_load_cpu.json", help="results file")
+    ap.add_argument("--phases", default="load,fault,memory",
+                    help="which runs; a subset updates those parts of an existing --json file")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
     batches = [int(b) for b in args.batches.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
 
@@ -191,14 +194,37 @@ def main() -> int:
     frames = clip(local)
     record = {**run_record(), "engines": str(args.engines), "num_frames": local.num_frames,
               "image_size": local.image_size, "threads": args.threads, "loadavg_start": os.getloadavg(),
-              "in_process": [], "served": []}
+              }
     out = Path(args.json)
+    if phases != {"load", "fault", "memory"} and out.is_file():  # keep the other runs' results, say when
+        record = {**json.loads(out.read_text()), **{f"{k}_{'+'.join(sorted(phases))}": v for k, v in record.items()
+                                                   if k in ("date", "commit", "command", "loadavg_start")}}
 
     def save():
         write_text_atomic(out, json.dumps(record, indent=1))
 
     scene = local.encode(frames)
     rng = np.random.default_rng(0)
+    logdir = Path(tempfile.mkdtemp(prefix="d4rt-serve-load-"))
+    if "load" in phases:
+        load_runs(args, record, local, scene, frames, rng, logdir, batches, client_counts, save)
+    if "fault" in phases:
+        with ServerProcess(args.engines, logdir / "fault.log", ["--threads", str(args.threads)]) as server:
+            record["fault"] = fault_run(server, frames, 1024, 4, args.fault_seconds)
+        print("fault run:", json.dumps(record["fault"]), flush=True)
+        save()
+    if "memory" in phases:
+        record["memory"] = memory_run(args.engines, logdir / "memory.log", local, frames, 4, 16)
+        print("memory run:", json.dumps({k: v for k, v in record["memory"].items() if k != "rss_after_each_mib"}),
+              flush=True)
+    record["loadavg_end"] = os.getloadavg()
+    save()
+    print(f"wrote {out}")
+    return 0
+
+
+def load_runs(args, record, local, scene, frames, rng, logdir, batches, client_counts, save) -> None:
+    record["in_process"], record["served"] = [], []
     print(f"{'path':12s} {'clients':>7s} {'batch':>6s} {'p50 ms':>9s} {'p99 ms':>9s} {'queries/s':>11s}", flush=True)
     for b in batches:
         q = queries(rng, b, local.num_frames)
@@ -206,8 +232,6 @@ def main() -> int:
         record["in_process"].append({"batch": b, "median_ms": s * 1e3, "queries_per_s": b / s})
         print(f"{'in-process':12s} {1:7d} {b:6d} {s * 1e3:9.1f} {'':9s} {b / s:11,.0f}", flush=True)
         save()
-
-    logdir = Path(tempfile.mkdtemp(prefix="d4rt-serve-load-"))
     with ServerProcess(args.engines, logdir / "server.log", ["--threads", str(args.threads)]) as server:
         for b in batches:
             for c in client_counts:
@@ -216,18 +240,9 @@ def main() -> int:
                 print(f"{'served http':12s} {c:7d} {b:6d} {row['p50_ms']:9.1f} {row['p99_ms']:9.1f} "
                       f"{row['queries_per_s']:11,.0f}", flush=True)
                 save()
-        record["fault"] = fault_run(server, frames, 1024, 4, args.fault_seconds)
-        print("fault run:", json.dumps(record["fault"]), flush=True)
-        save()
-    record["memory"] = memory_run(args.engines, logdir / "memory.log", local, frames, 4, 16)
-    print("memory run:", json.dumps({k: v for k, v in record["memory"].items() if k != "rss_after_each_mib"}),
-          flush=True)
     log = (logdir / "server.log").read_text(errors="replace")
     record["server_merging"] = [line.split(" INFO ")[-1] for line in log.splitlines() if "decoder calls" in line]
-    record["loadavg_end"] = os.getloadavg()
     save()
-    print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ class Client(Runtime):
 
             self._client = triton_client.InferenceServerClient(url)
         self._tc = triton_client
+        self._transport_errors: tuple[type[BaseException], ...] = (OSError, EOFError)
+        if protocol == "http":  # a connection closed mid-response (a killed server) is not an OSError there
+            from geventhttpclient.response import HTTPParseError
+
+            self._transport_errors += (HTTPParseError,)
         self._wait_ready(ready_timeout_s)
         meta = self._call(self._client.get_model_metadata, "encode", **({"as_json": True} if protocol == "grpc" else {}))
         frames = next(i for i in meta["inputs"] if i["name"] == "frames")
@@ -126,7 +131,7 @@ class Client(Runtime):
                 f"the D4RT server at {self.url} did not answer ({status or 'no status'}: {message}); if it stopped, "
                 f"restart it and encode the clip again (scenes do not survive a restart)"
             ) from None
-        except (OSError, EOFError) as exc:
+        except self._transport_errors as exc:
             raise ServerUnavailableError(
                 f"the D4RT server at {self.url} did not answer ({type(exc).__name__}: {exc}); if it stopped, "
                 f"restart it and encode the clip again (scenes do not survive a restart)"
