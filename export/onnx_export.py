@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from d4rt.runtime.manifest import (
     DECODER_OUTPUTS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    EXPORT_ID_KEY,
     GRAPH_FILES,
     MANIFEST_NAME,
     PRECISIONS,
@@ -153,6 +155,7 @@ def export_onnx(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest unless this export completes
 
+    export_id = uuid.uuid4().hex
     previous_attention = cfg.attention
     graph_model = to_float16(model) if precision == "fp16" else model.eval().set_attention("eager")
     try:
@@ -189,6 +192,7 @@ def export_onnx(
                         output_names=list(outputs), dynamic_shapes=dynamic, optimize=True, verbose=False,
                     )
                     fold_weight_slices(program.model)
+                    program.model.metadata_props[EXPORT_ID_KEY] = export_id
                     program.save(str(path), external_data=use_external)
                 del program
                 onnx.checker.check_model(str(path), full_check=True)
@@ -225,6 +229,7 @@ def export_onnx(
         opset=opset,
         checkpoint=checkpoint or {},
         graphs=graphs,
+        export_id=export_id,
     )
     write_manifest(out_dir, manifest)
     return manifest

@@ -375,6 +375,8 @@ def load(
         attention, dtype: torch backend: attention backend and weight dtype.
     """
     directory = Path(directory)
+    if directory.name == MANIFEST_NAME and directory.is_file():
+        directory = directory.parent  # the manifest's path names its engine directory
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if not directory.is_dir():
