@@ -24,11 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=positive_int, default=None, help="Prometheus metrics port (default: --port + 2)")
     p.add_argument("--backend", default="onnxruntime-cpu",
                    help="runtime backend: tensorrt, onnxruntime-cuda, onnxruntime-cpu, auto, ...")
-    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime intra-op threads (default: its own choice)")
     p.add_argument("--max-scene-bytes", type=positive_int, default=4 * 2**30,
                    help="bytes of encoded scenes kept (least recently used evicted first)")
     p.add_argument("--max-queries", type=positive_int, default=262_144,
-                   help="most queries in one request, and in one merged decoder batch")
+                   help="most queries in one request (a larger one is refused with a message)")
     p.add_argument("--decoder-batch", type=positive_int, default=8192, help="queries per decoder call")
     p.add_argument("--max-delay-ms", type=float, default=2.0,
                    help="Triton's queue delay: how long a query request waits for others to merge with")
