@@ -102,10 +102,12 @@ def _children(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
-        try:
-            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-        except OSError:
-            kids = []
+        kids = []
+        for task in Path(f"/proc/{p}/task").glob("*"):  # children of every thread (Triton spawns stubs off-main)
+            try:
+                kids += (task / "children").read_text().split()
+            except OSError:
+                pass
         out += [int(k) for k in kids]
         todo += [int(k) for k in kids]
     return out
