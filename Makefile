@@ -42,7 +42,7 @@ COMPAT_STAMP  := $(COMPAT_VENV)/.installed
 $(COMPAT_STAMP): pyproject.toml constraints-h200.txt
 	test -x $(COMPAT_VENV)/bin/python || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade pip
-	$(COMPAT_VENV)/bin/python -m pip install -q -c constraints-h200.txt -e ".[dev]"
+	$(COMPAT_VENV)/bin/python -m pip install -q -c constraints-h200.txt -e ".[all]" pytest  # no serve: not on that machine
 	touch $(COMPAT_STAMP)
 
 compat-install: $(COMPAT_STAMP)
