@@ -280,7 +280,8 @@ class Runtime:
         """Camera-to-world poses T_wc [T, 4, 4], frame 0's camera being the world.
 
         For frame j, a grid x grid of pixels at time j is queried in camera 0 and in camera j; the rigid Umeyama
-        fit (confidence-weighted) from the camera-j points to the camera-0 points is T_wc of frame j.
+        fit (unweighted, as OpenD4RT's released code) from the camera-j points to the camera-0 points is T_wc of
+        frame j (docs/metrics.md: why unweighted).
         """
         T = self.num_frames
         uv = grid_uv(grid)
@@ -291,8 +292,7 @@ class Runtime:
         res = self.query(scene, np.tile(uv, (2 * len(frames), 1)), np.tile(tt, 2), np.tile(tt, 2), cams,
                          batch_size, progress)
         xyz = res["xyz"].reshape(2, len(frames), G, 3)
-        conf = res["confidence"].reshape(2, len(frames), G).astype(np.float64)
-        return poses_from_grid_points(xyz[1], xyz[0], weights=conf[0] * conf[1])
+        return poses_from_grid_points(xyz[1], xyz[0])
 
     def intrinsics(
         self, scene: Scene, grid: int = 32, batch_size: int = DEFAULT_BATCH, progress: bool = False
