@@ -50,7 +50,7 @@ def test_bench_a_checkpoint_without_export(tmp_path):
                  "--batch-sizes", "32", "--repeats", "1", "--warmup", "0", "--json", str(out)]) == 0  # fmt: skip
     report = json.loads(out.read_text())
     assert report["complete"] is True and report["model"]["weights"] == "checkpoint"
-    assert [r["backend"] for r in report["results"]] == ["torch", "torch-sdpa-float32"]
+    assert [r["backend"] for r in report["results"]] == ["torch-eager-float32", "torch"]  # torch = sdpa float32
     for r in report["results"]:
         assert r["encode_ms"] > 0 and r["query"]["32"]["queries_per_s"] > 0
     assert {"date", "device", "commit", "command"} <= report["environment"].keys()
