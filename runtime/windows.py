@@ -129,6 +129,7 @@ class VideoScene:
     K: np.ndarray
     cloud: dict[str, np.ndarray]
     track: dict[str, np.ndarray] | None = None
+    dense: Any = None  # DenseTracks (Alg. 1) when encode_video had dense_grid
     scenes: list[Any] | None = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -188,6 +189,7 @@ def encode_video(
     pose_grid: int = 32,
     track_uv: np.ndarray | None = None,
     track_t_src: int = 0,
+    dense_grid: int | None = None,
     keep_memory: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: bool = False,
@@ -200,6 +202,8 @@ def encode_video(
         depth_size: depth grid per side (default S); cloud_size: cloud grid per frame (default S / 2);
         pose_grid: the grid of poses, intrinsics and alignment points (>= 2).
         track_uv: [Q, 2] pixels to track from frame track_t_src (an index into the selection), or None.
+        dense_grid: also run dense tracking (Alg. 1, :mod:`d4rt.runtime.dense_tracks`) on a grid x grid of pixels
+            of every frame (0: the scene's S); None: off.
         keep_memory: keep every window's scene (keys / values) for later queries; default: drop each at once.
     Returns:
         a :class:`VideoScene`.
@@ -222,6 +226,11 @@ def encode_video(
 
     S = rt.image_size
     G = pose_grid * pose_grid
+    tracker = None
+    if dense_grid is not None:
+        from d4rt.runtime.dense_tracks import DenseTracker
+
+        tracker = DenseTracker(F, check_grid_size("dense_grid", dense_grid or S, S), max(len(r) for r in windows))
     out_frames = np.empty((F, S, S, 3), np.uint8)
     depth = np.empty((F, depth_size, depth_size), np.float32)
     depth_conf = np.empty_like(depth)
@@ -298,6 +307,8 @@ def encode_video(
         if Q and track_t_src < rng.stop:  # the seeding window and every later one
             _continue_tracks(rt, scene, rng, windows, w, owned, track, track_uv, track_t_src, M, common)
         timings["query_s"] += time.perf_counter() - clock
+        if tracker is not None:
+            tracker.window(rt, scene, rng, owned, M, batch_size, progress)
         if keep_memory:
             kept.append(scene)
         del scene  # streaming: this window's keys and values go now
@@ -307,7 +318,8 @@ def encode_video(
         source_frames=start + stride * np.arange(F), frames=out_frames,
         aspect_ratio=aspect_ratio or frames.shape[2] / frames.shape[1], original_size=tuple(frames.shape[1:3]),
         windows=windows, world_from_window=np.stack(world_from), owner=owner, depth_maps=depth,
-        depth_confidence=depth_conf, T_wc=T_wc, K=K, cloud=cloud, track=track if Q else None, scenes=kept,
+        depth_confidence=depth_conf, T_wc=T_wc, K=K, cloud=cloud, track=track if Q else None,
+        dense=None if tracker is None else tracker.result(), scenes=kept,
         timings={k: round(v, 4) for k, v in timings.items()},
     )
 

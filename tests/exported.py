@@ -26,23 +26,28 @@ def randomize_norms(model) -> None:
                 m.bias.normal_(0.0, 0.1)
 
 
-def random_model(preset: str):
+def random_model(preset: str, image_size: int | None = None):
     from d4rt import D4RT
     from tests.conftest import config_for_tests
 
-    model = D4RT(config_for_tests(preset)).eval()
+    config = config_for_tests(preset)
+    if image_size is not None:
+        config = config.replace(image_size=image_size)
+    model = D4RT(config).eval()
     randomize_norms(model)
     return model
 
 
 @functools.cache
-def exported(preset: str = "tiny", frames: int = 4, precision: str = "fp32", external_data: bool = False):
-    """(model, directory): ``model`` exported for ``frames`` frames, its checkpoint saved in directory/checkpoint."""
+def exported(preset: str = "tiny", frames: int = 4, precision: str = "fp32", external_data: bool = False,
+             image_size: int | None = None):
+    """(model, directory): ``model`` exported for clips of 2 to ``frames`` frames, its checkpoint saved in
+    directory/checkpoint; ``image_size`` overrides the preset's test size (small sizes for long-video tests)."""
     from d4rt.export import export_onnx
     from d4rt.runtime.manifest import sha256_file
 
-    model = random_model(preset)
-    out = _ROOT / f"{preset}-T{frames}-{precision}{'-ext' if external_data else ''}"
+    model = random_model(preset, image_size)
+    out = _ROOT / f"{preset}-T{frames}-{precision}{'-ext' if external_data else ''}-S{image_size}"
     model.save_pretrained(out / "checkpoint")
     weights = out / "checkpoint" / "model.safetensors"
     checkpoint = {"path": "checkpoint", "sha256": {weights.name: sha256_file(weights)}}

@@ -103,3 +103,41 @@ def test_noise_degrades_gracefully(room):
         pred = video.camera_poses()[:, :3, 3] / rt.backend.windows[0][1]
         errors.append(np.abs(pred - ground_truth_poses(room)[:, :3, 3]).max())
     assert errors[0] < 1e-5 and errors[0] < errors[1] < 0.5
+
+
+# ----- dense tracking (Alg. 1) -----------------------------------------------------------------------------------
+def check_dense_against_truth(room, dense, scale, frames_total):
+    n = dense.visited.shape[1]
+    assert dense.visited.all()  # every pixel of every frame: a seed or visited by a visible track
+    seeds = set(zip(dense.t_src.tolist(), *np.rint(dense.uv * (n - 1)).astype(int).T.tolist()))
+    assert len(seeds) == len(dense.t_src)  # no pixel of a frame starts two tracks
+    assert (dense.t_src == 0).sum() == n * n and len(dense.t_src) < n * n * frames_total
+    assert 0 < dense.queries < dense.queries_all
+    L = dense.xyz.shape[1]
+    pick = np.random.default_rng().choice(len(dense.t_src), 40, replace=False)
+    for p in pick:
+        span = np.arange(dense.first_frame[p], min(dense.first_frame[p] + L, frames_total))
+        q = room.query(np.repeat(dense.uv[p][None], len(span), 0).astype(np.float64), int(dense.t_src[p]), span, 0)
+        np.testing.assert_allclose(dense.xyz[p, : len(span)] / scale, q["xyz_cam"], rtol=1e-4,
+                                   atol=1e-4 * np.abs(q["xyz_cam"]).max())
+        np.testing.assert_array_equal(dense.visibility[p, : len(span)] > 0.5, q["visible"])
+
+
+def test_dense_tracks_on_one_clip(room):
+    from d4rt.runtime.dense_tracks import dense_tracks
+
+    rt = oracle_runtime(room, 16, window=6)
+    scene = rt.encode(room.rgb[:6])
+    dense = dense_tracks(rt, scene, grid=10)
+    check_dense_against_truth(room, dense, rt.backend.windows[0][1], 6)
+    summary = dense.summary()
+    assert summary["coverage"] == 1.0 and summary["queries_saved"] > 0.3 and summary["tracks"] == len(dense.t_src)
+
+
+def test_dense_tracks_across_windows(room):
+    rt = oracle_runtime(room, 16, window=8)
+    video = rt.encode_video(room.rgb[:14], overlap=2, pose_grid=6, depth_size=4, cloud_size=2, dense_grid=8)
+    assert len(video.windows) == 2
+    check_dense_against_truth(room, video.dense, rt.backend.windows[0][1], 14)
+    # the shared frames were visited by window 0's tracks: window 1 starts tracks only in the frames it owns
+    assert set(np.unique(video.dense.t_src[video.dense.first_frame == 6])) <= set(range(8, 14))
