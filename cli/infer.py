@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth-size", type=grid_size, default=None, help="depth map resolution (default: S)")
     p.add_argument("--cloud-size", type=grid_size, default=None, help="point cloud grid per frame (default: S / 2)")
     p.add_argument("--track-grid", type=grid_size, default=16, help="track a grid x grid of first-frame pixels")
-    p.add_argument("--pose-grid", type=grid_size, default=32, help="grid for camera poses, intrinsics and the "
-                   "window alignment")
+    p.add_argument("--pose-grid", type=grid_size, default=None, help="grid for camera poses, intrinsics and the "
+                   "window alignment (default: min(32, S / 2))")
     p.add_argument("--min-confidence", type=float, default=0.0, help="drop cloud points below this confidence")
     p.add_argument("--dense-tracks", action="store_true", help="also track every pixel (paper Alg. 1: an occupancy "
                    "grid of visited pixels, new tracks only from unvisited ones) -> dense_tracks.npz")

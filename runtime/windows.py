@@ -47,6 +47,11 @@ from d4rt.runtime.runtime import (
 KEEP_FRACTION = 0.85  # App. B: the top 85 % most confident shared points enter the Sim(3) fit
 
 
+def default_pose_grid(image_size: int) -> int:
+    """min(32, S / 2), at least 2."""
+    return max(2, min(32, int(image_size) // 2))
+
+
 def plan_windows(num_frames: int, window: int, overlap: int, step: int = 2, min_frames: int = 2) -> list[range]:
     """Windows (ranges of frame indices) covering num_frames frames: each of a multiple of ``step`` frames, at
     most ``window``; consecutive windows share at least ``overlap`` frames (>= 1); the last ends on the last frame.
@@ -186,7 +191,7 @@ def encode_video(
     overlap: int | None = None,
     depth_size: int | None = None,
     cloud_size: int | None = None,
-    pose_grid: int = 32,
+    pose_grid: int | None = None,
     track_uv: np.ndarray | None = None,
     track_t_src: int = 0,
     dense_grid: int | None = None,
@@ -200,7 +205,8 @@ def encode_video(
         video: frames [F, H, W, 3] (uint8 or float in [0, 1]) or a video file; start / stride / max_frames select.
         window: frames per window (default: the engines' most, T); overlap: shared frames (default max(1, T / 4)).
         depth_size: depth grid per side (default S); cloud_size: cloud grid per frame (default S / 2);
-        pose_grid: the grid of poses, intrinsics and alignment points (>= 2).
+        pose_grid: the grid of poses, intrinsics and alignment points (>= 2; default min(32, S / 2): a finer grid
+            than half the input's pixels adds near-duplicate points, not information).
         track_uv: [Q, 2] pixels to track from frame track_t_src (an index into the selection), or None.
         dense_grid: also run dense tracking (Alg. 1, :mod:`d4rt.runtime.dense_tracks`) on a grid x grid of pixels
             of every frame (0: the scene's S); None: off.
@@ -211,7 +217,7 @@ def encode_video(
     aspect_ratio = check_aspect_ratio(aspect_ratio)
     window = rt.num_frames if window is None else window
     overlap = max(1, int(window) // 4) if overlap is None else overlap
-    pose_grid = check_grid_size("pose_grid", pose_grid, 32)
+    pose_grid = check_grid_size("pose_grid", pose_grid, default_pose_grid(rt.image_size))
     depth_size = check_grid_size("depth_size", depth_size, rt.image_size)
     cloud_size = check_grid_size("cloud_size", cloud_size, max(rt.image_size // 2, 2))
     if window > rt.num_frames:
@@ -262,7 +268,10 @@ def encode_video(
 
         clock = time.perf_counter()
         local = np.arange(len(rng))
-        own_cam = point_maps(rt, scene, local, pose_grid, None, **common)  # each frame in its own camera
+        owned = np.array([f for f in rng if owner[f] < 0], np.int64)  # the frames this window answers
+        owner[owned] = w
+        own_local = owned - rng.start
+        own_cam = point_maps(rt, scene, own_local, pose_grid, None, **common)  # each owned frame in its own camera
         first_cam = point_maps(rt, scene, local, pose_grid, 0, **common)  # each frame in the window's camera 0
         timings["query_s"] += time.perf_counter() - clock
 
@@ -279,21 +288,18 @@ def encode_video(
             M = world_from[-1] @ align_sim3(src, dst, conf)
         world_from.append(M)
         prev_points = {f: (xyz0[f - rng.start], conf0[f - rng.start]) for f in rng}
-        owned = np.array([f for f in rng if owner[f] < 0], np.int64)
-        owner[owned] = w
-        own_local = owned - rng.start
-        xyz_own = own_cam["xyz"].reshape(len(rng), G, 3).astype(np.float64)
-        weights = own_cam["confidence"].reshape(len(rng), G).astype(np.float64) * conf0
+        xyz_own = own_cam["xyz"].reshape(len(owned), G, 3).astype(np.float64)
+        weights = own_cam["confidence"].reshape(len(owned), G).astype(np.float64) * conf0[own_local]
         T_local = np.tile(np.eye(4), (len(owned), 1, 1))
         for i, j in enumerate(own_local):
             if j > 0:
-                _, R, t = umeyama(xyz_own[j], xyz0[j], with_scale=False, weights=weights[j])
+                _, R, t = umeyama(xyz_own[i], xyz0[j], with_scale=False, weights=weights[i])
                 T_local[i] = similarity_matrix(1.0, R, t)
         T_wc[owned] = rigid_in_world(M, T_local)
         timings["align_s"] += time.perf_counter() - clock
 
         clock = time.perf_counter()
-        K[owned] = [focal_from_points(own_cam["uv"], xyz_own[j], S) for j in own_local]
+        K[owned] = [focal_from_points(own_cam["uv"], xyz_own[i], S) for i in range(len(owned))]
         scale = float(np.cbrt(np.linalg.det(M[:3, :3])))
         maps = point_maps(rt, scene, own_local, depth_size, None, **common)
         depth[owned] = maps["xyz"][..., 2] * scale

@@ -53,7 +53,7 @@ def test_infer_command(cli_export, tmp_path, capsys):
     args = ["infer", str(video), "--engines", str(cli_export), "--out", str(out), "--depth-size", "32",
             "--cloud-size", "16", "--track-grid", "4", "--pose-grid", "8", "--batch-size", "300"]
     assert main(args) == 0
-    assert "2 frames on onnxruntime-cpu" in capsys.readouterr().out
+    assert "frames 0..1 (2) in 1 window(s) on onnxruntime-cpu" in capsys.readouterr().out
 
     rt = load(cli_export)
     scene = rt.encode(video)

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from d4rt.runtime import load
-from tests.exported import exported
+from tests.exported import small_export
 
-T, S = 8, 32
+T, S = 8, 16
 
 
 @pytest.fixture(scope="module")
 def small():
-    model, directory = exported("tiny", T, "fp32", image_size=S)
+    model, directory = small_export()
     return model, directory, load(directory, backend="onnxruntime-cpu")
 
 
@@ -30,7 +30,7 @@ def test_manifest_and_graphs_carry_the_frame_range(small):
 @pytest.mark.parametrize("frames", [2, 6, T])
 def test_any_even_frame_count_matches_the_model(small, frames):
     model, _, rt = small
-    clip = np.random.randint(0, 256, (frames, 40, 56, 3), dtype=np.uint8)
+    clip = np.random.randint(0, 256, (frames, 20, 28, 3), dtype=np.uint8)
     scene = rt.encode(clip)
     assert scene.num_frames == frames
     n = 200
