@@ -12,7 +12,8 @@ F - 1 frames (the tubelet spans 2 frames), overlapping by F - 2.
 Each window w answers in its own frame: camera 0 of the window, its own scale. Its shared frames with window
 w - 1 are queried on the same pixel grid in both windows (in each window's camera 0, at their own time); the
 Sim(3) Umeyama fit on the 85 % most confident pairs (confidence = the product of both windows') maps window w's
-camera 0 into window w - 1's, and the chain of fits maps every window into window 0's camera 0, the world. The
+camera 0 into window w - 1's, and the chain of fits maps every window into window 0's camera 0, the world (each
+frame's pose inside its window is the rigid fit of its own-camera points to its camera-0 points, same rule). The
 shared-frame points are the grid the poses are made of anyway, so the alignment costs no extra queries.
 
 Each source frame is answered by one window, the first that holds it (its "owner"): depth (scaled to the world),
@@ -45,6 +46,7 @@ from d4rt.runtime.runtime import (
 )
 
 KEEP_FRACTION = 0.85  # App. B: the top 85 % most confident shared points enter the Sim(3) fit
+TRIM = 3.0  # then one refit without the pairs whose residual exceeds 3x the median (ours, measured in the results)
 
 
 def default_pose_grid(image_size: int) -> int:
@@ -77,8 +79,12 @@ def plan_windows(num_frames: int, window: int, overlap: int, step: int = 2, min_
     return [range(s, s + window) for s in dict.fromkeys(starts)]
 
 
-def align_sim3(src: np.ndarray, dst: np.ndarray, confidence: np.ndarray, keep: float = KEEP_FRACTION) -> np.ndarray:
-    """[4, 4] Sim(3) matrix mapping src onto dst, fit (Umeyama) on the ``keep`` most confident pairs.
+def align_sim3(src: np.ndarray, dst: np.ndarray, confidence: np.ndarray, keep: float = KEEP_FRACTION,
+               with_scale: bool = True, trim: float | None = TRIM) -> np.ndarray:
+    """[4, 4] Sim(3) matrix mapping src onto dst, fit (Umeyama) on the ``keep`` most confident pairs (rigid SE(3)
+    when not ``with_scale``); then, unless ``trim`` is None, fit again without the pairs whose residual exceeds
+    ``trim`` times the median residual (confidence cannot rank every outlier below every inlier: with 10 %
+    outliers in each window's answers, 19 % of the pairs hold one, more than the 15 % the first fit drops).
 
     Args:
         src, dst: [N, 3] the same points in two frames; confidence: [N] (e.g. the product of both windows').
@@ -94,7 +100,12 @@ def align_sim3(src: np.ndarray, dst: np.ndarray, confidence: np.ndarray, keep: f
             f"only {int(finite.sum())} finite shared points to align two windows; a Sim(3) needs at least 3: "
             f"raise the overlap or the pose grid"
         )
-    s, R, t = umeyama(src[chosen], dst[chosen], with_scale=True)
+    s, R, t = umeyama(src[chosen], dst[chosen], with_scale=with_scale)
+    if trim is not None:
+        residual = np.linalg.norm(s * src[chosen] @ R.T + t - dst[chosen], axis=1)
+        inliers = chosen[residual <= trim * np.median(residual)]
+        if len(inliers) >= 3 and len(inliers) < len(chosen):
+            s, R, t = umeyama(src[inliers], dst[inliers], with_scale=with_scale)
     return similarity_matrix(s, R, t)
 
 
@@ -195,6 +206,7 @@ def encode_video(
     track_uv: np.ndarray | None = None,
     track_t_src: int = 0,
     dense_grid: int | None = None,
+    align_trim: float | None = TRIM,
     keep_memory: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: bool = False,
@@ -210,6 +222,7 @@ def encode_video(
         track_uv: [Q, 2] pixels to track from frame track_t_src (an index into the selection), or None.
         dense_grid: also run dense tracking (Alg. 1, :mod:`d4rt.runtime.dense_tracks`) on a grid x grid of pixels
             of every frame (0: the scene's S); None: off.
+        align_trim: the refit rule of :func:`align_sim3` (None: the paper's top-85 % fit alone).
         keep_memory: keep every window's scene (keys / values) for later queries; default: drop each at once.
     Returns:
         a :class:`VideoScene`.
@@ -285,16 +298,15 @@ def encode_video(
             src = np.concatenate([xyz0[f - rng.start] for f in shared])
             dst = np.concatenate([prev_points[f][0] for f in shared])
             conf = np.concatenate([conf0[f - rng.start] * prev_points[f][1] for f in shared])
-            M = world_from[-1] @ align_sim3(src, dst, conf)
+            M = world_from[-1] @ align_sim3(src, dst, conf, trim=align_trim)
         world_from.append(M)
         prev_points = {f: (xyz0[f - rng.start], conf0[f - rng.start]) for f in rng}
         xyz_own = own_cam["xyz"].reshape(len(owned), G, 3).astype(np.float64)
         weights = own_cam["confidence"].reshape(len(owned), G).astype(np.float64) * conf0[own_local]
         T_local = np.tile(np.eye(4), (len(owned), 1, 1))
-        for i, j in enumerate(own_local):
+        for i, j in enumerate(own_local):  # each frame's pose in the window: the same top-85 % rule, rigid
             if j > 0:
-                _, R, t = umeyama(xyz_own[i], xyz0[j], with_scale=False, weights=weights[i])
-                T_local[i] = similarity_matrix(1.0, R, t)
+                T_local[i] = align_sim3(xyz_own[i], xyz0[j], weights[i], with_scale=False, trim=align_trim)
         T_wc[owned] = rigid_in_world(M, T_local)
         timings["align_s"] += time.perf_counter() - clock
 

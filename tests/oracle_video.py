@@ -44,7 +44,7 @@ class OracleVideo:
         if self.outliers:
             bad = self.rng.random(n) < self.outliers
             xyz[bad] = self.rng.uniform(-5, 5, (bad.sum(), 3)) * scale
-            conf[bad] = self.rng.uniform(-4.0, 4.0, bad.sum())  # outliers are less confident on average
+            conf[bad] = self.rng.uniform(-4.0, 2.0, bad.sum())  # outliers: confidence 0.02 .. 0.88, inliers 0.98
         vis = np.where(q["visible"], 6.0, -6.0)
         f32 = lambda a: a[None].astype(np.float32)  # noqa: E731
         return {"xyz": f32(xyz), "uv_tgt": f32(np.nan_to_num(q["uv_tgt"], nan=-1.0)), "visibility": f32(vis),
