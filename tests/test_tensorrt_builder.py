@@ -65,11 +65,17 @@ def test_missing_tensorrt_says_what_to_install(monkeypatch, tmp_path):
 def test_query_profile_follows_the_manifest():
     _, directory = exported("tiny", 4, "fp32")
     options = EngineBuildOptions(min_queries=2, opt_queries=300, max_queries=5000)
-    profile = query_profile(read_manifest(directory), options)
-    assert profile == {
+    manifest = read_manifest(directory)
+    S, M = manifest.image_size, manifest.memory_tokens
+    kv = manifest.tensors("encoder", "outputs")[0].shape
+    frames = ((1, 2, 3, S, S), (1, 4, 3, S, S), (1, 4, 3, S, S))  # min 2, opt = max = T
+    memory = tuple((*kv[:3], m, kv[4]) for m in ((M - 1) // 2 + 1, M, M))
+    assert query_profile(manifest, options) == {
+        "video": frames, "keys": memory, "values": memory,
         "uv": ((1, 2, 2), (1, 300, 2), (1, 5000, 2)),
         "t": ((1, 2, 3), (1, 300, 3), (1, 5000, 3)),
     }
+    assert query_profile(manifest, options, "encoder") == {"video": frames}
 
 
 def test_engine_manifest_round_trip():
