@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	@start=$$(date +%s); $(PY) scripts/demo.py; rc=$$?; \
+	echo "make demo: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	@start=$$(date +%s); $(PY) -m pytest -q tests; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s of tests (exit $$rc)"; exit $$rc
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out

@@ -26,11 +26,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after each flag's help, unless the help already says its default or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or any(action.default is x for x in (None, False, True, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors that point at --help, and defaults shown in every --help."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
@@ -57,11 +67,12 @@ def kebab_flags(argv: list[str]) -> list[str]:
     """The seed's snake_case flags (``--img_size``) as aliases of the kebab-case ones (``--image-size``)."""
     out = []
     for a in argv:
-        if a.startswith("--") and "_" in a.split("=", 1)[0]:
+        if a.startswith("--"):
             name, eq, value = a.partition("=")
-            a = name.replace("_", "-") + eq + value
+            name = name.replace("_", "-")
+            a = ALIASES.get(name, name) + eq + value
         out.append(a)
-    return [ALIASES.get(a, a) for a in out]
+    return out
 
 
 # old spellings -> today's flag

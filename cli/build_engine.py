@@ -24,6 +24,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="TensorRT 10 only: FP16 builder flag on a float32 graph (TensorRT 11: export --precision fp16)")
 
 
+def validate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from d4rt.cli.common import UsageError
+
+    if not (Path(args.onnx_dir) / "manifest.json").is_file():
+        raise UsageError(f"{args.onnx_dir} is not an export directory (no manifest.json); make one with "
+                         f"`d4rt export CKPT_DIR --out DIR`")
+    if not 1 <= args.min_queries <= args.opt_queries <= args.max_queries:
+        raise UsageError(f"the query profile must satisfy 1 <= --min-queries <= --opt-queries <= --max-queries, got "
+                         f"{args.min_queries}, {args.opt_queries}, {args.max_queries}")
+    if args.workspace_gb is not None and not args.workspace_gb > 0:
+        raise UsageError(f"--workspace-gb must be > 0, got {args.workspace_gb}")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file; name a folder")
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 

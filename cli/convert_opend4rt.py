@@ -15,6 +15,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-yaml", default=None, help="the release's model.yaml (default: the one beside CKPT)")
 
 
+def validate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from d4rt.cli.common import UsageError
+
+    if not Path(args.ckpt).exists():
+        raise UsageError(f"no OpenD4RT checkpoint at {args.ckpt}: give the release's opend4rt.ckpt or its folder")
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; name a folder for config.json + model*.safetensors")
+    for name, value in (("--enc-heads", args.enc_heads), ("--dec-heads", args.dec_heads),
+                        ("--image-size", args.image_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be >= 1, got {value}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 

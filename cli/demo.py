@@ -57,72 +57,75 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from d4rt.benchmarking import bench_runtime
     from d4rt.checkpoint import load_or_init
+    from d4rt.cli.common import output_dir
     from d4rt.export.onnx_export import export_onnx
     from d4rt.export.parity import verify_export
     from d4rt.runtime import load
-    from d4rt.benchmarking import bench_runtime
     from d4rt.runtime.infer import infer_clip
 
     started = time.perf_counter()
-    out = Path(args.out)
-    engines = out / "engines"
-    engines.mkdir(parents=True, exist_ok=True)
+    final = Path(args.out)
+    # The demo's own folder: replaced whole by each run (never a mix of two runs), nothing left if it fails.
+    with output_dir(final, overwrite=True) as out:
+        engines = out / "engines"
+        engines.mkdir(parents=True, exist_ok=True)
 
-    # 1. the model
-    ckpt = Path(args.checkpoint)
-    if (ckpt / "config.json").is_file():
-        model, info = load_or_init(ckpt, engines)
-        print(f"[1/6] model: checkpoint {ckpt} ({model.num_parameters() / 1e6:.2f} M parameters)")
-    else:
-        model, info = load_or_init(None, engines, preset="tiny", random_init=True, seed=args.seed)
-        print(f"[1/6] model: no checkpoint at {ckpt}, so a seeded random tiny model (seed {args.seed}, "
-              f"{model.num_parameters() / 1e6:.2f} M parameters): the pipeline is real, its outputs carry no meaning")
+        # 1. the model
+        ckpt = Path(args.checkpoint)
+        if (ckpt / "config.json").is_file():
+            model, info = load_or_init(ckpt, engines)
+            print(f"[1/6] model: checkpoint {ckpt} ({model.num_parameters() / 1e6:.2f} M parameters)")
+        else:
+            model, info = load_or_init(None, engines, preset="tiny", random_init=True, seed=args.seed)
+            print(f"[1/6] model: no checkpoint at {ckpt}, so a seeded random tiny model (seed {args.seed}, "
+                  f"{model.num_parameters() / 1e6:.2f} M parameters): the pipeline is real, its outputs carry no meaning")
 
-    # 2. export
-    t0 = time.perf_counter()
-    manifest = export_onnx(model, engines, precision="fp32", checkpoint=info, progress=False)
-    print(f"[2/6] exported encoder.onnx + decoder.onnx (opset {manifest.opset}, T={manifest.num_frames}, "
-          f"S={manifest.image_size}) to {engines} in {time.perf_counter() - t0:.1f} s")
-
-    # 3. parity
-    report = verify_export(model, engines, queries=2048, raise_on_failure=False)
-    print("[3/6] " + report.table().replace("\n", "\n      "))
-    if not report.passed:
-        return 1
-
-    # 4. TensorRT when present
-    if importlib.util.find_spec("tensorrt") is not None:
-        from d4rt.export.tensorrt import EngineBuildOptions, build_engines
-
+        # 2. export
         t0 = time.perf_counter()
-        build_engines(engines, engines, EngineBuildOptions(opt_queries=4096, max_queries=16384), progress=False)
-        print(f"[4/6] built TensorRT engines in {time.perf_counter() - t0:.0f} s")
-    else:
-        print("[4/6] TensorRT is not installed here: no engine built (`d4rt build-engine` on a GPU machine)")
+        manifest = export_onnx(model, engines, precision="fp32", checkpoint=info, progress=False)
+        print(f"[2/6] exported encoder.onnx + decoder.onnx (opset {manifest.opset}, T={manifest.num_frames}, "
+              f"S={manifest.image_size}) to {final / 'engines'} in {time.perf_counter() - t0:.1f} s")
 
-    # 5. a clip through the best backend
-    clip_path = Path(args.clip)
-    if clip_path.is_file():
-        clip, clip_name = clip_path, str(clip_path)
-    else:
-        clip = moving_texture_clip(manifest.num_frames, seed=args.seed)
-        np.save(out / "sample_clip.npy", clip)
-        clip_name = f"a generated {clip.shape[0]}-frame {clip.shape[2]}x{clip.shape[1]} moving-texture clip"
-    rt = load(engines, backend=args.backend)
-    summary = infer_clip(rt, clip, out / "results", depth_size=args.depth_size, progress=False)
-    timing = ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in summary["timings"].items())
-    print(f"[5/6] {clip_name} on {rt.name}: {timing}")
-    print(f"      wrote depth maps, points.ply ({summary['cloud_points']} points), trajectory.json, tracks.npz and "
-          f"preview.png to {out / 'results'}")
+        # 3. parity
+        report = verify_export(model, engines, queries=2048, raise_on_failure=False)
+        print("[3/6] " + report.table().replace("\n", "\n      "))
+        if not report.passed:
+            return 1  # the folder is still written: its parity report says what failed
 
-    # 6. speed beside eager PyTorch
-    rows = [bench_runtime(r, [2048], repeats=3, warmup=1) for r in (rt, load(engines, backend="torch"))]
-    print("[6/6] speed on this machine (median of 3 after 1 warm-up):")
-    for r in rows:
-        q = r["query"]["2048"]
-        print(f"      {r['backend']:16s} encode {r['encode_ms']:8.1f} ms   {q['queries_per_s']:10,.0f} queries/s "
-              f"(batches of 2048)")
+        # 4. TensorRT when present
+        if importlib.util.find_spec("tensorrt") is not None:
+            from d4rt.export.tensorrt import EngineBuildOptions, build_engines
+
+            t0 = time.perf_counter()
+            build_engines(engines, engines, EngineBuildOptions(opt_queries=4096, max_queries=16384), progress=False)
+            print(f"[4/6] built TensorRT engines in {time.perf_counter() - t0:.0f} s")
+        else:
+            print("[4/6] TensorRT is not installed here: no engine built (`d4rt build-engine` on a GPU machine)")
+
+        # 5. a clip through the best backend
+        clip_path = Path(args.clip)
+        if clip_path.is_file():
+            clip, clip_name = clip_path, str(clip_path)
+        else:
+            clip = moving_texture_clip(manifest.num_frames, seed=args.seed)
+            np.save(out / "sample_clip.npy", clip)
+            clip_name = f"a generated {clip.shape[0]}-frame {clip.shape[2]}x{clip.shape[1]} moving-texture clip"
+        rt = load(engines, backend=args.backend)
+        summary = infer_clip(rt, clip, out / "results", depth_size=args.depth_size, progress=False)
+        timing = ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in summary["timings"].items())
+        print(f"[5/6] {clip_name} on {rt.name}: {timing}")
+        print(f"      wrote depth maps, points.ply ({summary['cloud_points']} points), trajectory.json, tracks.npz and "
+              f"preview.png to {final / 'results'}")
+
+        # 6. speed beside eager PyTorch
+        rows = [bench_runtime(r, [2048], repeats=3, warmup=1) for r in (rt, load(engines, backend="torch"))]
+        print("[6/6] speed on this machine (median of 3 after 1 warm-up):")
+        for r in rows:
+            q = r["query"]["2048"]
+            print(f"      {r['backend']:16s} encode {r['encode_ms']:8.1f} ms   {q['queries_per_s']:10,.0f} queries/s "
+                  f"(batches of 2048)")
     print(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -17,6 +17,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from d4rt.config import D4RTConfig
+    from d4rt.memory_plan import format_plan, plan
     from d4rt.runtime.files import write_text_atomic
 
     config = D4RTConfig.load(args.config) if args.config else D4RTConfig.preset(args.preset)

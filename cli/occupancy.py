@@ -12,9 +12,11 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from d4rt.cli.common import add_output_arguments
+
     p.add_argument("video", help="the clip: a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8")
     p.add_argument("--engines", required=True, help="engine directory written by the export")
-    p.add_argument("--out", required=True, help="output directory")
+    add_output_arguments(p)
     p.add_argument("--start", type=int, default=0, help="first frame of the video to use")
     p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
     p.add_argument(
@@ -58,45 +60,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def validate(args: argparse.Namespace) -> None:
+    """Every argument checked before the engines load; a problem is one line (exit 2)."""
     from pathlib import Path
 
-    from d4rt.occupancy.grid import check_voxel_size
+    from d4rt.cli.common import UsageError, check_output
 
     if not Path(args.video).exists():
-        raise FileNotFoundError(f"no video at {args.video}")
+        raise UsageError(f"no video at {args.video}")
     if not Path(args.engines).is_dir():
-        raise FileNotFoundError(f"no engine directory at {args.engines}; build one with the export first")
-    check_voxel_size(args.voxel)
+        raise UsageError(f"no engine directory at {args.engines}; make one with `d4rt export CKPT_DIR --out DIR`")
+    if not (args.voxel > 0 and args.voxel < float("inf")):
+        raise UsageError(f"--voxel must be a positive voxel edge in scene units, got {args.voxel}")
+    if args.start < 0 or args.stride < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise UsageError(f"--start must be >= 0, --stride >= 1 and --max-frames >= 1; got {args.start}, "
+                         f"{args.stride}, {args.max_frames}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.grid is not None and args.grid < 2:
-        raise ValueError(f"--grid must be at least 2 queries per side, got {args.grid}")
+        raise UsageError(f"--grid must be at least 2 queries per side, got {args.grid}")
     if args.pose_grid < 2:
-        raise ValueError(f"--pose-grid must be at least 2 queries per side, got {args.pose_grid}")
+        raise UsageError(f"--pose-grid must be at least 2 queries per side, got {args.pose_grid}")
     if args.smooth < 0:
-        raise ValueError(f"--smooth must be >= 0, got {args.smooth}")
+        raise UsageError(f"--smooth must be >= 0, got {args.smooth}")
     if args.window < 1:
-        raise ValueError(f"--window must be >= 1 frame, got {args.window}")
+        raise UsageError(f"--window must be >= 1 frame, got {args.window}")
     if not args.no_plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError as e:
-            raise ImportError("the bird's-eye-view plot needs matplotlib: pip install matplotlib, or --no-plot") from e
+            raise UsageError("the bird's-eye-view plot needs matplotlib: pip install matplotlib, or --no-plot") from e
+    check_output(args.out, args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_args(args)
     import json
     import time
     from pathlib import Path
 
-    from d4rt.runtime import load
-    from d4rt.runtime.infer import load_frames
-    from d4rt.runtime.files import write_text_atomic
+    from d4rt.cli.common import output_dir
     from d4rt.occupancy.grid import occupancy_from_scene
-    from d4rt.occupancy.io import plot_bev, save_occupancy, write_ply
+    from d4rt.occupancy.io import plot_bev, save_occupancy, write_frame_ply
     from d4rt.occupancy.temporal import smooth_occupancy, window_union
+    from d4rt.runtime import load
+    from d4rt.runtime.files import write_text_atomic
+    from d4rt.runtime.infer import load_frames
 
-    out = Path(args.out)
     timings = {}
     t0 = time.perf_counter()
     rt = load(args.engines, backend=args.backend)
@@ -128,37 +137,38 @@ def run(args: argparse.Namespace) -> int:
         occ = window_union(occ, args.window)
     timings["temporal_s"] = time.perf_counter() - t0
 
-    files = [save_occupancy(out / "occupancy.npz", occ)]
-    frames = {"all": range(occ.num_frames), "last": [occ.num_frames - 1], "none": []}[args.ply]
-    files += [write_ply(out / "ply" / f"frame_{t:04d}.ply", occ, t) for t in frames]
-    if not args.no_plot:
-        files.append(plot_bev(out / "bev.png", occ, y_range=args.bev_y_range))
-    counts = occ.counts()
-    summary = {
-        "video": str(args.video),
-        "engines": str(args.engines),
-        "backend": rt.name,
-        "start": args.start,
-        "stride": args.stride,
-        "grid": args.grid or scene.image_size,
-        "pose_grid": args.pose_grid,
-        "frames": occ.num_frames,
-        "grid_shape": list(occ.grid.shape),
-        "voxel_size": occ.grid.voxel_size,
-        "metric_scale": occ.metric_scale,
-        "origin": occ.grid.origin.tolist(),
-        "smooth": args.smooth,
-        "window": args.window,
-        "occupied_per_frame": counts[:, 0].tolist(),
-        "free_per_frame": counts[:, 1].tolist(),
-        **timings,
-    }
-    files.append(write_text_atomic(out / "summary.json", json.dumps(summary, indent=1)))
+    with output_dir(args.out, args.overwrite) as out:
+        files = [save_occupancy(out / "occupancy.npz", occ)]
+        frames = {"all": range(occ.num_frames), "last": [occ.num_frames - 1], "none": []}[args.ply]
+        files += [write_frame_ply(out / "ply" / f"frame_{t:04d}.ply", occ, t) for t in frames]
+        if not args.no_plot:
+            files.append(plot_bev(out / "bev.png", occ, y_range=args.bev_y_range))
+        counts = occ.counts()
+        summary = {
+            "video": str(args.video),
+            "engines": str(args.engines),
+            "backend": rt.name,
+            "start": args.start,
+            "stride": args.stride,
+            "grid": args.grid or scene.image_size,
+            "pose_grid": args.pose_grid,
+            "frames": occ.num_frames,
+            "grid_shape": list(occ.grid.shape),
+            "voxel_size": occ.grid.voxel_size,
+            "metric_scale": occ.metric_scale,
+            "origin": occ.grid.origin.tolist(),
+            "smooth": args.smooth,
+            "window": args.window,
+            "occupied_per_frame": counts[:, 0].tolist(),
+            "free_per_frame": counts[:, 1].tolist(),
+            **timings,
+        }
+        files.append(write_text_atomic(out / "summary.json", json.dumps(summary, indent=1)))
 
     print(f"{occ.num_frames} frames, grid {' x '.join(map(str, occ.grid.shape))} at {occ.grid.voxel_size:g}")
     print(f"{'frame':>5s} {'occupied':>9s} {'free':>9s} {'unobserved':>11s}")
     for t, (o, f, u) in enumerate(counts):
         print(f"{t:5d} {o:9d} {f:9d} {u:11d}")
     print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timings.items()))
-    print(f"wrote {len(files)} files to {out}")
+    print(f"wrote {len(files)} files to {args.out}")
     return 0

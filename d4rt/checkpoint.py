@@ -70,34 +70,26 @@ def load_into(model_meta: "torch.nn.Module", state: dict[str, torch.Tensor], sou
 
 
 def save_pretrained(model: "torch.nn.Module", directory: str | Path) -> Path:
-    """``config.json`` + ``model.safetensors``, or shards + ``model.safetensors.index.json`` above 2 GB."""
+    """``config.json`` + ``model.safetensors``, or shards + ``model.safetensors.index.json`` above 2 GB.
+
+    The shard plan (names, index) is huggingface_hub's :func:`split_torch_state_dict_into_shards`, so the folder
+    is what ``transformers``-style tools expect; each file is written atomically (never a half-written shard).
+    """
+    from huggingface_hub import split_torch_state_dict_into_shards
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > MAX_SHARD_BYTES:
-            shards.append({})
-            size = 0
-        shards[-1][name] = tensor
-        size += nbytes
+    split = split_torch_state_dict_into_shards(state, filename_pattern="model{suffix}.safetensors",
+                                               max_shard_size=MAX_SHARD_BYTES)
     for stale in [directory / WEIGHTS_NAME, directory / INDEX_NAME, *directory.glob("model-*-of-*.safetensors")]:
         stale.unlink(missing_ok=True)
     metadata = {"format": "pt", "d4rt_config": json.dumps(model.config.to_dict())}
-    if len(shards) == 1:
-        with atomic_path(directory / WEIGHTS_NAME) as tmp:
-            save_file(shards[0], str(tmp), metadata=metadata)
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards):
-            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            with atomic_path(directory / name) as tmp:
-                save_file(shard, str(tmp), metadata=metadata)
-            weight_map.update({k: name for k in shard})
-        total = sum(t.numel() * t.element_size() for t in state.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    for filename, names in split.filename_to_tensors.items():
+        with atomic_path(directory / filename) as tmp:
+            save_file({k: state[k] for k in names}, str(tmp), metadata=metadata)
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
         write_text_atomic(directory / INDEX_NAME, json.dumps(index, indent=2) + "\n")
     model.config.save(directory / CONFIG_NAME)
     return directory
@@ -129,9 +121,11 @@ def read_safetensors(directory: Path, device: str = "cpu") -> dict[str, torch.Te
 
 
 def load_pretrained(
-    directory: str | Path, attention: str | None = None, device: str = "cpu", **config_overrides
+    directory: str | Path, attention: str | None = None, device: str = "cpu", dtype: torch.dtype | None = torch.float32,
+    **config_overrides,
 ) -> "torch.nn.Module":
-    """Load a save_pretrained directory. Names and shapes are checked; the weights keep the file's dtype."""
+    """Load a save_pretrained directory. Names and shapes are checked. The model comes back in ``dtype``
+    (float32 unless asked otherwise; ``dtype=None`` keeps the file's dtype, e.g. the bundled float16 weights)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
@@ -141,6 +135,8 @@ def load_pretrained(
     if config_overrides:
         config = config.replace(**config_overrides)
     state = read_safetensors(directory, device)
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     return load_into(build_empty(config), state, f"checkpoint {directory}").eval()
 
 

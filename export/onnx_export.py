@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from d4rt.runtime.manifest import (
     DYNAMIC_DIMS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    EXPORT_ID_KEY,
     GRAPH_FILES,
     MANIFEST_NAME,
     PRECISIONS,
@@ -186,6 +188,7 @@ def export_onnx(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest unless this export completes
 
+    export_id = uuid.uuid4().hex
     previous_attention = cfg.attention
     graph_model = to_float16(model) if precision == "fp16" else model.eval().set_attention("eager")
     try:
@@ -230,6 +233,7 @@ def export_onnx(
                     )
                     fold_weight_slices(program.model)
                     name_dynamic_dims(program.model, dynamic_frames)
+                    program.model.metadata_props[EXPORT_ID_KEY] = export_id
                     program.save(str(path), external_data=use_external)
                 del program
                 onnx.checker.check_model(str(path), full_check=True)
@@ -267,6 +271,7 @@ def export_onnx(
         opset=opset,
         checkpoint=checkpoint or {},
         graphs=graphs,
+        export_id=export_id,
     )
     write_manifest(out_dir, manifest)
     return manifest

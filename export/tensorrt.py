@@ -30,11 +30,13 @@ from d4rt.runtime.files import write_bytes_atomic
 from d4rt.runtime.manifest import (
     DEFAULT_QUERY_PROFILE,
     ENGINE_FILES,
+    EXPORT_ID_KEY,
     HARDWARE_COMPAT,
     FRAME_DIM,
     MEMORY_DIM,
     QUERY_DIM,
     Manifest,
+    check_export_ids,
     check_graph_files,
     major_minor,
     read_manifest,
@@ -128,7 +130,7 @@ def engine_section(
         "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **{
             graph: {"file": ENGINE_FILES[graph], "sha256": engine_sha256[graph],
-                    "onnx_sha256": manifest.graphs[graph]["sha256"]}
+                    "onnx_sha256": manifest.graphs[graph]["sha256"], "export_id": manifest.export_id}
             for graph in ENGINE_FILES
         },
     }
@@ -281,6 +283,15 @@ def warn_unsupported_nodes(onnx_dir: Path, manifest) -> None:
             warnings.warn(f"{graph}.onnx has nodes TensorRT's ONNX parser may refuse: {bad[:10]}", stacklevel=2)
 
 
+def onnx_export_id(path: Path) -> str | None:
+    """The export id in an ONNX graph's metadata (written by ``export_onnx``), without loading its weights.
+    TensorRT engines carry no such metadata, so the engines' manifest entries record the id they were built from."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return props.get(EXPORT_ID_KEY)
+
+
 def build_engines(
     onnx_dir: str | Path, out_dir: str | Path | None = None, options: EngineBuildOptions | None = None,
     progress: bool = True,
@@ -299,6 +310,8 @@ def build_engines(
     out_dir = Path(out_dir) if out_dir is not None else onnx_dir
     manifest = read_manifest(onnx_dir)
     check_graph_files(manifest, onnx_dir)
+    check_export_ids(manifest, {graph: onnx_export_id(onnx_dir / manifest.graphs[graph]["file"])
+                                for graph in ENGINE_FILES}, str(onnx_dir))
     warn_unsupported_nodes(onnx_dir, manifest)
 
     trt = import_tensorrt()

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from d4rt.runtime.geometry import focal_from_points
+from d4rt.runtime.geometry import focal_from_points, transform_points
 from d4rt.runtime.runtime import check_grid_size, point_maps
 
 DEFAULT_MAX_VOXELS = 2**27  # 134 M voxels: two boolean scratch grids of 134 MB each
@@ -444,7 +444,7 @@ def occupancy_from_point_maps(
     if max_range is not None:
         keep &= np.linalg.norm(xyz, axis=-1) * metric_scale <= max_range
     T_wc = _check_poses(T_wc, T)
-    points_world = [xyz[t][keep[t]] @ T_wc[t, :3, :3].T + T_wc[t, :3, 3] for t in range(T)]
+    points_world = [transform_points(T_wc[t], xyz[t][keep[t]]) for t in range(T)]
     return occupancy_from_rays(points_world, T_wc, K, voxel_size, metric_scale, grid, max_voxels, progress)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from d4rt.runtime.files import atomic_path
 from d4rt.occupancy.grid import Occupancy, VoxelGrid
-from d4rt.runtime.outputs import write_ply as write_ply_points
+from d4rt.runtime.outputs import write_ply
 
 FORMAT = "d4rt-occupancy-v1"
 _KEYS = ("format", "origin", "voxel_size", "shape", "metric_scale", "T_wc", "K") + tuple(
@@ -131,13 +131,13 @@ def _height_colors(height: np.ndarray) -> np.ndarray:
     return np.stack([255 * h, 255 * (1 - np.abs(2 * h - 1)), 255 * (1 - h)], -1).round().astype(np.uint8)
 
 
-def write_ply(path: str | Path, occ: Occupancy, t: int) -> Path:
+def write_frame_ply(path: str | Path, occ: Occupancy, t: int) -> Path:
     """Frame t's occupied voxel centres as a binary PLY (world frame, metric units), coloured by height (-y)."""
     if not 0 <= t < occ.num_frames:
         raise ValueError(f"frame t={t} is out of range: the clip has {occ.num_frames} frames")
     xyz = occ.grid.centers(occ.occupied[t])
     comment = f"d4rt occupancy frame {t}, voxel size {occ.grid.voxel_size:g}, world = frame 0 camera"
-    return write_ply_points(path, xyz, _height_colors(-xyz[:, 1].astype(np.float64)), comment)
+    return write_ply(path, xyz, _height_colors(-xyz[:, 1].astype(np.float64)), comment)
 
 
 def bev_states(occ: Occupancy, t: int, y_range: tuple[float, float] | None = None) -> np.ndarray:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from d4rt.runtime.geometry import umeyama
 from d4rt.occupancy.grid import Occupancy, _check_poses
+from d4rt.runtime.geometry import transform_points, umeyama
 
 ALIGNMENTS = ("median", "sim3")
 
@@ -165,8 +165,7 @@ def world_points(xyz_cam: np.ndarray, T_wc: np.ndarray) -> np.ndarray:
     """Point maps [T, ..., 3] in each frame's camera -> the same points in the world, [T, ..., 3] float64."""
     xyz = np.asarray(xyz_cam, np.float64)
     flat = xyz.reshape(len(xyz), -1, 3)
-    out = flat @ np.swapaxes(T_wc[:, :3, :3], 1, 2) + T_wc[:, None, :3, 3]
-    return out.reshape(xyz.shape)
+    return transform_points(np.asarray(T_wc, np.float64)[:, None], flat).reshape(xyz.shape)
 
 
 def apply_similarity(xyz_cam: np.ndarray, T_wc: np.ndarray, s: float, R: np.ndarray, t: np.ndarray):

@@ -19,8 +19,10 @@ from d4rt.runtime.manifest import (
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     EXPORT_HINT,
+    EXPORT_ID_KEY,
     Manifest,
     TensorSpec,
+    check_export_ids,
     check_graph_files,
 )
 
@@ -101,6 +103,10 @@ class OnnxRuntimeBackend:
         self.decoder = self._session(directory / manifest.graphs["decoder"]["file"], options, providers)
         self._check_io(self.encoder, "encoder", ENCODER_INPUTS, ENCODER_OUTPUTS)
         self._check_io(self.decoder, "decoder", DECODER_INPUTS, DECODER_OUTPUTS)
+        check_export_ids(manifest, {
+            graph: session.get_modelmeta().custom_metadata_map.get(EXPORT_ID_KEY)
+            for graph, session in (("encoder", self.encoder), ("decoder", self.decoder))
+        }, str(directory))
 
     def _providers(self, provider: str, directory: Path) -> list:
         if provider == "cpu":

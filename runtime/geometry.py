@@ -110,3 +110,25 @@ def grid_uv(n: int) -> np.ndarray:
     g = np.linspace(0.0, 1.0, n, dtype=np.float32)
     u, v = np.meshgrid(g, g, indexing="xy")
     return np.stack([u.ravel(), v.ravel()], -1)
+
+
+# ----- rigid transforms (the one place in the house) ----------------------------------------------------------
+def rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """[..., 3, 3], [..., 3] -> [..., 4, 4] homogeneous transform x -> R x + t."""
+    M = np.zeros(R.shape[:-2] + (4, 4))
+    M[..., :3, :3] = R
+    M[..., :3, 3] = t
+    M[..., 3, 3] = 1.0
+    return M
+
+
+def invert_rigid(M: np.ndarray) -> np.ndarray:
+    """Inverse of rigid transforms [..., 4, 4]."""
+    R, t = M[..., :3, :3], M[..., :3, 3]
+    Rt = np.swapaxes(R, -1, -2)
+    return rigid(Rt, -(Rt @ t[..., None])[..., 0])
+
+
+def transform_points(M: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Apply [..., 4, 4] to points [..., 3] (broadcasting)."""
+    return (M[..., :3, :3] @ p[..., None])[..., 0] + M[..., :3, 3]

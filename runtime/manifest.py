@@ -50,6 +50,9 @@ DYNAMIC_DIMS = (QUERY_DIM, FRAME_DIM, MEMORY_DIM)
 DEFAULT_QUERY_PROFILE = (1, 4096, 65536)  # min / opt / max N of TensorRT profiles (d4rt build-engine, ORT's TRT EP)
 
 EXPORT_HINT = "re-export with `d4rt export CKPT_DIR --out DIR`"
+# Both graphs of one export carry the same random id in their ONNX metadata (and the manifest records it), so an
+# encoder.onnx from another export of the same shapes is refused even when someone edits the manifest's sha256.
+EXPORT_ID_KEY = "d4rt.export_id"
 BUILD_HINT = "rebuild the engines on this machine with `d4rt build-engine ONNX_DIR --out DIR`"
 
 
@@ -124,6 +127,7 @@ class Manifest:
     graphs: dict[str, dict[str, Any]]
     engines: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
+    export_id: str = ""
     d4rt_version: str = ""
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
@@ -178,10 +182,27 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
     return write_text_atomic(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
+def check_export_ids(manifest: Manifest, found: dict[str, str | None], where: str) -> None:
+    """``found`` maps "encoder" / "decoder" to the export id read from that graph (ONNX metadata or an engine's
+    manifest entry); every one must equal the manifest's. Manifests written before export ids existed have none
+    and are not checked."""
+    if not manifest.export_id:
+        return
+    for graph, export_id in found.items():
+        if export_id != manifest.export_id:
+            raise ValueError(
+                f"the {graph} in {where} comes from another export (export id {export_id or 'none'}) than this "
+                f"manifest ({manifest.export_id}); the encoder and decoder of one engine directory must be exported "
+                f"together: {EXPORT_HINT}"
+            )
+
+
 def read_manifest(directory: str | Path) -> Manifest:
     """Read and validate ``directory/manifest.json``; FileNotFoundError / ValueError say what is wrong and what
     to do."""
     directory = Path(directory)
+    if directory.name == MANIFEST_NAME and directory.is_file():
+        directory = directory.parent  # the manifest's own path names its folder
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
         raise FileNotFoundError(f"engine directory {directory} does not exist; {EXPORT_HINT}")
@@ -318,6 +339,7 @@ def check_engines_match_graphs(manifest: Manifest) -> None:
                 f"the {graph} engine was built from another {GRAPH_FILES[graph]} (sha256 {built_from}) than the one "
                 f"in the manifest ({manifest.graphs[graph]['sha256']}); {BUILD_HINT}"
             )
+    check_export_ids(manifest, {g: manifest.engines[g].get("export_id") for g in ENGINE_FILES}, "the engines")
 
 
 def major_minor(version: str) -> tuple[int, int]:

@@ -175,7 +175,7 @@ class Runtime:
             raise ValueError(
                 f"the clip gives more than the {T} frames these engines encode at once (start={start}, "
                 f"stride={stride}); run it in aligned windows with rt.encode_video(...) (what `d4rt infer` does), "
-                f"or keep {T} frames with max_frames={T}"
+                f"or keep {T} frames with max_frames={T} (`--max-frames {T}`)"
             )
         frames = frames[: usable_frame_count(len(frames), self.frame_range, self.frame_step)]
         clip: Clip = prepare_clip(frames, self.image_size)

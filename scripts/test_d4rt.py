@@ -3,12 +3,9 @@
     python scripts/test_d4rt.py --test_data_path clips/test --synthetic 20 --ckpt checkpoints/tiny-synthetic
 """
 
-import argparse
 import sys
 
-from d4rt import command_evaluate
+from d4rt.cli import main
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    command_evaluate.add_arguments(parser)
-    sys.exit(command_evaluate.run(parser.parse_args()))
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -4,12 +4,9 @@
     python scripts/train_d4rt.py --train_data_path clips/train --val_data_path clips/val --devices 8 --strategy ddp
 """
 
-import argparse
 import sys
 
-from d4rt import command_train
+from d4rt.cli import main
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    command_train.add_arguments(parser)
-    sys.exit(command_train.run(parser.parse_args()))
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -154,7 +154,7 @@ def test_evaluate_command_on_public_layouts(tmp_path, scene_tracks, fmt):
     import argparse
     import json
 
-    from d4rt import command_evaluate
+    from d4rt.cli import evaluate as command_evaluate
     from d4rt.evaluation.evaluate import evaluate
 
     clip, world, cam, pix, vis, uv, t_src = scene_tracks

@@ -56,6 +56,9 @@ def test_bad_queries(model):
         (dict(t_cam=tc.float()), "t_cam must be an integer tensor"),
         (dict(t_cam=tc[:, :3]), "t_cam must be \\[B, N\\]"),
         (dict(uv=uv.expand(2, -1, -1)), "uv has batch 2"),
+        (dict(uv=uv[:, :0], t_src=ts[:, :0], t_tgt=tt[:, :0], t_cam=tc[:, :0]), "N = 0 queries"),
+        (dict(t_src=2), "t_src must be a torch.Tensor"),
+        (dict(uv=uv.numpy()), "uv must be a torch.Tensor"),
     ]
     base = dict(uv=uv, t_src=ts, t_tgt=tt, t_cam=tc)
     for change, message in cases:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from d4rt.occupancy.grid import FREE, OCCUPIED, UNOBSERVED, Occupancy, VoxelGrid
-from d4rt.occupancy.io import bev_states, load_occupancy, plot_bev, save_occupancy, write_ply
+from d4rt.occupancy.io import bev_states, load_occupancy, plot_bev, save_occupancy, write_frame_ply
 from d4rt.occupancy.metrics import occupancy_scores
 
 
@@ -109,17 +109,17 @@ def test_ply_parses_back(tmp_path):
     rng = np.random.default_rng()
     occ = random_occupancy(rng)
     t = 2
-    path = write_ply(tmp_path / "frame.ply", occ, t)
+    path = write_frame_ply(tmp_path / "frame.ply", occ, t)
     v = parse_ply(path)
     xyz = np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float64)
     ijk = occ.grid.voxel_coords(occ.occupied[t])
     expected = occ.grid.origin + (ijk + 0.5) * occ.grid.voxel_size
     np.testing.assert_allclose(xyz, expected, rtol=1e-6, atol=1e-6)
     assert {"red", "green", "blue"} <= set(v.dtype.names)
-    empty = parse_ply(write_ply(tmp_path / "empty.ply", occ, 0))
+    empty = parse_ply(write_frame_ply(tmp_path / "empty.ply", occ, 0))
     assert len(empty) == 0
     with pytest.raises(ValueError, match="out of range"):
-        write_ply(tmp_path / "x.ply", occ, occ.num_frames)
+        write_frame_ply(tmp_path / "x.ply", occ, occ.num_frames)
 
 
 def test_bev_states_and_png(tmp_path):

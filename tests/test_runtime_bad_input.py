@@ -231,3 +231,23 @@ def test_scene_of_a_collected_runtime_is_refused():
     other = load(directory, backend="onnxruntime-cpu")
     with pytest.raises(ValueError, match="encoded by another runtime"):
         other.query(scene, np.random.rand(3, 2).astype(np.float32), 0, 0, 0)
+
+
+def test_encoder_of_another_export_is_refused_even_with_an_edited_manifest(private_export, tmp_path):
+    from d4rt.export import export_onnx
+    from d4rt.runtime.manifest import sha256_file
+    from tests.exported import random_model
+
+    other = tmp_path / "other"
+    export_onnx(random_model("tiny"), other, num_frames=T, progress=False)  # same shapes, other weights
+    (private_export / "encoder.onnx").write_bytes((other / "encoder.onnx").read_bytes())
+    path = private_export / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["graphs"]["encoder"]["sha256"] = sha256_file(private_export / "encoder.onnx")
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="encoder in .* comes from another export .* exported together"):
+        load(private_export, backend="onnxruntime-cpu")
+
+
+def test_manifest_path_names_its_folder(private_export):
+    assert load(private_export / "manifest.json", backend="onnxruntime-cpu").num_frames == T

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from d4rt.runtime.files import atomic_path
+from d4rt.runtime.geometry import invert_rigid, rigid, transform_points  # noqa: F401 (re-exported)
 
 CLIP_FORMAT_VERSION = 1
 BACKGROUND = 0  # instance id of the room
@@ -54,27 +55,6 @@ def rotation_from_rotvec(rotvec: np.ndarray) -> np.ndarray:
     Kx = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*axis.shape[:-1], 3, 3)
     a = angle[..., None]
     return np.eye(3) + np.sin(a) * Kx + (1 - np.cos(a)) * (Kx @ Kx)
-
-
-def rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """[..., 3, 3], [..., 3] -> [..., 4, 4] homogeneous transform x -> R x + t."""
-    M = np.zeros(R.shape[:-2] + (4, 4))
-    M[..., :3, :3] = R
-    M[..., :3, 3] = t
-    M[..., 3, 3] = 1.0
-    return M
-
-
-def invert_rigid(M: np.ndarray) -> np.ndarray:
-    """Inverse of rigid transforms [..., 4, 4]."""
-    R, t = M[..., :3, :3], M[..., :3, 3]
-    Rt = np.swapaxes(R, -1, -2)
-    return rigid(Rt, -(Rt @ t[..., None])[..., 0])
-
-
-def transform_points(M: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Apply [..., 4, 4] to points [..., 3] (broadcasting)."""
-    return (M[..., :3, :3] @ p[..., None])[..., 0] + M[..., :3, 3]
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:

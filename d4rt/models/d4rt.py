@@ -161,11 +161,15 @@ class D4RT(nn.Module):
         return save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, attention: str | None = None, **config_overrides) -> "D4RT":
-        """Load a directory written by :meth:`save_pretrained`, checking every name and shape."""
+    def from_pretrained(cls, directory: str | Path, attention: str | None = None, dtype=None, **config_overrides) -> "D4RT":
+        """Load a directory written by :meth:`save_pretrained`, checking every name and shape.
+
+        float32 unless ``dtype`` is given (the bundled checkpoint is stored in float16 to stay small)."""
+        import torch
+
         from d4rt.checkpoint import load_pretrained
 
-        return load_pretrained(directory, attention=attention, **config_overrides)
+        return load_pretrained(directory, attention=attention, dtype=dtype or torch.float32, **config_overrides)
 
     @classmethod
     def from_opend4rt(cls, path: str | Path, attention: str | None = None, **options) -> "D4RT":

@@ -71,13 +71,20 @@ def check_aspect_ratio(aspect_ratio: torch.Tensor | float | None, batch: int, de
 def check_queries(
     uv: torch.Tensor, t_src: torch.Tensor, t_tgt: torch.Tensor, t_cam: torch.Tensor, batch: int, num_frames: int
 ) -> None:
-    """uv [B, N, 2] float in [0, 1]; t_src, t_tgt, t_cam [B, N] integer in [0, T)."""
+    """uv [B, N, 2] float in [0, 1]; t_src, t_tgt, t_cam [B, N] integer in [0, T); N >= 1."""
+    for name, x in (("uv", uv), ("t_src", t_src), ("t_tgt", t_tgt), ("t_cam", t_cam)):
+        if not isinstance(x, torch.Tensor):
+            shape = "[B, N, 2] float" if name == "uv" else "[B, N] int64"
+            raise ValueError(f"{name} must be a torch.Tensor {shape}, got {type(x).__name__} "
+                             f"(e.g. torch.full((B, N), t) for one frame index t)")
     if uv.ndim != 3 or uv.shape[-1] != 2:
         raise ValueError(f"uv must be [B, N, 2], got shape {tuple(uv.shape)}")
     if uv.shape[0] != batch:
         raise ValueError(f"uv has batch {uv.shape[0]} but the video / memory has batch {batch}")
     if not uv.is_floating_point():
         raise ValueError(f"uv must be floating point (u = x / (S - 1), v = y / (S - 1)), got dtype {uv.dtype}")
+    if uv.shape[1] == 0:
+        raise ValueError("uv has N = 0 queries; pass at least one query [B, N >= 1, 2]")
     _finite_in_unit_range("uv", uv, "u = x / (S - 1) and v = y / (S - 1) on the S x S input")
     B, N = uv.shape[:2]
     for name, t in (("t_src", t_src), ("t_tgt", t_tgt), ("t_cam", t_cam)):
