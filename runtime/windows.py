@@ -361,3 +361,74 @@ def _continue_tracks(rt, scene, rng: range, windows, w: int, owned, track, track
     track["xyz"][:, fill] = xyz @ M[:3, :3].T + M[:3, 3]
     for name in ("uv_tgt", "visibility", "confidence"):
         track[name][:, fill] = res[name].reshape(Q, L, *res[name].shape[1:])[:, cols]
+
+
+def video_tracks(
+    rt: Runtime,
+    video: VideoScene,
+    uv: np.ndarray,
+    t_src: int | np.ndarray,
+    own_camera: bool = True,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Tracks through every frame of a video kept in memory (``encode_video(..., keep_memory=True)``), each from its
+    own query frame: forward and backward across the windows, each window continuing a track from its 2-D position
+    in a frame it shares with the window that answered it last (the last shared frame going forward, the first going
+    backward). Every frame of a track is answered by one window.
+
+    Args:
+        uv: [Q, 2] query pixels; t_src: an int or [Q], frame indices into the selection.
+        own_camera: xyz in each frame's own camera (t_cam = t_tgt, as TAPVid-3D scores), else in the world (the
+            first frame's camera); both in the world's scale (window 0's).
+    Returns:
+        xyz [Q, F, 3], uv_tgt [Q, F, 2], visibility [Q, F], confidence [Q, F].
+    """
+    if video.scenes is None:
+        raise ValueError("the video's windows were not kept: encode it with encode_video(..., keep_memory=True)")
+    uv = _check_uv(uv)
+    Q, F = len(uv), video.num_frames
+    t_src = np.broadcast_to(np.asarray(t_src), (Q,))
+    if not np.issubdtype(t_src.dtype, np.integer) or (Q and (t_src.min() < 0 or t_src.max() >= F)):
+        raise ValueError(f"t_src must be integer frame indices in [0, {F}), got {t_src!r}")
+    windows = video.windows
+    seed = video.owner[t_src]  # the first window holding each query frame
+    out = {"xyz": np.full((Q, F, 3), np.nan, np.float32), "uv_tgt": np.full((Q, F, 2), np.nan, np.float32),
+           "visibility": np.zeros((Q, F), np.float32), "confidence": np.zeros((Q, F), np.float32)}
+    filled = np.zeros((Q, F), bool)
+
+    def answer(w: int, tracks: np.ndarray, start_uv: np.ndarray, start_frame: np.ndarray) -> None:
+        rng, scene, M = windows[w], video.scenes[w], video.world_from_window[w]
+        L, n = len(rng), len(tracks)
+        if not n:
+            return
+        t_tgt = np.tile(np.arange(L), n)
+        cam = t_tgt if own_camera else np.zeros_like(t_tgt)
+        res = rt.query(scene, np.repeat(start_uv, L, 0), np.repeat(start_frame - rng.start, L), t_tgt, cam,
+                       batch_size, progress)
+        xyz = res["xyz"].reshape(n, L, 3).astype(np.float64)
+        xyz = xyz * np.cbrt(np.linalg.det(M[:3, :3])) if own_camera else xyz @ M[:3, :3].T + M[:3, 3]
+        frames = np.arange(rng.start, rng.stop)
+        todo = ~filled[tracks][:, frames]  # [n, L]: each frame answered once
+        rows, cols = np.nonzero(todo)
+        q, f = tracks[rows], frames[cols]
+        out["xyz"][q, f] = xyz[rows, cols]
+        for name in ("uv_tgt", "visibility", "confidence"):
+            out[name][q, f] = res[name].reshape(n, L, *res[name].shape[1:])[rows, cols]
+        filled[q, f] = True
+
+    def handed_over(tracks: np.ndarray, frame: int) -> np.ndarray:
+        return np.clip(np.nan_to_num(out["uv_tgt"][tracks, frame], nan=0.5), 0.0, 1.0).astype(np.float32)
+
+    for w in range(len(windows)):  # forward: seeds, then continuations from the last frame shared with w - 1
+        here = np.flatnonzero(seed == w)
+        answer(w, here, uv[here], t_src[here])
+        if w:
+            later = np.flatnonzero(seed < w)
+            handover = windows[w - 1].stop - 1
+            answer(w, later, handed_over(later, handover), np.full(len(later), handover))
+    for w in range(len(windows) - 2, -1, -1):  # backward: from the first frame shared with w + 1
+        earlier = np.flatnonzero(seed > w)
+        handover = windows[w + 1].start
+        answer(w, earlier, handed_over(earlier, handover), np.full(len(earlier), handover))
+    return out

@@ -159,3 +159,26 @@ def test_refit_drops_confident_outliers():
     np.testing.assert_allclose(src[good] @ M[:3, :3].T + M[:3, 3], dst[good], atol=1e-9)
     plain = align_sim3(src, dst, conf, trim=None)
     assert np.abs(src[good] @ plain[:3, :3].T + plain[:3, 3] - dst[good]).max() > 1e-2
+
+
+def test_video_tracks_from_any_frame_forward_and_backward(room):
+    from d4rt.runtime.windows import video_tracks
+
+    rt = oracle_runtime(room, 16, window=8)
+    video = rt.encode_video(room.rgb, overlap=2, pose_grid=8, depth_size=2, cloud_size=2, keep_memory=True)
+    with pytest.raises(ValueError, match="keep_memory=True"):
+        video_tracks(rt, rt.encode_video(room.rgb[:8], pose_grid=4, depth_size=2, cloud_size=2), grid_uv(2), 0)
+    uv = np.tile(grid_uv(4), (3, 1))
+    t_src = np.repeat([0, 10, 22], 16)  # seeded in the first, a middle and the last window
+    s0 = rt.backend.windows[0][1]
+    for own in (True, False):
+        tracks = video_tracks(rt, video, uv, t_src, own_camera=own)
+        assert np.isfinite(tracks["xyz"]).all()  # every frame of every track answered
+        q = room.query(np.repeat(uv, 23, 0).astype(np.float64), np.repeat(t_src, 23), np.tile(np.arange(23), 48),
+                       np.tile(np.arange(23), 48) if own else 0)
+        gt = q["xyz_cam"].reshape(48, 23, 3)
+        handovers = sorted({r.stop - 1 for r in video.windows[:-1]} | {r.start for r in video.windows[1:]})
+        held = q["visible"].reshape(48, 23)[:, handovers].all(1)
+        assert held.sum() >= 5
+        err = np.abs(tracks["xyz"][held] / s0 - gt[held]).max()
+        assert err < 1e-3 * np.abs(gt).max()

@@ -44,7 +44,9 @@ APD_IMAGE_SIZE = 256
 def model_runtime(model: D4RT, num_frames: int | None = None) -> Runtime:
     """The runtime over a model in memory (its torch backend), for clips of ``num_frames`` frames (default: the
     model's most): evaluation answers queries exactly as a deployed model does (batching, sigmoid, poses)."""
-    return Runtime(TorchBackend(model), num_frames or model.config.num_frames, model.config.image_size)
+    cfg = model.config
+    return Runtime(TorchBackend(model), num_frames or cfg.num_frames, cfg.image_size, min_frames=cfg.tubelet[0],
+                   frame_step=cfg.tubelet[0])
 
 
 def predict_depth(rt: Runtime, scene: Scene, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,35 +118,29 @@ def evaluate_clip(
 def evaluate_tracks(model: D4RT, tracks: TrackSet) -> dict[str, float]:
     """APD3D and occlusion accuracy on a :class:`~d4rt.data.formats.TrackSet` (TAPVid-3D, PointOdyssey).
 
-    The first T frames are used (T = the model's num_frames, or fewer rounded down to the tubelet); each track is
-    queried at its query point (x, y, t) and followed through every frame in that frame's camera.
+    Every frame and every track, as the official scripts score them: the video runs in aligned windows of the
+    model's T frames (:func:`d4rt.runtime.windows.encode_video`, kept in memory), and each track is queried at its
+    query point (x, y, t) and followed through every frame in that frame's camera, across the windows
+    (:func:`d4rt.runtime.windows.video_tracks`).
     """
-    import cv2
+    from d4rt.runtime.windows import encode_video, video_tracks
 
     cfg = model.config
-    T = min(cfg.num_frames, tracks.num_frames) // cfg.tubelet[0] * cfg.tubelet[0]
-    if T == 0:
-        raise ValueError(f"the track set has {tracks.num_frames} frames; the model needs at least {cfg.tubelet[0]}")
-    H, W = tracks.rgb.shape[1:3]
-    S = cfg.image_size
-    frames = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in tracks.rgb[:T]])
-    keep = np.flatnonzero(np.round(tracks.queries_xyt[:, 2]) < T)
-    if len(keep) == 0:
-        raise ValueError(f"no track is queried within the first {T} frames")
-    q = tracks.queries_xyt[keep]
-    uv = np.clip(q[:, :2] / [W - 1, H - 1], 0.0, 1.0)
-    n = len(keep)
-    t_all = np.tile(np.arange(T), n)
-    rt = model_runtime(model, T)
-    scene = rt.encode(frames, aspect_ratio=W / H)
-    pred = rt.query(scene, np.repeat(uv, T, 0), np.repeat(np.round(q[:, 2]).astype(np.int64), T), t_all, t_all)
-    gt = tracks.tracks_cam[:T, keep].transpose(1, 0, 2)  # [n, T, 3]
-    valid = tracks.valid[:T, keep].T
-    gt_visible = tracks.visible[:T, keep].T & valid
-    pred_visible = (pred["visibility"] > 0.5).reshape(n, T)
+    F, H, W = tracks.rgb.shape[:3]
+    q = tracks.queries_xyt
+    uv = np.clip(q[:, :2] / [W - 1, H - 1], 0.0, 1.0).astype(np.float32)
+    t_src = np.clip(np.round(q[:, 2]).astype(np.int64), 0, F - 1)
+    rt = model_runtime(model)
+    video = encode_video(rt, tracks.rgb, aspect_ratio=W / H, depth_size=2, cloud_size=2, keep_memory=True)
+    pred = video_tracks(rt, video, uv, t_src, own_camera=True)
+    n = len(uv)
+    gt = tracks.tracks_cam.transpose(1, 0, 2)  # [n, F, 3]
+    valid = tracks.valid.T
+    gt_visible = tracks.visible.T & valid
+    pred_visible = pred["visibility"] > 0.5
     K = tracks.K[0]
     K_256 = scale_intrinsics(K, H, W, APD_IMAGE_SIZE)
-    a = apd3d(pred["xyz"].reshape(n, T, 3), gt, gt_visible, K_256[0, 0], K_256[1, 1], pred_visible=pred_visible)
+    a = apd3d(pred["xyz"].reshape(n, F, 3), gt, gt_visible, K_256[0, 0], K_256[1, 1], pred_visible=pred_visible)
     return {"apd3d": a["apd3d"], "occlusion_acc": visibility_accuracy(pred_visible, gt_visible, valid)}
 
 
