@@ -344,15 +344,15 @@ class Runtime:
         """Camera-to-world poses T_wc [T, 4, 4], frame 0's camera being the world.
 
         For frame j, a grid x grid of pixels at time j is queried in camera 0 and in camera j; the rigid Umeyama
-        fit (confidence-weighted) from the camera-j points to the camera-0 points is T_wc of frame j.
+        fit (unweighted, as OpenD4RT's released code) from the camera-j points to the camera-0 points is T_wc of
+        frame j (docs/metrics.md: why unweighted).
         """
         grid = check_grid_size("grid", grid, 32)
         later = np.arange(1, scene.num_frames)
         own = point_maps(self, scene, later, grid, None, batch_size, progress)
         first = point_maps(self, scene, later, grid, 0, batch_size, progress)
         G = grid * grid
-        weights = (own["confidence"] * first["confidence"]).reshape(len(later), G).astype(np.float64)
-        return poses_from_grid_points(own["xyz"].reshape(-1, G, 3), first["xyz"].reshape(-1, G, 3), weights)
+        return poses_from_grid_points(own["xyz"].reshape(-1, G, 3), first["xyz"].reshape(-1, G, 3))
 
     def intrinsics(
         self, scene: Scene, grid: int = 32, batch_size: int = DEFAULT_BATCH, progress: bool = False
