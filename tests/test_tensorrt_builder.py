@@ -88,7 +88,8 @@ def test_engine_manifest_round_trip():
     assert section["profile"] == {"min": 1, "opt": 1024, "max": 8192}
     assert section["precision"].startswith("fp32 (strongly typed")
     assert section["decoder"] == {"file": "decoder.engine", "sha256": "b" * 64,
-                                  "onnx_sha256": manifest.graphs["decoder"]["sha256"]}
+                                  "onnx_sha256": manifest.graphs["decoder"]["sha256"], "export_id": manifest.export_id}
+    assert section["frame_profile"] == {"min": 2, "opt": 4, "max": 4}
     manifest.engines = section
     check_engines_match_graphs(manifest)
     assert check_engine_compat(section, "10.9.0.34", "NVIDIA H200", "9.0") == []
