@@ -1,7 +1,8 @@
 """Split ONNX export: encoder.onnx + decoder.onnx + manifest.json (design.md's tensor contract).
 
 torch.onnx's dynamo exporter (torch.export + onnxscript), opset 18 by default (LayerNormalization is a single node
-from opset 17), the query count N dynamic, T and S fixed per export. Each graph passes ``onnx.checker``'s full
+from opset 17), the query count N dynamic, the frame count T dynamic (any multiple of the tubelet's frames in
+[min_frames, num_frames]; the sinusoidal position table is sliced to the clip), S fixed per export. Each graph passes ``onnx.checker``'s full
 check (with shape inference) and must match the contract in ``d4rt.runtime.manifest`` before the manifest is
 written; the manifest is written last, so a failed export leaves no manifest behind.
 """
@@ -25,12 +26,15 @@ from d4rt.export.precision import to_float16
 from d4rt.runtime.manifest import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    DYNAMIC_DIMS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     EXPORT_ID_KEY,
     GRAPH_FILES,
     MANIFEST_NAME,
     PRECISIONS,
+    FRAME_DIM,
+    MEMORY_DIM,
     QUERY_DIM,
     Manifest,
     TensorSpec,
@@ -54,13 +58,17 @@ logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(loggin
 
 
 def onnx_tensor_specs(model_proto, kind: str) -> list[TensorSpec]:
-    """The inputs or outputs of a loaded ONNX model as TensorSpecs (dynamic dims -> "N")."""
+    """The inputs or outputs of a loaded ONNX model as TensorSpecs (dynamic dims by name: "N", "T", "M"; any other
+    dynamic dim -> "?", which no contract accepts)."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
     specs = []
     for value in getattr(model_proto.graph, kind):
         t = value.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else QUERY_DIM for d in t.shape.dim)
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param if d.dim_param in DYNAMIC_DIMS else "?")
+            for d in t.shape.dim
+        )
         specs.append(TensorSpec(value.name, shape, tensor_dtype_to_np_dtype(t.elem_type).name))
     return specs
 
@@ -109,7 +117,8 @@ def _check_fits_one_protobuf(config, precision: str) -> None:
             )
 
 
-def _check_num_frames(model: nn.Module, num_frames: int | None) -> int:
+def _check_num_frames(model: nn.Module, num_frames: int | None, min_frames: int | None) -> tuple[int, int]:
+    """(min_frames, num_frames) of the export's frame axis, both multiples of the tubelet's frames."""
     cfg = model.config
     T = cfg.num_frames if num_frames is None else int(num_frames)
     tt = cfg.tubelet[0]
@@ -117,7 +126,27 @@ def _check_num_frames(model: nn.Module, num_frames: int | None) -> int:
         raise ValueError(
             f"num_frames={T} is not valid for this model: a positive multiple of {tt} up to {cfg.num_frames}"
         )
-    return T
+    lo = tt if min_frames is None else int(min_frames)
+    if lo <= 0 or lo % tt or lo > T:
+        raise ValueError(f"min_frames={min_frames} is not valid: a positive multiple of {tt} up to num_frames={T}")
+    return lo, T
+
+
+def name_dynamic_dims(model, frame_axis: bool) -> None:
+    """Give the graph's dynamic dims their contract names (in place, on the exporter's ``onnx_ir`` model): "N" for
+    the query count, "T" for video's frame axis, "M" for the memory tokens (keys / values dim 3). torch.export names
+    them after its symbols (``2*frame_pairs``, ``64*s29 + 1``); TensorRT profiles and the manifest use the names."""
+    import onnx_ir as ir
+
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        dims = list(value.shape)
+        if value.name == "video" and frame_axis:
+            dims[1] = FRAME_DIM
+        elif value.name in ("keys", "values") and frame_axis:
+            dims[3] = MEMORY_DIM
+        elif value.name not in ("video", "keys", "values", "aspect_ratio"):
+            dims[1] = QUERY_DIM
+        value.shape = ir.Shape(dims)
 
 
 def export_onnx(
@@ -126,6 +155,7 @@ def export_onnx(
     *,
     precision: str = "fp32",
     num_frames: int | None = None,
+    min_frames: int | None = None,
     opset: int = DEFAULT_OPSET,
     checkpoint: dict[str, Any] | None = None,
     external_data: bool | None = None,
@@ -138,7 +168,9 @@ def export_onnx(
         model: a D4RT (float32 weights); its attention backend is switched for the export and restored after.
         precision: "fp32", or "fp16" (float16 weights and activations, LayerNorm statistics and softmax in float32;
             see :mod:`d4rt.export.precision`).
-        num_frames: T of the exported clip (default: the config's num_frames); the graphs take exactly T frames.
+        num_frames: the most frames a clip may have (default: the config's num_frames).
+        min_frames: the fewest (default: the tubelet's frames, 2): the graphs take any multiple of the tubelet's
+            frames in [min_frames, num_frames]; min_frames = num_frames gives graphs of exactly that many frames.
         opset: ONNX opset, at least 17.
         checkpoint: what the weights came from, recorded in the manifest (path, sha256, ...).
         external_data: store the weights in ``*.onnx.data`` beside each graph; default: when they exceed
@@ -166,7 +198,8 @@ def export_onnx(
             "attention='onnxruntime' (the fused com.microsoft op) is exported for fp32 graphs only; export fp16 with "
             "attention='standard' (`--attention standard`)"
         )
-    T = _check_num_frames(model, num_frames)
+    T_min, T = _check_num_frames(model, num_frames, min_frames)
+    dynamic_frames = T_min < T
     cfg = model.config
     S = cfg.image_size
     out_dir = Path(out_dir)
@@ -188,17 +221,24 @@ def export_onnx(
         uv = torch.rand(1, n, 2)
         t = torch.randint(0, T, (1, n, 3), dtype=torch.int32)
         encoder, decoder = EncoderGraph(graph_model).eval(), DecoderGraph(graph_model).eval()
-        contract = graph_contract(cfg.to_dict(), T, precision)
+        contract = graph_contract(cfg.to_dict(), T, precision, dynamic_frames)
+        fixed = graph_contract(cfg.to_dict(), T, precision)
         # Example keys / values of the right shape and dtype: tracing needs no real ones (and running the encoder
         # of a large model on the CPU would take minutes).
-        kv = contract["encoder"]["outputs"][0]
+        kv = fixed["encoder"]["outputs"][0]
         keys = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
         values = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
         N = torch.export.Dim(QUERY_DIM, min=1, max=MAX_QUERIES_TRACED)
+        video_dims = kv_dims = None
+        if dynamic_frames:  # T = tt * tubelet_slices, M = tokens_per_slice * tubelet_slices + 1
+            tt = cfg.tubelet[0]
+            slices = torch.export.Dim("tubelet_slices", min=T_min // tt, max=T // tt)
+            video_dims, kv_dims = {1: tt * slices}, {3: cfg.tokens_per_slice * slices + 1}
         steps = [
-            ("encoder", encoder, (video, aspect_ratio), ENCODER_INPUTS, ENCODER_OUTPUTS, None),
+            ("encoder", encoder, (video, aspect_ratio), ENCODER_INPUTS, ENCODER_OUTPUTS,
+             {"video": video_dims, "aspect_ratio": None}),
             ("decoder", decoder, (video, keys, values, uv, t), DECODER_INPUTS, DECODER_OUTPUTS,
-             {"video": None, "keys": None, "values": None, "uv": {1: N}, "t": {1: N}}),
+             {"video": video_dims, "keys": kv_dims, "values": kv_dims, "uv": {1: N}, "t": {1: N}}),
         ]
         graphs: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
@@ -212,6 +252,7 @@ def export_onnx(
                         custom_translation_table=ONNX_TRANSLATIONS,
                     )
                     fold_weight_slices(program.model)
+                    name_dynamic_dims(program.model, dynamic_frames)
                     program.model.metadata_props[EXPORT_ID_KEY] = export_id
                     program.save(str(path), external_data=use_external)
                 del program
@@ -245,6 +286,7 @@ def export_onnx(
     manifest = Manifest(
         config=cfg.to_dict(),
         num_frames=T,
+        min_frames=T_min if dynamic_frames else None,
         image_size=S,
         precision=precision,
         opset=opset,

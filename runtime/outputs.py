@@ -72,10 +72,12 @@ def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([vertex["x"], vertex["y"], vertex["z"]], -1), np.stack([vertex["r"], vertex["g"], vertex["b"]], -1)
 
 
-def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6) -> Path:
+def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6,
+                  labels: np.ndarray | None = None) -> Path:
     """A PNG with frames and depth maps of a few frames (top) and the camera trajectory seen from above (bottom).
 
-    frames [T, S, S, 3] uint8, depth [T, S, S], T_wc [T, 4, 4].
+    frames [T, S, S, 3] uint8, depth [T, n, n], T_wc [T, 4, 4]; labels [T]: the frame numbers shown (default
+    0 .. T-1; the source frame numbers of a selection).
     """
     import matplotlib
 
@@ -91,7 +93,7 @@ def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc:
     for col, t in enumerate(shown):
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(frames[t])
-        ax.set_title(f"frame {t}", fontsize=9)
+        ax.set_title(f"frame {t if labels is None else int(labels[t])}", fontsize=9)
         ax.axis("off")
         ax = fig.add_subplot(grid[1, col])
         ax.imshow(depth[t], cmap="turbo", vmin=lo, vmax=hi)

@@ -27,8 +27,9 @@ def test_graphs_follow_the_contract():
     model, directory = exported("tiny", 4, "fp32")
     manifest = read_manifest(directory)
     cfg = model.config
-    M = 4 // 2 * (cfg.image_size // 16) ** 2 + 1
-    assert manifest.tensors("encoder", "outputs")[0].shape == (cfg.dec_depth, 1, cfg.dec_heads, M, cfg.dec_head_dim)
+    assert manifest.frame_range == (2, 4)  # the frame axis is dynamic: M follows T
+    assert manifest.tensors("encoder", "outputs")[0].shape == (cfg.dec_depth, 1, cfg.dec_heads, "M", cfg.dec_head_dim)
+    assert manifest.memory_tokens == 4 // 2 * (cfg.image_size // 16) ** 2 + 1
     graphs = (("encoder", ENCODER_INPUTS, ENCODER_OUTPUTS), ("decoder", DECODER_INPUTS, DECODER_OUTPUTS))
     for graph, inputs, outputs in graphs:
         proto = onnx.load(str(directory / f"{graph}.onnx"))
@@ -39,11 +40,12 @@ def test_graphs_follow_the_contract():
         ops = Counter(n.op_type for n in proto.graph.node)
         assert ops["LayerNormalization"] > 0 and ops["ReduceMean"] == 0, "LayerNorm must be one node, not decomposed"
         assert manifest.graphs[graph]["sha256"] == sha256_file(directory / f"{graph}.onnx")
-    # N is the only dynamic dimension, and only on the query tensors
+    # the dynamic dimensions by name: N on the query tensors, T on video, M on keys / values
     decoder = onnx.load(str(directory / "decoder.onnx"), load_external_data=False)
-    dynamic = {v.name for v in [*decoder.graph.input, *decoder.graph.output]
-               if any(d.dim_param for d in v.type.tensor_type.shape.dim)}
-    assert dynamic == {"uv", "t", *DECODER_OUTPUTS}
+    dynamic = {v.name: tuple(d.dim_param for d in v.type.tensor_type.shape.dim if d.dim_param)
+               for v in [*decoder.graph.input, *decoder.graph.output]}
+    assert dynamic == {"video": ("T",), "keys": ("M",), "values": ("M",), "uv": ("N",), "t": ("N",),
+                       **{name: ("N",) for name in DECODER_OUTPUTS}}
     weights = directory / "checkpoint" / "model.safetensors"
     assert manifest.checkpoint["sha256"]["model.safetensors"] == sha256_file(weights)
     assert manifest.config == cfg.to_dict() and "attention" not in manifest.config

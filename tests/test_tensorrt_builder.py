@@ -65,11 +65,17 @@ def test_missing_tensorrt_says_what_to_install(monkeypatch, tmp_path):
 def test_query_profile_follows_the_manifest():
     _, directory = exported("tiny", 4, "fp32")
     options = EngineBuildOptions(min_queries=2, opt_queries=300, max_queries=5000)
-    profile = query_profile(read_manifest(directory), options)
-    assert profile == {
+    manifest = read_manifest(directory)
+    S, M = manifest.image_size, manifest.memory_tokens
+    kv = manifest.tensors("encoder", "outputs")[0].shape
+    frames = ((1, 2, 3, S, S), (1, 4, 3, S, S), (1, 4, 3, S, S))  # min 2, opt = max = T
+    memory = tuple((*kv[:3], m, kv[4]) for m in ((M - 1) // 2 + 1, M, M))
+    assert query_profile(manifest, options) == {
+        "video": frames, "keys": memory, "values": memory,
         "uv": ((1, 2, 2), (1, 300, 2), (1, 5000, 2)),
         "t": ((1, 2, 3), (1, 300, 3), (1, 5000, 3)),
     }
+    assert query_profile(manifest, options, "encoder") == {"video": frames}
 
 
 def test_engine_manifest_round_trip():
@@ -82,7 +88,8 @@ def test_engine_manifest_round_trip():
     assert section["profile"] == {"min": 1, "opt": 1024, "max": 8192}
     assert section["precision"].startswith("fp32 (strongly typed")
     assert section["decoder"] == {"file": "decoder.engine", "sha256": "b" * 64,
-                                  "onnx_sha256": manifest.graphs["decoder"]["sha256"]}
+                                  "onnx_sha256": manifest.graphs["decoder"]["sha256"], "export_id": manifest.export_id}
+    assert section["frame_profile"] == {"min": 2, "opt": 4, "max": 4}
     manifest.engines = section
     check_engines_match_graphs(manifest)
     assert check_engine_compat(section, "10.9.0.34", "NVIDIA H200", "9.0") == []
