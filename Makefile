@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean gpu-check compat compat-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,28 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out
+
+# One call on a GPU machine (issue #12, docs/gpu.md): every owed GPU number into $(OUT).
+# `make gpu-check PART=2` runs what the first window did not fit; ARGS=--cpu-smoke dry-runs it here.
+OUT  ?= gpu_out
+PART ?= 1
+gpu-check:
+	OUT=$(OUT) bash scripts/gpu_check.sh --part $(PART) $(ARGS)
+
+# A separate venv with the GPU machine's versions (Python 3.12, torch 2.11.0 = the CUDA build from PyPI,
+# about 5 GB, triton 3.6.0, numpy 2.5.2): the kernel (interpreter) and export tests under them. Not run in CI.
+COMPAT_VENV   ?= .venv-compat
+COMPAT_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.12*/bin/python3) python3.12)
+COMPAT_STAMP  := $(COMPAT_VENV)/.installed
+$(COMPAT_STAMP): pyproject.toml constraints-h200.txt
+	test -x $(COMPAT_VENV)/bin/python || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q -c constraints-h200.txt -e ".[all]" pytest  # no serve: not on that machine
+	touch $(COMPAT_STAMP)
+
+compat-install: $(COMPAT_STAMP)
+
+compat: $(COMPAT_STAMP)
+	$(COMPAT_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|triton|numpy|onnx|onnxruntime|onnxscript|lightning|safetensors)=='
+	$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_kernels_model.py \
+		tests/test_kernels_benchmark.py tests/test_gpu_check.py tests/test_export.py

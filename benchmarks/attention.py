@@ -2,7 +2,7 @@
 
 For each preset (tiny, base, g):
   local  the encoder's per-frame attention: B * T/2 windows of (S/16)^2 tokens (256 at 256^2), encoder heads;
-  cross  the decoder's cross-attention: Nq in {2,048; 65,536; 262,144} queries against Nk = M memory tokens
+  cross  the decoder's cross-attention: Nq in {65,536; 2,048; 262,144} queries against Nk = M memory tokens
          (6,145 for 48 frames), decoder heads.
 Methods: "eager" (the model's matmul -> float32 softmax -> matmul), "sdpa:<backend>" for FLASH_ATTENTION,
 EFFICIENT_ATTENTION, CUDNN_ATTENTION and MATH (each forced with torch.nn.attention.sdpa_kernel; "n/a" when it
@@ -18,7 +18,8 @@ outside the timed region; ours reads the model's strided views (packed q/k/v pro
     python benchmarks/attention.py --presets g --backward
     python benchmarks/attention.py --cpu-smoke              # no GPU: tiny shapes in the interpreter (code path only)
 
-Writes benchmarks/results/<date>-<gpu>-attention.{json,md} (--out to change the folder).
+Writes benchmarks/results/<date>-<gpu>-attention.{json,md} (--out to change the folder) after every row, so a run
+cut short keeps what finished ("complete": false in the JSON).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-QUERY_COUNTS = (2048, 65536, 262144)
+QUERY_COUNTS = (65536, 2048, 262144)  # the target shape first: a run cut short by a time-out still has it
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
 
 
@@ -162,23 +163,9 @@ def _flex(case: Case, full, scale):
     return run
 
 
-def measure_rates(device: str) -> dict:
-    """Measured matmul rate (TFLOP/s, bf16 8192^3) and copy bandwidth (GB/s, 1 GiB read + written)."""
-    import torch
-
-    from report import median_ms
-
-    if device != "cuda":
-        return {}
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    t_mm = median_ms(lambda: a @ a, device)
-    x = torch.empty(2**29, device=device, dtype=torch.bfloat16)
-    y = torch.empty_like(x)
-    t_copy = median_ms(lambda: y.copy_(x), device)
-    return {"matmul_tflops": 2 * 8192**3 / t_mm / 1e9, "copy_gbps": 2 * x.numel() * 2 / t_copy / 1e6}
-
-
-def run_case(case: Case, dtype, device: str, backward: bool, rates: dict) -> list[dict]:
+def run_case(case: Case, dtype, device: str, backward: bool, rates: dict, writer) -> list[dict]:
+    """Time every method on ``case``; each row goes to ``writer`` as soon as it is measured (the speed-ups are filled
+    in once the case is done)."""
     import torch
 
     from d4rt.models.attention import _windows
@@ -219,6 +206,7 @@ def run_case(case: Case, dtype, device: str, backward: bool, rates: dict) -> lis
         if device == "cuda":
             torch.cuda.empty_cache()
         rows.append(row)
+        writer.add(row)
     order = list(timed)
     rows.sort(key=lambda r: order.index(r["method"]))
     by_name = {r["method"]: r["ms"] for r in rows}
@@ -229,6 +217,8 @@ def run_case(case: Case, dtype, device: str, backward: bool, rates: dict) -> lis
         row["x_vs_eager"] = by_name["eager"] / t if t and by_name.get("eager") else None
         row["x_vs_best_sdpa"] = best_sdpa / t if t and best_sdpa else None
         row["floor_ms"] = floor_ms
+    writer.rows[-len(rows):] = rows  # the case's rows in method order, with their speed-ups
+    writer.flush()
     return rows
 
 
@@ -238,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--backward", action="store_true", help="time forward + backward instead of forward")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--name", default="attention", help="results file name (after the date and device)")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU in Triton's interpreter, "
                         "float32: checks the table and JSON code path, the times mean nothing")  # fmt: skip
     args = parser.parse_args(argv)
 
-    from report import choose_device, environment, fmt, markdown_table, write_results
+    from report import choose_device, environment, fmt, measure_rates, results_writer
 
     chosen = choose_device("benchmarks/attention.py", args.cpu_smoke, args.out)
     if chosen is None:
@@ -255,24 +246,6 @@ def main(argv: list[str] | None = None) -> int:
 
     env = environment(device)
     rates = measure_rates(device)
-    rows = []
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is a nicety
-        tqdm = None
-    for case in tqdm(cases, desc="attention", unit="shape") if tqdm else cases:
-        rows += run_case(case, dtype, device, args.backward, rates)
-
-    header = ["shape", "method", "ms", "TFLOP/s", "x eager", "x best SDPA", "floor ms", "rel diff"]
-    table = [
-        [
-            Case(**{k: r[k] for k in Case.__dataclass_fields__}).label, r["method"],
-            r["error"].split(":")[0] if r["error"] else fmt(r["ms"]), fmt(r["tflops"]), fmt(r["x_vs_eager"]), fmt(r["x_vs_best_sdpa"]),
-            fmt(r["floor_ms"]) if r["method"] == "triton" else "", fmt(r["rel_diff_vs_triton"], 2),
-        ]
-        for r in rows
-    ]  # fmt: skip
-    text = markdown_table(header, table)
     mode = "forward + backward" if args.backward else "forward"
     notes = (
         f"{mode}, {str(dtype).replace('torch.', '')}; "
@@ -282,16 +255,28 @@ def main(argv: list[str] | None = None) -> int:
         "rel diff: ||out - triton|| / ||triton||. n/a: the backend refused the shape (reason in the JSON).\n"
         f"Measured rates: {', '.join(f'{k} {v:.0f}' for k, v in rates.items()) or 'none (CPU)'}."
     )
-    print(text)
-    print(notes)
-    path = write_results(
-        "attention" + ("-backward" if args.backward else "") + ("-cpu-smoke" if args.cpu_smoke else ""),
-        env,
-        {"dtype": str(dtype), "mode": mode, "rates": rates, "results": rows},
-        notes + "\n\n" + text,
-        out_dir,
-    )
-    print(f"wrote {path} and {path.with_suffix('.md')}")
+    header = ["shape", "method", "ms", "TFLOP/s", "x eager", "x best SDPA", "floor ms", "rel diff"]
+
+    def cells(r: dict) -> list:
+        return [
+            Case(**{k: r[k] for k in Case.__dataclass_fields__}).label, r["method"],
+            r["error"].split(":")[0] if r["error"] else fmt(r["ms"]), fmt(r["tflops"]), fmt(r.get("x_vs_eager")),
+            fmt(r.get("x_vs_best_sdpa")), fmt(r.get("floor_ms")) if r["method"] == "triton" else "",
+            fmt(r["rel_diff_vs_triton"], 2),
+        ]  # fmt: skip
+
+    name = args.name + ("-backward" if args.backward else "") + ("-cpu-smoke" if args.cpu_smoke else "")
+    writer = results_writer(name, env, header, cells, notes, out_dir, dtype=str(dtype), mode=mode, rates=rates)
+    print(f"writing {writer.json_path} and {writer.md_path} row by row", flush=True)
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is a nicety
+        tqdm = None
+    for case in tqdm(cases, desc="attention", unit="shape") if tqdm else cases:
+        run_case(case, dtype, device, args.backward, rates, writer)
+    path = writer.close()
+    print(writer.markdown())
+    print(f"wrote {path} and {writer.md_path}")
     return 0
 
 

@@ -34,31 +34,37 @@ def main() -> int:
     args = p.parse_args()
 
     rows = []
+    threads = os.environ.get("OMP_NUM_THREADS", "all")
+    record = run_record(device=f"CPU ({host_description()}), OMP_NUM_THREADS={threads}")
+
+    def save(complete: bool) -> None:  # after every row: a run cut short keeps what finished
+        report = {**record, "repeats": args.repeats, "complete": complete, "median_seconds": dict(rows)}
+        write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
+
+    def add(name: str, seconds: float) -> None:
+        rows.append((name, seconds))
+        save(complete=False)
+
     for frames, size in ((48, 256), (16, 128)):
         t = timed(lambda s: Room.random(s, num_frames=frames).render_clip(size, size), args.repeats)
-        rows.append((f"render {frames} x {size}^2", t))
+        add(f"render {frames} x {size}^2", t)
     from d4rt.data.dataset import D4RTDataset
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = [write_clip(Path(tmp) / f"{s}.npz", Room.random(s, num_frames=16).render_clip(128, 128))
                  for s in range(args.repeats + 1)]
         ds = D4RTDataset(paths, 16, 128, 2048)
-        rows.append(("dataset item, first draw (read + edges + 2048 queries)", timed(lambda s: ds[s], args.repeats)))
-        rows.append(("dataset item, cached clip (2048 exact queries)", timed(lambda s: ds[s], args.repeats)))
+        add("dataset item, first draw (read + edges + 2048 queries)", timed(lambda s: ds[s], args.repeats))
+        add("dataset item, cached clip (2048 exact queries)", timed(lambda s: ds[s], args.repeats))
         uv = np.random.default_rng(0).random((2048, 2))
         t_rand = np.random.default_rng(1).integers(0, 16, (3, 2048))
         clip = ds.load(0)[0]
-        rows.append(("clip.query, 2048 queries", timed(lambda s: clip.query(uv, *t_rand), args.repeats)))
+        add("clip.query, 2048 queries", timed(lambda s: clip.query(uv, *t_rand), args.repeats))
 
     print(f"{'what':58s} {'median s':>9s}")
     for name, t in rows:
         print(f"{name:58s} {t:9.3f}")
-    threads = os.environ.get("OMP_NUM_THREADS", "all")
-    report = {
-        **run_record(device=f"CPU ({host_description()}), OMP_NUM_THREADS={threads}"),
-        "repeats": args.repeats, "median_seconds": dict(rows),
-    }
-    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
+    save(complete=True)
     print(f"-> {args.out}")
     return 0
 

@@ -90,9 +90,24 @@ def main() -> int:
         run["log_tail"] = log.read_text().splitlines()[-6:]
         print(json.dumps(run, indent=2), flush=True)
         runs.append(run)
+        save(record, runs)
         if not args.keep:
             shutil.rmtree(out_dir, ignore_errors=True)
 
+    result, out = save(record, runs)
+    header = ("precision", "T", "verify", "exit", "wall s", "RssAnon GB", "graphs GB")
+    print("\n{:9s} {:>3s} {:>6s} {:>4s} {:>8s} {:>10s} {:>9s}".format(*header))
+    for r in result["runs"]:
+        graphs = sum(v for k, v in r["files_GB"].items() if not k.startswith("checkpoint"))
+        print(f"{r['precision']:9s} {r['frames']:3d} {r['verify_queries']:6d} {r['exit_code']:4d} {r['wall_s']:8.1f} "
+              f"{r['peak_RssAnon_GB']:10.2f} {graphs:9.3f}")
+    print(f"\nwrote {out.relative_to(REPO)}")
+    return 0 if all(r["exit_code"] == 0 for r in runs) else 1
+
+
+def save(record: dict, runs: list[dict]) -> tuple[dict, Path]:
+    """Merge ``runs`` into the day's results file (a run replaces an earlier one of the same precision, frames and
+    verify), written after every run so a time-out keeps the runs that finished."""
     from d4rt.runtime.files import write_text_atomic
 
     out = REPO / "benchmarks" / "results" / f"{record['date'][:10]}-cpu-export-g.json"
@@ -106,16 +121,8 @@ def main() -> int:
         "model": "g preset, random weights (1,162,494,733 parameters at 48 frames)",
         "runs": list(merged.values()),
     }
-    header = ("precision", "T", "verify", "exit", "wall s", "RssAnon GB", "graphs GB")
-    print("\n{:9s} {:>3s} {:>6s} {:>4s} {:>8s} {:>10s} {:>9s}".format(*header))
-    for r in result["runs"]:
-        graphs = sum(v for k, v in r["files_GB"].items() if not k.startswith("checkpoint"))
-        print(f"{r['precision']:9s} {r['frames']:3d} {r['verify_queries']:6d} {r['exit_code']:4d} {r['wall_s']:8.1f} "
-              f"{r['peak_RssAnon_GB']:10.2f} {graphs:9.3f}")
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(REPO)}")
-    return 0 if all(r["exit_code"] == 0 for r in runs) else 1
-
+    return result, out
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,5 +1,6 @@
 """What every benchmark script shares: timing (medians, warm-up excluded), the run's environment, and writing the
-results as JSON + Markdown (atomically) to ``benchmarks/results/<date>-<gpu>-<name>.{json,md}``."""
+results as JSON + Markdown to ``benchmarks/results/<date>-<gpu>-<name>.{json,md}``, row by row
+(``d4rt.benchmarking.RowWriter``: a time-out keeps what finished)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,31 @@ def median_ms(fn: Callable[[], object], device: str, warmup: int = 25, rep: int 
     return 1e3 * median_seconds(fn, repeats=3, warmup=1)  # the warm-up compiles / autotunes
 
 
+def measure_rates(device: str) -> dict:
+    """Measured matmul rate (TFLOP/s, bf16 8192^3) and copy bandwidth (GB/s, 1 GiB read + written) of the GPU: the
+    floors of the attention and end-to-end benchmarks are counted against these, not against the data sheet."""
+    import torch
+
+    if device != "cuda":
+        return {}
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    t_mm = median_ms(lambda: a @ a, device)
+    x = torch.empty(2**29, device=device, dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    t_copy = median_ms(lambda: y.copy_(x), device)
+    return {"matmul_tflops": 2 * 8192**3 / t_mm / 1e9, "copy_gbps": 2 * x.numel() * 2 / t_copy / 1e6}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one ``fn()`` (matmuls and attention: 2 per multiply-add), counted by
+    ``torch.utils.flop_counter`` while it runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def environment(device: str) -> dict:
     """Date, device, commit, exact command and library versions of this run (runtime.provenance), plus the GPU's
     compute capability, SM count and CUDA version."""
@@ -75,6 +101,18 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def results_writer(name: str, env: dict, header: list[str], cells: Callable[[dict], list], notes: str = "",
+                   out_dir: Path | None = None, **info):
+    """A ``RowWriter`` for ``<out_dir>/<date>-<gpu>-<name>.json`` (+ ``.md``); the files exist (with no rows) as soon
+    as it is made."""
+    from d4rt.benchmarking import RowWriter
+
+    out_dir = Path(out_dir) if out_dir else RESULTS
+    stem = f"{env['date'][:10]}-{device_slug(env)}-{name}"
+    return RowWriter(out_dir / f"{stem}.json", env, header, cells, title=f"{name} ({env['device']})", notes=notes,
+                     **info)  # fmt: skip
+
+
 def write_results(name: str, env: dict, payload: dict, markdown: str, out_dir: Path | None = None) -> Path:
     """Write ``<date>-<gpu>-<name>.json`` (env + payload) and ``.md`` (env header + ``markdown``) atomically."""
     from d4rt.runtime.files import write_text_atomic
@@ -89,6 +127,6 @@ def write_results(name: str, env: dict, payload: dict, markdown: str, out_dir: P
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
+    from d4rt.benchmarking import format_number
+
+    return format_number(value, digits)

@@ -1,37 +1,97 @@
-"""``d4rt evaluate`` (and scripts/test_d4rt.py): the seed's test flags plus --synthetic N, --format.
+"""``d4rt evaluate``: score a checkpoint on held-out synthetic clips, TAPVid-3D clips or PointOdyssey sequences.
 
-Arguments only; the work (torch, Lightning) is imported in :func:`run` from :mod:`d4rt.evaluation.evaluate`.
+Parses and checks every argument (no torch imported), then calls :func:`d4rt.evaluation.evaluate.evaluate` and
+prints / writes its report. The metrics and their sources: docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from d4rt.data.synthetic import TEST_SEED_BASE
+from d4rt.cli.common import UsageError, non_negative_int, positive_int
+
+FORMATS = ("clips", "tapvid3d", "pointodyssey")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--test_data_path", type=Path, help="folder of clip .npz files (written here with --synthetic), "
-                   "of TAPVid-3D .npz clips, or of PointOdyssey sequence folders (see --format)")
-    p.add_argument("--format", choices=["clips", "tapvid3d", "pointodyssey"], default="clips",
-                   help="clips: d4rt synthetic clips (all metrics); tapvid3d / pointodyssey: APD3D + occlusion")
-    p.add_argument("--ckpt", type=Path, help="save_pretrained directory or Lightning .ckpt (none: untrained model)")
-    p.add_argument("--preset", default="tiny", help="preset of the untrained model when --ckpt is not given")
-    p.add_argument("--synthetic", type=int, default=0, metavar="N",
-                   help=f"generate N held-out synthetic clips (seeds {TEST_SEED_BASE}+) into --test_data_path")
-    p.add_argument("--num_queries", type=int, default=2048)
-    p.add_argument("--img_size", type=int, default=None,
-                   help="input size; for a checkpoint it must equal its own (default: the model's)")
-    p.add_argument("--track_points", type=int, default=256)
-    p.add_argument("--depth_stride", type=int, default=4, help="depth evaluated at every n-th pixel")
-    p.add_argument("--devices", default="auto")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, help="write the metrics (mean and per clip) here as JSON")
+    p.add_argument("--test-data", type=Path, required=True,
+                   help="folder (or one file) of clip .npz files (written there first with --synthetic N), of "
+                        "TAPVid-3D .npz clips, or of PointOdyssey sequence folders (see --format)")
+    p.add_argument("--format", choices=FORMATS, default="clips",
+                   help="clips: d4rt synthetic clips (depth, 3-D points, tracks, poses); tapvid3d: tracks (+ poses "
+                        "with extrinsics_w2c); pointodyssey: tracks, depth and poses")
+    p.add_argument("--ckpt", type=Path, default=None,
+                   help="save_pretrained directory or Lightning .ckpt (none: an untrained --preset model)")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "base", "g"],
+                   help="preset of the untrained model when --ckpt is not given")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="input size of the untrained model (a checkpoint uses its own; giving another is an error)")
+    p.add_argument("--synthetic", type=non_negative_int, default=0, metavar="N",
+                   help="first generate N held-out synthetic clips (seeds 2,000,000+) into --test-data")
+    p.add_argument("--num-queries", type=positive_int, default=2048,
+                   help="the paper's queries per synthetic clip (3-D EPE, visibility)")
+    p.add_argument("--track-points", type=positive_int, default=256, help="random tracks per synthetic clip")
+    p.add_argument("--depth-stride", type=positive_int, default=4, help="depth scored at every n-th pixel")
+    p.add_argument("--pose-grid", type=positive_int, default=16, help="query grid (n x n) of the pose estimator")
+    p.add_argument("--start", type=non_negative_int, default=0,
+                   help="first frame scored of a TAPVid-3D / PointOdyssey clip (the model's num_frames from there)")
+    p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per decoder call")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs (auto: cuda when available)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="fixes the untrained model, queries and tracks")
+    p.add_argument("--output", type=Path, default=None,
+                   help="write the report (mean, per clip, frames scored) here as JSON")
+
+
+def validate(args: argparse.Namespace) -> None:
+    if args.ckpt is not None and not args.ckpt.exists():
+        raise UsageError(f"--ckpt {args.ckpt} does not exist; give a save_pretrained directory or a .ckpt file")
+    if args.ckpt is not None and args.image_size is not None:
+        raise UsageError("--image-size is for an untrained model; a checkpoint uses its own input size: drop it")
+    if args.synthetic and args.format != "clips":
+        raise UsageError("--synthetic N writes d4rt clips: use it with --format clips")
+    if not args.synthetic and not args.test_data.exists():
+        raise UsageError(f"--test-data {args.test_data} does not exist (generate clips there with --synthetic N)")
+    if args.pose_grid < 2:
+        raise UsageError(f"--pose-grid must be >= 2, got {args.pose_grid}")
+    if args.output is not None and args.output.is_dir():
+        raise UsageError(f"--output {args.output} is a folder; name a .json file")
 
 
 def run(args: argparse.Namespace) -> int:
-    from d4rt.evaluation.evaluate import evaluate
+    import torch
 
-    return evaluate(args)
+    from d4rt.benchmarking import run_record
+    from d4rt.data.synthetic import TEST_SEED_BASE, generate_clips
+    from d4rt.evaluation.evaluate import EvalOptions, evaluate, find_eval_paths, load_model
+    from d4rt.runtime.files import write_text_atomic
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model = load_model(args.ckpt, args.preset, args.seed, args.image_size).to(device)
+    cfg = model.config
+    if args.synthetic:
+        generate_clips(args.test_data, range(TEST_SEED_BASE, TEST_SEED_BASE + args.synthetic), cfg.num_frames,
+                       cfg.image_size)
+    options = EvalOptions(num_queries=args.num_queries, track_points=args.track_points,
+                          depth_stride=args.depth_stride, pose_grid=args.pose_grid, seed=args.seed, start=args.start,
+                          batch_size=args.batch_size)
+    report = evaluate(model, find_eval_paths(args.test_data, args.format), args.format, options, progress=print)
+    report["ckpt"] = str(args.ckpt) if args.ckpt else f"untrained {args.preset} (seed {args.seed})"
+    report["run"] = run_record(device=device)
+    frames = sorted({tuple(c["frames"]) for c in report["per_clip"]})
+    n = len(report["clips"])
+    print(f"\n{n} clip{'s' if n != 1 else ''} ({args.format}), model {report['ckpt']}, frames scored "
+          f"{', '.join(f'{a}..{b - 1}' for a, b in frames)} of each clip ({report['seconds']} s)")
+    for k, v in report["mean"].items():
+        covered = report["clips_per_metric"][k]
+        print(f"  {k:32s} {v:.4f}" + ("" if covered == n else f"   ({covered} of {n} clips)"))
+    dropped = {k: sum(c.get(k, 0) for c in report["per_clip"]) for c in report["per_clip"] for k in c
+               if k.startswith("dropped_")}
+    if any(dropped.values()):
+        print("  " + ", ".join(f"{k.removeprefix('dropped_')}: {v}" for k, v in dropped.items()))
+    if args.output is not None:
+        write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
+        print(f"-> {args.output}")
+    return 0

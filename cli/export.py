@@ -1,6 +1,8 @@
 """``d4rt export``: a checkpoint -> encoder.onnx + decoder.onnx + manifest.json, optionally verified against
 the eager model in ONNX Runtime.
 
+    d4rt export ckpt/ --out engines/ --verify                         # for ONNX Runtime (fused attention)
+    d4rt export ckpt/ --out engines/ --attention standard            # for TensorRT (`d4rt build-engine`)
     d4rt export ckpt/ --out engines/ --precision fp16 --verify
     d4rt export --preset tiny --random-init --out engines/     # a seeded random model (for trying things out)
 """
@@ -17,8 +19,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_output_arguments(p, "output directory for the graphs and manifest.json")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
-    p.add_argument("--frames", type=int, default=None, help="clip length T of the graphs (default: the model's)")
+    p.add_argument("--frames", type=int, default=None, help="the most frames a clip may have, T (default: the "
+                   "model's); the graphs take any even count from --min-frames to T, longer videos run in windows")
+    p.add_argument("--min-frames", type=int, default=None, help="the fewest frames a clip may have (default: the "
+                   "tubelet's 2; equal to --frames for graphs of one fixed length)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    p.add_argument("--attention", choices=("onnxruntime", "standard"), default=None,
+                   help="how attention is written: 'onnxruntime' = one fused com.microsoft.MultiHeadAttention node "
+                        "(fastest on ONNX Runtime; TensorRT refuses it), 'standard' = plain ONNX ops (for TensorRT / "
+                        "build-engine). Default: onnxruntime for fp32, standard for fp16")
     p.add_argument("--verify", action="store_true", help="check both graphs in ONNX Runtime against eager PyTorch")
     p.add_argument("--queries", type=int, default=2048, help="queries used by --verify")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
@@ -36,6 +45,8 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("give either a checkpoint directory or --random-init --preset NAME (not both, not neither)")
     if args.random_init and not args.preset:
         raise UsageError("--random-init needs --preset (tiny, base or g)")
+    if args.attention == "onnxruntime" and args.precision != "fp32":
+        raise UsageError("--attention onnxruntime is exported for fp32 only; use --attention standard with fp16")
     check_output(args.out, args.overwrite)
 
 
@@ -52,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
         start = time.perf_counter()
         manifest = export_onnx(model, out_dir, precision=args.precision, num_frames=args.frames, opset=args.opset,
-                               checkpoint=info, external_data=external)
+                               min_frames=args.min_frames, checkpoint=info, external_data=external,
+                               attention=args.attention)
         kv = manifest.tensors("encoder", "outputs")[0]
-        print(f"exported {manifest.config['name']} ({manifest.precision}, opset {manifest.opset}, T={manifest.num_frames}, "
+        print(f"exported {manifest.config['name']} ({manifest.precision}, opset {manifest.opset}, T={manifest.frame_range}, "
               f"S={manifest.image_size}) to {args.out} in {time.perf_counter() - start:.1f} s; keys/values {list(kv.shape)} "
               f"{kv.dtype}")
         if args.verify:

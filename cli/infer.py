@@ -1,55 +1,124 @@
-"""``d4rt infer``: a video through the engines -> depth maps, point cloud, camera trajectory, tracks, preview.
+"""``d4rt infer``: a whole video through the engines -> depth maps, point cloud, camera trajectory, tracks, preview.
 
     d4rt infer clip.mp4 --engines engines/ --out results/
 
-Writes into --out (each file atomically):
-    depth/NNNN.png      16-bit depth per frame, 65535 = depth_max (in depth.npz and trajectory.json)
-    depth.npz           depth [T, S, S] float32, confidence [T, S, S], depth_max
-    points.ply          coloured point cloud: every frame's grid at its own time, in frame 0's camera
-    trajectory.json     T_wc [T, 4, 4] (camera-to-world, frame 0 = world, OpenCV axes) and K [T, 3, 3]
-    tracks.npz          3D tracks of a grid of frame-0 pixels over all frames (frame 0's camera)
+Any length: a video longer than the engines' T frames runs in overlapping windows aligned by Sim(3) (paper
+App. B); --start / --stride / --max-frames select frames. Writes into --out (whole, at the end):
+    depth/NNNN.png      16-bit depth per frame, named by source frame number; 65535 = depth_max
+    depth.npz           depth [F, n, n] float32, confidence [F, n, n], depth_max, source_frames [F]
+    points.ply          coloured point cloud: every frame's grid at its own time, in the first frame's camera
+    trajectory.json     T_wc [F, 4, 4] (camera-to-world, first frame = world, OpenCV axes), K [F, 3, 3], windows
+    tracks.npz          3D tracks of a grid of first-frame pixels over the whole video (world frame)
+    dense_tracks.npz    with --dense-tracks: Alg. 1's all-pixel tracks
     preview.png         frames, depth maps and the trajectory from above (needs matplotlib)
-    summary.json        backend, sizes, timings
+    summary.json        backend, sizes, windows, timings
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+
+from d4rt.cli.common import UsageError, add_output_arguments, check_output, non_negative_int, positive_int
+
+
+def grid_size(value: str) -> int:
+    """argparse type: queries per side of a grid, an integer >= 2."""
+    n = positive_int(value)
+    if n < 2:
+        raise ValueError(f"expected an integer >= 2, got {n}")
+    return n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from d4rt.runtime.runtime import BACKENDS
+
     p.add_argument("video", help="a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8")
     p.add_argument("--engines", required=True, help="an engine directory (d4rt export / build-engine)")
-    p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime, onnxruntime-cpu, onnxruntime-cuda, "
-                   "onnxruntime-tensorrt or torch")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--start", type=int, default=0, help="first frame of the video to use")
-    p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
-    p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames (else the video must "
-                   "give exactly the exported T frames)")
-    p.add_argument("--batch-size", type=int, default=8192, help="queries per engine call")
-    p.add_argument("--depth-size", type=int, default=None, help="depth map resolution (default: S)")
-    p.add_argument("--cloud-size", type=int, default=None, help="point cloud grid per frame (default: S / 2)")
-    p.add_argument("--track-grid", type=int, default=16, help="track a grid x grid of frame-0 pixels")
-    p.add_argument("--pose-grid", type=int, default=32, help="grid for camera poses and intrinsics")
+    add_output_arguments(p, "output directory")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="engine backend (auto: tensorrt > "
+                   "onnxruntime-cuda > onnxruntime-cpu)")
+    p.add_argument("--start", type=non_negative_int, default=0, help="first frame of the video to use")
+    p.add_argument("--stride", type=positive_int, default=1, help="use every stride-th frame")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="use at most this many frames (default: "
+                   "the whole video)")
+    p.add_argument("--window", type=positive_int, default=None, help="frames per window (default: the engines' T)")
+    p.add_argument("--overlap", type=positive_int, default=None, help="frames shared by consecutive windows "
+                   "(default: window / 4)")
+    p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per engine call")
+    p.add_argument("--depth-size", type=grid_size, default=None, help="depth map resolution (default: S)")
+    p.add_argument("--cloud-size", type=grid_size, default=None, help="point cloud grid per frame (default: S / 2)")
+    p.add_argument("--track-grid", type=grid_size, default=16, help="track a grid x grid of first-frame pixels")
+    p.add_argument("--pose-grid", type=grid_size, default=None, help="grid for camera poses, intrinsics and the "
+                   "window alignment (default: min(32, S / 2))")
     p.add_argument("--min-confidence", type=float, default=0.0, help="drop cloud points below this confidence")
+    p.add_argument("--dense-tracks", action="store_true", help="also track every pixel (paper Alg. 1: an occupancy "
+                   "grid of visited pixels, new tracks only from unvisited ones) -> dense_tracks.npz")
+    p.add_argument("--dense-grid", type=grid_size, default=None, help="pixels per side for --dense-tracks "
+                   "(default: S)")
+
+
+def count_frames(video: Path) -> int | None:
+    """Frames in a .npy (its header) or a video file (the container's count; None when it does not say)."""
+    if video.suffix == ".npy":
+        import numpy as np
+
+        return int(np.load(video, mmap_mode="r", allow_pickle=False).shape[0])
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    try:
+        n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    return n or None
+
+
+def validate(args: argparse.Namespace) -> None:
+    video, engines = Path(args.video), Path(args.engines)
+    if not video.is_file():
+        raise UsageError(f"video {video} does not exist; give a video file or a .npy of frames [T, H, W, 3]")
+    if not (engines.is_dir() and (engines / "manifest.json").is_file()):
+        raise UsageError(f"--engines {engines} is not an engine directory (no manifest.json); make one with "
+                         f"`d4rt export CKPT_DIR --out DIR`")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise UsageError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
+    if args.window is not None and args.overlap is not None and args.overlap >= args.window:
+        raise UsageError(f"--overlap {args.overlap} must be smaller than --window {args.window}")
+    check_output(args.out, args.overwrite)
+    total = count_frames(video)
+    if total is not None:
+        if args.start >= total:
+            raise UsageError(f"--start {args.start} is beyond the video's {total} frames (0 .. {total - 1})")
+        selected = len(range(args.start, total, args.stride))
+        if args.max_frames is not None:
+            selected = min(selected, args.max_frames)
+        if selected < 2:
+            raise UsageError(f"--start {args.start} --stride {args.stride} select {selected} frame of {total}; "
+                             f"D4RT needs at least 2: lower --stride or --start")
 
 
 def run(args: argparse.Namespace) -> int:
+    from d4rt.cli.common import output_dir
     from d4rt.runtime import load
     from d4rt.runtime.infer import infer_clip, load_frames
 
     rt = load(args.engines, backend=args.backend)
-    summary = infer_clip(
-        rt, load_frames(args.video), args.out, start=args.start, stride=args.stride, max_frames=args.max_frames,
-        batch_size=args.batch_size, depth_size=args.depth_size, cloud_size=args.cloud_size,
-        track_grid=args.track_grid, pose_grid=args.pose_grid, min_confidence=args.min_confidence,
-    )
+    with output_dir(args.out, args.overwrite) as tmp:
+        summary = infer_clip(
+            rt, load_frames(args.video), tmp, start=args.start, stride=args.stride, max_frames=args.max_frames,
+            window=args.window, overlap=args.overlap, batch_size=args.batch_size, depth_size=args.depth_size,
+            cloud_size=args.cloud_size, track_grid=args.track_grid, pose_grid=args.pose_grid,
+            min_confidence=args.min_confidence, dense_tracks=args.dense_tracks, dense_grid=args.dense_grid,
+        )
     t = summary["timings"]
-    print(f"{args.video}: {summary['frames']} frames on {summary['backend']} -> {args.out}")
+    print(f"{args.video}: frames {summary['first_frame']}..{summary['last_frame']} ({summary['frames']}) in "
+          f"{summary['windows']} window(s) on {summary['backend']} -> {args.out}")
     print("  " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in t.items()))
+    if "dense_tracks" in summary:
+        d = summary["dense_tracks"]
+        print(f"  dense tracks: {d['tracks']} tracks, coverage {d['coverage']:.1%}, {d['tracks_per_s']:.0f} "
+              f"tracks/s, {d['queries_saved']:.1%} of the queries saved")
     if not summary["preview"]:
         print("  (no preview.png: `pip install matplotlib` for it)")
     return 0

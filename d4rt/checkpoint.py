@@ -49,12 +49,13 @@ def check_state_dict(
     )
 
 
-def build_empty(config: D4RTConfig) -> "torch.nn.Module":
-    """The model on the meta device: names and shapes without allocating weights."""
+def build_empty(config: D4RTConfig, attention: str | None = None) -> "torch.nn.Module":
+    """The model on the meta device: names and shapes without allocating weights (``attention``: the model's
+    attention backend, default sdpa)."""
     from d4rt.models import D4RT
 
     with torch.device("meta"):
-        return D4RT(config)
+        return D4RT(config) if attention is None else D4RT(config, attention)
 
 
 def load_into(model_meta: "torch.nn.Module", state: dict[str, torch.Tensor], source: str) -> "torch.nn.Module":
@@ -125,19 +126,20 @@ def load_pretrained(
     **config_overrides,
 ) -> "torch.nn.Module":
     """Load a save_pretrained directory. Names and shapes are checked. The model comes back in ``dtype``
-    (float32 unless asked otherwise; ``dtype=None`` keeps the file's dtype, e.g. the bundled float16 weights)."""
+    (float32 unless asked otherwise; ``dtype=None`` keeps the file's dtype, e.g. the bundled float16 weights).
+
+    ``attention``: the attention backend ("sdpa" when None, "eager", "triton"); a run-time choice, never read from
+    or written to config.json (an older config.json's "attention" field is ignored)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     config = D4RTConfig.load(directory / CONFIG_NAME)
-    if attention is not None:
-        config_overrides["attention"] = attention
     if config_overrides:
         config = config.replace(**config_overrides)
     state = read_safetensors(directory, device)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    return load_into(build_empty(config), state, f"checkpoint {directory}").eval()
+    return load_into(build_empty(config, attention), state, f"checkpoint {directory}").eval()
 
 
 def random_model(preset: str, seed: int = 0, image_size: int | None = None) -> "torch.nn.Module":

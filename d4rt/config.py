@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ATTENTION_BACKENDS = ("eager", "sdpa", "triton")
+# Fields older d4rt versions wrote that no longer mean anything: read without complaint, dropped. ("attention" is
+# a run-time choice now: D4RT(config, attention=...), load_pretrained(dir, attention=...).)
+RETIRED_FIELDS = ("attention",)
 
 
 @dataclass
@@ -42,14 +44,11 @@ class D4RTConfig:
     # misc
     ln_eps: float = 1e-5
     dropout: float = 0.0  # training-time dropout on attention and MLP outputs (OpenD4RT trains with 0.1)
-    attention: str = "sdpa"  # "eager" | "sdpa" | "triton"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tubelet = tuple(int(x) for x in self.tubelet)  # JSON gives lists
         problems = []
-        if self.attention not in ATTENTION_BACKENDS:
-            problems.append(f"attention={self.attention!r} is not one of {ATTENTION_BACKENDS}")
         if self.enc_dim % self.enc_heads:
             problems.append(f"enc_dim={self.enc_dim} is not divisible by enc_heads={self.enc_heads}")
         if self.dec_dim % self.dec_heads:
@@ -102,6 +101,7 @@ class D4RTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "D4RTConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"config has unknown fields {unknown}; this d4rt version knows {sorted(known)}")

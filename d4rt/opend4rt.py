@@ -174,7 +174,6 @@ def config_from_shapes(
     enc_heads: int | None = None,
     dec_heads: int | None = None,
     image_size: int | None = None,
-    attention: str | None = None,
 ) -> D4RTConfig:
     """The D4RTConfig of an OpenD4RT state dict, from its tensor names and shapes (see the module docstring).
 
@@ -236,7 +235,6 @@ def config_from_shapes(
     return D4RTConfig(
         name="g" if is_g else "custom",
         **architecture,
-        attention=attention or "sdpa",
         extra={"opend4rt": {"enc_heads_from": enc_from, "dec_heads_from": dec_from}},
     )
 
@@ -289,9 +287,9 @@ def load_opend4rt(
     yaml_data = read_model_yaml(yaml_path) if yaml_path.is_file() else None
     state = find_state_dict(_torch_load(ckpt), str(ckpt))
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    config = config_from_shapes(shapes, yaml_data, enc_heads, dec_heads, image_size, attention)
+    config = config_from_shapes(shapes, yaml_data, enc_heads, dec_heads, image_size)
     config.extra["opend4rt"]["checkpoint"] = ckpt.name
-    return load_into(build_empty(config), state, f"OpenD4RT checkpoint {ckpt}").eval()
+    return load_into(build_empty(config, attention), state, f"OpenD4RT checkpoint {ckpt}").eval()
 
 
 def convert_opend4rt(ckpt: str | Path, out_dir: str | Path, **load_options: Any) -> Path:

@@ -1,7 +1,8 @@
 """Split ONNX export: encoder.onnx + decoder.onnx + manifest.json (design.md's tensor contract).
 
 torch.onnx's dynamo exporter (torch.export + onnxscript), opset 18 by default (LayerNormalization is a single node
-from opset 17), the query count N dynamic, T and S fixed per export. Each graph passes ``onnx.checker``'s full
+from opset 17), the query count N dynamic, the frame count T dynamic (any multiple of the tubelet's frames in
+[min_frames, num_frames]; the sinusoidal position table is sliced to the clip), S fixed per export. Each graph passes ``onnx.checker``'s full
 check (with shape inference) and must match the contract in ``d4rt.runtime.manifest`` before the manifest is
 written; the manifest is written last, so a failed export leaves no manifest behind.
 """
@@ -19,17 +20,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from d4rt.export.fused_ops import ONNX_TRANSLATIONS, onnx_runtime_attention
 from d4rt.export.graphs import DecoderGraph, EncoderGraph
 from d4rt.export.precision import to_float16
 from d4rt.runtime.manifest import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    DYNAMIC_DIMS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     EXPORT_ID_KEY,
     GRAPH_FILES,
     MANIFEST_NAME,
     PRECISIONS,
+    FRAME_DIM,
+    MEMORY_DIM,
     QUERY_DIM,
     Manifest,
     TensorSpec,
@@ -43,19 +48,27 @@ MIN_OPSET = 17  # single-node LayerNormalization
 PROTOBUF_LIMIT_BYTES = 2**31  # the most one serialized ONNX file (a protobuf) can hold
 # Above this many bytes of weights (auto), each graph's weights go to a .onnx.data file beside it.
 EXTERNAL_DATA_BYTES = 1800 * 1024**2
+# How attention is written into the graphs (d4rt.export.fused_ops): "onnxruntime" = one com.microsoft.MultiHeadAttention
+# node (ONNX Runtime's flash-attention kernel on the CPU; TensorRT's parser refuses it), "standard" = MatMul ->
+# Softmax -> MatMul (any ONNX runtime; TensorRT fuses it itself).
+ATTENTION_FORMS = {"onnxruntime": "com.microsoft.MultiHeadAttention", "standard": "MatMul-Softmax-MatMul"}
 MAX_QUERIES_TRACED = 2**24  # the upper bound of the dynamic N given to torch.export
 # The exporter logs a warning per missing optional library (torchvision ops) on every export: not ours to report.
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def onnx_tensor_specs(model_proto, kind: str) -> list[TensorSpec]:
-    """The inputs or outputs of a loaded ONNX model as TensorSpecs (dynamic dims -> "N")."""
+    """The inputs or outputs of a loaded ONNX model as TensorSpecs (dynamic dims by name: "N", "T", "M"; any other
+    dynamic dim -> "?", which no contract accepts)."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
     specs = []
     for value in getattr(model_proto.graph, kind):
         t = value.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else QUERY_DIM for d in t.shape.dim)
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param if d.dim_param in DYNAMIC_DIMS else "?")
+            for d in t.shape.dim
+        )
         specs.append(TensorSpec(value.name, shape, tensor_dtype_to_np_dtype(t.elem_type).name))
     return specs
 
@@ -104,7 +117,8 @@ def _check_fits_one_protobuf(config, precision: str) -> None:
             )
 
 
-def _check_num_frames(model: nn.Module, num_frames: int | None) -> int:
+def _check_num_frames(model: nn.Module, num_frames: int | None, min_frames: int | None) -> tuple[int, int]:
+    """(min_frames, num_frames) of the export's frame axis, both multiples of the tubelet's frames."""
     cfg = model.config
     T = cfg.num_frames if num_frames is None else int(num_frames)
     tt = cfg.tubelet[0]
@@ -112,7 +126,27 @@ def _check_num_frames(model: nn.Module, num_frames: int | None) -> int:
         raise ValueError(
             f"num_frames={T} is not valid for this model: a positive multiple of {tt} up to {cfg.num_frames}"
         )
-    return T
+    lo = tt if min_frames is None else int(min_frames)
+    if lo <= 0 or lo % tt or lo > T:
+        raise ValueError(f"min_frames={min_frames} is not valid: a positive multiple of {tt} up to num_frames={T}")
+    return lo, T
+
+
+def name_dynamic_dims(model, frame_axis: bool) -> None:
+    """Give the graph's dynamic dims their contract names (in place, on the exporter's ``onnx_ir`` model): "N" for
+    the query count, "T" for video's frame axis, "M" for the memory tokens (keys / values dim 3). torch.export names
+    them after its symbols (``2*frame_pairs``, ``64*s29 + 1``); TensorRT profiles and the manifest use the names."""
+    import onnx_ir as ir
+
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        dims = list(value.shape)
+        if value.name == "video" and frame_axis:
+            dims[1] = FRAME_DIM
+        elif value.name in ("keys", "values") and frame_axis:
+            dims[3] = MEMORY_DIM
+        elif value.name not in ("video", "keys", "values", "aspect_ratio"):
+            dims[1] = QUERY_DIM
+        value.shape = ir.Shape(dims)
 
 
 def export_onnx(
@@ -121,23 +155,30 @@ def export_onnx(
     *,
     precision: str = "fp32",
     num_frames: int | None = None,
+    min_frames: int | None = None,
     opset: int = DEFAULT_OPSET,
     checkpoint: dict[str, Any] | None = None,
     external_data: bool | None = None,
+    attention: str | None = None,
     progress: bool = True,
 ) -> Manifest:
     """Export ``model`` as encoder.onnx + decoder.onnx into ``out_dir`` and write manifest.json.
 
     Args:
-        model: a D4RT (float32 weights). Exported on the "eager" attention path (explicit MatMul, Softmax,
-            MatMul); its own attention setting is restored afterwards.
+        model: a D4RT (float32 weights); its attention backend is switched for the export and restored after.
         precision: "fp32", or "fp16" (float16 weights and activations, LayerNorm statistics and softmax in float32;
             see :mod:`d4rt.export.precision`).
-        num_frames: T of the exported clip (default: the config's num_frames); the graphs take exactly T frames.
+        num_frames: the most frames a clip may have (default: the config's num_frames).
+        min_frames: the fewest (default: the tubelet's frames, 2): the graphs take any multiple of the tubelet's
+            frames in [min_frames, num_frames]; min_frames = num_frames gives graphs of exactly that many frames.
         opset: ONNX opset, at least 17.
         checkpoint: what the weights came from, recorded in the manifest (path, sha256, ...).
         external_data: store the weights in ``*.onnx.data`` beside each graph; default: when they exceed
             ~1.8 GB (one protobuf holds at most 2 GB).
+        attention: "onnxruntime" (default for fp32): every attention one ``com.microsoft.MultiHeadAttention`` node,
+            ONNX Runtime's fused (flash) kernel: fastest on ONNX Runtime, memory flat in the query batch, but
+            TensorRT's parser refuses it. "standard" (default, and the only choice, for fp16): MatMul -> Softmax
+            -> MatMul in plain ONNX, for TensorRT (``d4rt build-engine``), which fuses it itself.
     Returns:
         the written Manifest.
     """
@@ -148,7 +189,17 @@ def export_onnx(
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
-    T = _check_num_frames(model, num_frames)
+    if attention is None:
+        attention = "onnxruntime" if precision == "fp32" else "standard"
+    if attention not in ATTENTION_FORMS:
+        raise ValueError(f"attention={attention!r} is not an export attention form; choose one of {sorted(ATTENTION_FORMS)}")
+    if attention == "onnxruntime" and precision != "fp32":
+        raise ValueError(
+            "attention='onnxruntime' (the fused com.microsoft op) is exported for fp32 graphs only; export fp16 with "
+            "attention='standard' (`--attention standard`)"
+        )
+    T_min, T = _check_num_frames(model, num_frames, min_frames)
+    dynamic_frames = T_min < T
     cfg = model.config
     S = cfg.image_size
     out_dir = Path(out_dir)
@@ -156,8 +207,9 @@ def export_onnx(
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # no manifest unless this export completes
 
     export_id = uuid.uuid4().hex
-    previous_attention = cfg.attention
-    graph_model = to_float16(model) if precision == "fp16" else model.eval().set_attention("eager")
+    previous_attention = model.attention
+    graph_model = to_float16(model) if precision == "fp16" else model.eval()
+    graph_model.set_attention(onnx_runtime_attention if attention == "onnxruntime" else "eager")
     try:
         weight_bytes = sum(p.numel() * p.element_size() for p in graph_model.parameters())
         use_external = weight_bytes > EXTERNAL_DATA_BYTES if external_data is None else bool(external_data)
@@ -169,17 +221,24 @@ def export_onnx(
         uv = torch.rand(1, n, 2)
         t = torch.randint(0, T, (1, n, 3), dtype=torch.int32)
         encoder, decoder = EncoderGraph(graph_model).eval(), DecoderGraph(graph_model).eval()
-        contract = graph_contract(cfg.to_dict(), T, precision)
+        contract = graph_contract(cfg.to_dict(), T, precision, dynamic_frames)
+        fixed = graph_contract(cfg.to_dict(), T, precision)
         # Example keys / values of the right shape and dtype: tracing needs no real ones (and running the encoder
         # of a large model on the CPU would take minutes).
-        kv = contract["encoder"]["outputs"][0]
+        kv = fixed["encoder"]["outputs"][0]
         keys = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
         values = torch.randn(kv.shape, dtype=getattr(torch, kv.dtype))
         N = torch.export.Dim(QUERY_DIM, min=1, max=MAX_QUERIES_TRACED)
+        video_dims = kv_dims = None
+        if dynamic_frames:  # T = tt * tubelet_slices, M = tokens_per_slice * tubelet_slices + 1
+            tt = cfg.tubelet[0]
+            slices = torch.export.Dim("tubelet_slices", min=T_min // tt, max=T // tt)
+            video_dims, kv_dims = {1: tt * slices}, {3: cfg.tokens_per_slice * slices + 1}
         steps = [
-            ("encoder", encoder, (video, aspect_ratio), ENCODER_INPUTS, ENCODER_OUTPUTS, None),
+            ("encoder", encoder, (video, aspect_ratio), ENCODER_INPUTS, ENCODER_OUTPUTS,
+             {"video": video_dims, "aspect_ratio": None}),
             ("decoder", decoder, (video, keys, values, uv, t), DECODER_INPUTS, DECODER_OUTPUTS,
-             {"video": None, "keys": None, "values": None, "uv": {1: N}, "t": {1: N}}),
+             {"video": video_dims, "keys": kv_dims, "values": kv_dims, "uv": {1: N}, "t": {1: N}}),
         ]
         graphs: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
@@ -190,8 +249,10 @@ def export_onnx(
                     program = torch.onnx.export(
                         module, args, dynamo=True, opset_version=opset, input_names=list(inputs),
                         output_names=list(outputs), dynamic_shapes=dynamic, optimize=True, verbose=False,
+                        custom_translation_table=ONNX_TRANSLATIONS,
                     )
                     fold_weight_slices(program.model)
+                    name_dynamic_dims(program.model, dynamic_frames)
                     program.model.metadata_props[EXPORT_ID_KEY] = export_id
                     program.save(str(path), external_data=use_external)
                 del program
@@ -205,7 +266,8 @@ def export_onnx(
                             f"the exported {graph} graph's {kind} {found[kind]} differ from the contract "
                             f"{contract[graph][kind]}: an export bug, please report it"
                         )
-                graphs[graph] = {"file": GRAPH_FILES[graph], "external_data": external_data_files(path)}
+                graphs[graph] = {"file": GRAPH_FILES[graph], "external_data": external_data_files(path),
+                                 "attention": ATTENTION_FORMS[attention]}
                 graphs[graph].update({k: [s.to_dict() for s in v] for k, v in found.items()})
             # Move the finished files in; drop data files an earlier export left that this one does not use.
             for graph, entry in graphs.items():
@@ -222,8 +284,9 @@ def export_onnx(
         entry["sha256"] = sha256_file(out_dir / entry["file"])
         entry["external_data"] = [{"file": f, "sha256": sha256_file(out_dir / f)} for f in entry["external_data"]]
     manifest = Manifest(
-        config={**cfg.to_dict(), "attention": previous_attention},
+        config=cfg.to_dict(),
         num_frames=T,
+        min_frames=T_min if dynamic_frames else None,
         image_size=S,
         precision=precision,
         opset=opset,

@@ -93,7 +93,7 @@ def verify_export(
     uv = torch.rand(1, queries, 2, generator=g)
     t = torch.randint(0, T, (1, queries, 3), dtype=torch.int32, generator=g)
 
-    previous = model.config.attention
+    previous = model.attention
     model.eval().set_attention("eager")
     try:
         with torch.no_grad():

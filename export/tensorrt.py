@@ -1,6 +1,7 @@
 """TensorRT engines from the exported ONNX graphs (``d4rt build-engine``). All of d4rt's engine building is here.
 
-- One optimization profile on the decoder's query count N (min / opt / max); the encoder is static.
+- One optimization profile per graph: the frame count T (min = the manifest's min_frames, opt = max = num_frames;
+  the memory tokens M follow from T) on both graphs, and the decoder's query count N (min / opt / max).
 - Precision comes from the graph: the network is strongly typed (TensorRT 10's STRONGLY_TYPED flag; always so in
   TensorRT 11), so a float16 export gives a float16 engine with LayerNorm statistics and softmax in float32.
   TensorRT 10 can instead build the float32 graph with the FP16 builder flag (``fp16_flag``, weak typing, which
@@ -31,6 +32,8 @@ from d4rt.runtime.manifest import (
     ENGINE_FILES,
     EXPORT_ID_KEY,
     HARDWARE_COMPAT,
+    FRAME_DIM,
+    MEMORY_DIM,
     QUERY_DIM,
     Manifest,
     check_export_ids,
@@ -74,14 +77,28 @@ class EngineBuildOptions:
             raise ValueError("invalid engine build options: " + "; ".join(problems))
 
 
-def query_profile(manifest: Manifest, options: EngineBuildOptions) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """(min, opt, max) shapes of every decoder input with the dynamic N: {"uv": ((1, 1, 2), ...), "t": ...}."""
+def query_profile(
+    manifest: Manifest, options: EngineBuildOptions, graph: str = "decoder"
+) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shapes of every input of ``graph`` with a dynamic dimension, e.g. for the decoder
+    {"video": ((1, 2, 3, S, S), (1, T, ...), (1, T, ...)), "keys": (... M ...), "uv": ((1, 1, 2), ...), "t": ...}.
+
+    N spans the options' query counts; T spans the manifest's frame range with opt = max (full windows are the
+    common case: a long video runs in windows of T frames), and M = T / tt * tokens per slice + 1 follows T.
+    """
+    lo, hi = manifest.frame_range
+    tt, th, tw = (int(x) for x in manifest.config["tubelet"])
+    per_slice = (manifest.image_size // th) * (manifest.image_size // tw)
+    levels = {
+        QUERY_DIM: (options.min_queries, options.opt_queries, options.max_queries),
+        FRAME_DIM: (lo, hi, hi),
+        MEMORY_DIM: tuple(t // tt * per_slice + 1 for t in (lo, hi, hi)),
+    }
     profile = {}
-    for spec in manifest.tensors("decoder", "inputs"):
-        if QUERY_DIM in spec.shape:
+    for spec in manifest.tensors(graph, "inputs"):
+        if any(isinstance(d, str) for d in spec.shape):
             profile[spec.name] = tuple(
-                tuple(n if d == QUERY_DIM else int(d) for d in spec.shape)
-                for n in (options.min_queries, options.opt_queries, options.max_queries)
+                tuple(levels[d][i] if isinstance(d, str) else int(d) for d in spec.shape) for i in range(3)
             )
     return profile
 
@@ -108,6 +125,7 @@ def engine_section(
         "version_compatible": options.version_compat,
         "precision": engine_precision(manifest, options),
         "profile": {"min": options.min_queries, "opt": options.opt_queries, "max": options.max_queries},
+        "frame_profile": dict(zip(("min", "opt", "max"), (*manifest.frame_range, manifest.frame_range[1]))),
         "workspace_gb": options.workspace_gb,
         "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **{
@@ -253,6 +271,17 @@ def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: En
     return bytes(plan)  # IHostMemory has the buffer protocol
 
 
+def check_standard_attention(onnx_dir: Path, manifest) -> None:
+    """Refuse graphs exported with ONNX Runtime's fused attention op (TensorRT's parser takes no com.microsoft op)."""
+    fused = [g for g, entry in manifest.graphs.items() if entry.get("attention", "").startswith("com.microsoft")]
+    if fused:
+        raise ValueError(
+            f"the graphs in {onnx_dir} use ONNX Runtime's fused attention op ({', '.join(fused)}), which TensorRT "
+            f"cannot parse: re-export for TensorRT with `d4rt export ... --attention standard` "
+            f"(export_onnx(..., attention='standard'))"
+        )
+
+
 def warn_unsupported_nodes(onnx_dir: Path, manifest) -> None:
     """Warn, naming them, about nodes the table says TensorRT's parser does not take, before a long build fails
     on them (a warning, not an error: the table was checked against the graphs we export, not every TensorRT)."""
@@ -292,6 +321,7 @@ def build_engines(
     out_dir = Path(out_dir) if out_dir is not None else onnx_dir
     manifest = read_manifest(onnx_dir)
     check_graph_files(manifest, onnx_dir)
+    check_standard_attention(onnx_dir, manifest)
     check_export_ids(manifest, {graph: onnx_export_id(onnx_dir / manifest.graphs[graph]["file"])
                                 for graph in ENGINE_FILES}, str(onnx_dir))
     warn_unsupported_nodes(onnx_dir, manifest)
@@ -323,10 +353,9 @@ def build_engines(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     digests = {}
-    profile = query_profile(manifest, options)
     for graph in tqdm(ENGINE_FILES, desc="TensorRT build", disable=not progress):
         plan = _build_one(trt, builder, logger, onnx_dir / manifest.graphs[graph]["file"],
-                          profile if graph == "decoder" else {}, options, cache)
+                          query_profile(manifest, options, graph), options, cache)
         path = write_bytes_atomic(out_dir / ENGINE_FILES[graph], plan)
         digests[graph] = sha256_file(path)
     if cache_path is not None:

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from d4rt.kernels.forward import LOG2_E, dot_precision
-from d4rt.kernels.tiles import columns, drop_overlap, last_columns, load_rows, seek, store_rows
+from d4rt.kernels.tiles import INTERPRETED, columns, drop_overlap, last_columns, load_rows, seek, store_rows
 from d4rt.kernels.tiling import (
     backward_kv_configs,
     backward_q_configs,
@@ -53,6 +53,45 @@ def _delta_kernel(
 
 # ----- dK, dV -----------------------------------------------------------------------------------------------------
 @triton.jit
+def _dkdv_query_block(
+    dk0, dk1, dv0, dv1, k0, k1, v0, v1,
+    Q, DO, LSE, DELTA, stride_qn, stride_qd, stride_don, stride_dod, stride_ln,
+    start, n_queries, qk_scale,
+    cols0, col0_ok, cols1, col1_ok,
+    D1: tl.constexpr, BLOCK_M: tl.constexpr, MASK_QUERIES: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """The key block's dK, dV from the queries ``[start, start + BLOCK_M)`` (those >= ``n_queries`` masked when
+    ``MASK_QUERIES``)."""
+    offs_m = tl.arange(0, BLOCK_M)
+    rows = start + offs_m
+    if MASK_QUERIES:
+        row_ok = rows < n_queries
+    else:
+        row_ok = tl.full([BLOCK_M], 1, tl.int1)
+    q0 = load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
+    do0 = load_rows(DO, rows, row_ok, stride_don, cols0, col0_ok, stride_dod)
+    s_t = tl.dot(k0, tl.trans(q0), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
+    dp_t = tl.dot(v0, tl.trans(do0), input_precision=PRECISION)
+    if D1 > 0:
+        q1 = load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd)
+        do1 = load_rows(DO, rows, row_ok, stride_don, cols1, col1_ok, stride_dod)
+        s_t += tl.dot(k1, tl.trans(q1), input_precision=PRECISION)
+        dp_t += tl.dot(v1, tl.trans(do1), input_precision=PRECISION)
+    lse = tl.load(LSE + rows * stride_ln, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + rows, mask=row_ok, other=0.0)
+    p_t = tl.exp2(s_t * qk_scale - lse[None, :])
+    if MASK_QUERIES:
+        p_t = tl.where(row_ok[None, :], p_t, 0.0)
+    ds_t = p_t * (dp_t - delta[None, :])
+    dv0 += tl.dot(p_t.to(do0.dtype), do0, input_precision=PRECISION)
+    dk0 += tl.dot(ds_t.to(q0.dtype), q0, input_precision=PRECISION)
+    if D1 > 0:
+        dv1 += tl.dot(p_t.to(do1.dtype), do1, input_precision=PRECISION)
+        dk1 += tl.dot(ds_t.to(q1.dtype), q1, input_precision=PRECISION)
+    return dk0, dk1, dv0, dv1
+
+
+@triton.jit
 def _dkdv_query_range(
     dk0, dk1, dv0, dv1, k0, k1, v0, v1,
     Q, DO, LSE, DELTA, stride_qn, stride_qd, stride_don, stride_dod, stride_ln,
@@ -62,33 +101,22 @@ def _dkdv_query_range(
 ):  # fmt: skip
     """Accumulate the key block's dK, dV over the queries ``[lo, hi)`` (in ``BLOCK_M`` steps). Works on transposed
     tiles ([keys, queries]) so the key block stays in registers."""
-    offs_m = tl.arange(0, BLOCK_M)
-    for start in range(lo, hi, BLOCK_M):
-        rows = start + offs_m
-        if MASK_QUERIES:
-            row_ok = rows < n_queries
-        else:
-            row_ok = tl.full([BLOCK_M], 1, tl.int1)
-        q0 = load_rows(Q, rows, row_ok, stride_qn, cols0, col0_ok, stride_qd)
-        do0 = load_rows(DO, rows, row_ok, stride_don, cols0, col0_ok, stride_dod)
-        s_t = tl.dot(k0, tl.trans(q0), input_precision=PRECISION)  # [BLOCK_N, BLOCK_M]
-        dp_t = tl.dot(v0, tl.trans(do0), input_precision=PRECISION)
-        if D1 > 0:
-            q1 = load_rows(Q, rows, row_ok, stride_qn, cols1, col1_ok, stride_qd)
-            do1 = load_rows(DO, rows, row_ok, stride_don, cols1, col1_ok, stride_dod)
-            s_t += tl.dot(k1, tl.trans(q1), input_precision=PRECISION)
-            dp_t += tl.dot(v1, tl.trans(do1), input_precision=PRECISION)
-        lse = tl.load(LSE + rows * stride_ln, mask=row_ok, other=0.0)
-        delta = tl.load(DELTA + rows, mask=row_ok, other=0.0)
-        p_t = tl.exp2(s_t * qk_scale - lse[None, :])
-        if MASK_QUERIES:
-            p_t = tl.where(row_ok[None, :], p_t, 0.0)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dv0 += tl.dot(p_t.to(do0.dtype), do0, input_precision=PRECISION)
-        dk0 += tl.dot(ds_t.to(q0.dtype), q0, input_precision=PRECISION)
-        if D1 > 0:
-            dv1 += tl.dot(p_t.to(do1.dtype), do1, input_precision=PRECISION)
-            dk1 += tl.dot(ds_t.to(q1.dtype), q1, input_precision=PRECISION)
+    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tiles.INTERPRETED
+        start = lo
+        while start < hi:
+            dk0, dk1, dv0, dv1 = _dkdv_query_block(
+                dk0, dk1, dv0, dv1, k0, k1, v0, v1, Q, DO, LSE, DELTA, stride_qn, stride_qd, stride_don, stride_dod,
+                stride_ln, start, n_queries, qk_scale, cols0, col0_ok, cols1, col1_ok,
+                D1, BLOCK_M, MASK_QUERIES, PRECISION,
+            )  # fmt: skip
+            start += BLOCK_M
+    else:
+        for start in range(lo, hi, BLOCK_M):
+            dk0, dk1, dv0, dv1 = _dkdv_query_block(
+                dk0, dk1, dv0, dv1, k0, k1, v0, v1, Q, DO, LSE, DELTA, stride_qn, stride_qd, stride_don, stride_dod,
+                stride_ln, start, n_queries, qk_scale, cols0, col0_ok, cols1, col1_ok,
+                D1, BLOCK_M, MASK_QUERIES, PRECISION,
+            )  # fmt: skip
     return dk0, dk1, dv0, dv1
 
 
@@ -163,6 +191,41 @@ def _dkdv_kernel(
 
 # ----- dQ ---------------------------------------------------------------------------------------------------------
 @triton.jit
+def _dq_key_block(
+    dq0, dq1, q0, q1, do0, do1, lse, delta,
+    K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+    start, n_keys, qk_scale,
+    cols0, col0_ok, cols1, col1_ok,
+    D1: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """The query block's dQ from the keys ``[start, start + BLOCK_N)`` (those >= ``n_keys`` masked when
+    ``MASK_KEYS``)."""
+    offs_n = tl.arange(0, BLOCK_N)
+    keys = start + offs_n
+    if MASK_KEYS:
+        key_ok = keys < n_keys
+    else:
+        key_ok = tl.full([BLOCK_N], 1, tl.int1)
+    k0 = load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
+    v0 = load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
+    s = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+    dp = tl.dot(do0, tl.trans(v0), input_precision=PRECISION)
+    if D1 > 0:
+        k1 = load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
+        v1 = load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
+        s += tl.dot(q1, tl.trans(k1), input_precision=PRECISION)
+        dp += tl.dot(do1, tl.trans(v1), input_precision=PRECISION)
+    p = tl.exp2(s * qk_scale - lse[:, None])
+    if MASK_KEYS:
+        p = tl.where(key_ok[None, :], p, 0.0)
+    ds = p * (dp - delta[:, None])
+    dq0 += tl.dot(ds.to(k0.dtype), k0, input_precision=PRECISION)
+    if D1 > 0:
+        dq1 += tl.dot(ds.to(k1.dtype), k1, input_precision=PRECISION)
+    return dq0, dq1
+
+
+@triton.jit
 def _dq_key_range(
     dq0, dq1, q0, q1, do0, do1, lse, delta,
     K, V, stride_kn, stride_kd, stride_vn, stride_vd,
@@ -171,29 +234,20 @@ def _dq_key_range(
     D1: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Accumulate the query block's dQ over the keys ``[lo, hi)`` (in ``BLOCK_N`` steps)."""
-    offs_n = tl.arange(0, BLOCK_N)
-    for start in range(lo, hi, BLOCK_N):
-        keys = start + offs_n
-        if MASK_KEYS:
-            key_ok = keys < n_keys
-        else:
-            key_ok = tl.full([BLOCK_N], 1, tl.int1)
-        k0 = load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
-        v0 = load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
-        s = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
-        dp = tl.dot(do0, tl.trans(v0), input_precision=PRECISION)
-        if D1 > 0:
-            k1 = load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
-            v1 = load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
-            s += tl.dot(q1, tl.trans(k1), input_precision=PRECISION)
-            dp += tl.dot(do1, tl.trans(v1), input_precision=PRECISION)
-        p = tl.exp2(s * qk_scale - lse[:, None])
-        if MASK_KEYS:
-            p = tl.where(key_ok[None, :], p, 0.0)
-        ds = p * (dp - delta[:, None])
-        dq0 += tl.dot(ds.to(k0.dtype), k0, input_precision=PRECISION)
-        if D1 > 0:
-            dq1 += tl.dot(ds.to(k1.dtype), k1, input_precision=PRECISION)
+    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tiles.INTERPRETED
+        start = lo
+        while start < hi:
+            dq0, dq1 = _dq_key_block(
+                dq0, dq1, q0, q1, do0, do1, lse, delta, K, V, stride_kn, stride_kd, stride_vn, stride_vd, start, n_keys,
+                qk_scale, cols0, col0_ok, cols1, col1_ok, D1, BLOCK_N, MASK_KEYS, PRECISION,
+            )  # fmt: skip
+            start += BLOCK_N
+    else:
+        for start in range(lo, hi, BLOCK_N):
+            dq0, dq1 = _dq_key_block(
+                dq0, dq1, q0, q1, do0, do1, lse, delta, K, V, stride_kn, stride_kd, stride_vn, stride_vd, start, n_keys,
+                qk_scale, cols0, col0_ok, cols1, col1_ok, D1, BLOCK_N, MASK_KEYS, PRECISION,
+            )  # fmt: skip
     return dq0, dq1
 
 

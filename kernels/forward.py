@@ -23,10 +23,47 @@ import torch
 import triton
 import triton.language as tl
 
-from d4rt.kernels.tiles import aligned, columns, drop_overlap, last_columns, load_rows, seek, store_rows
+from d4rt.kernels.tiles import INTERPRETED, aligned, columns, drop_overlap, last_columns, load_rows, seek, store_rows
 from d4rt.kernels.tiling import bucket, forward_configs, head_dim_chunks, prune_configs, stride_alignment
 
 LOG2_E = 1.0 / math.log(2.0)
+
+
+@triton.jit
+def _attend_key_block(
+    acc0, acc1, l_i, m_i, q0, q1,
+    K, V, stride_kn, stride_kd, stride_vn, stride_vd,
+    start, n_keys, qk_scale,
+    cols0, col0_ok, cols1, col1_ok,
+    D1: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """One step of the online softmax: the keys ``[start, start + BLOCK_N)`` (those >= ``n_keys`` masked when
+    ``MASK_KEYS``)."""
+    offs_n = tl.arange(0, BLOCK_N)
+    keys = start + offs_n
+    if MASK_KEYS:
+        key_ok = keys < n_keys
+    else:
+        key_ok = tl.full([BLOCK_N], 1, tl.int1)  # a constant mask: the compiler drops it
+    k0 = load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
+    s = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)
+    if D1 > 0:
+        k1 = load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
+        s += tl.dot(q1, tl.trans(k1), input_precision=PRECISION)
+    s = s * qk_scale
+    if MASK_KEYS:
+        s = tl.where(key_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v0 = load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
+    acc0 = acc0 * alpha[:, None] + tl.dot(p.to(v0.dtype), v0, input_precision=PRECISION)
+    if D1 > 0:
+        v1 = load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
+        acc1 = acc1 * alpha[:, None] + tl.dot(p.to(v1.dtype), v1, input_precision=PRECISION)
+    m_i = m_new
+    return acc0, acc1, l_i, m_i
 
 
 @triton.jit
@@ -39,31 +76,20 @@ def _attend_key_range(
 ):  # fmt: skip
     """Online softmax over the keys ``[lo, hi)`` of ``K``, ``V`` (in ``BLOCK_N`` steps; keys >= ``n_keys`` are
     masked when ``MASK_KEYS``). Returns the updated ``acc0 [BLOCK_M, D0]``, ``acc1 [BLOCK_M, D1]``, ``l_i``, ``m_i``."""
-    offs_n = tl.arange(0, BLOCK_N)
-    for start in range(lo, hi, BLOCK_N):
-        keys = start + offs_n
-        if MASK_KEYS:
-            key_ok = keys < n_keys
-        else:
-            key_ok = tl.full([BLOCK_N], 1, tl.int1)  # a constant mask: the compiler drops it
-        k0 = load_rows(K, keys, key_ok, stride_kn, cols0, col0_ok, stride_kd)
-        s = tl.dot(q0, tl.trans(k0), input_precision=PRECISION)
-        if D1 > 0:
-            k1 = load_rows(K, keys, key_ok, stride_kn, cols1, col1_ok, stride_kd)
-            s += tl.dot(q1, tl.trans(k1), input_precision=PRECISION)
-        s = s * qk_scale
-        if MASK_KEYS:
-            s = tl.where(key_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v0 = load_rows(V, keys, key_ok, stride_vn, cols0, col0_ok, stride_vd)
-        acc0 = acc0 * alpha[:, None] + tl.dot(p.to(v0.dtype), v0, input_precision=PRECISION)
-        if D1 > 0:
-            v1 = load_rows(V, keys, key_ok, stride_vn, cols1, col1_ok, stride_vd)
-            acc1 = acc1 * alpha[:, None] + tl.dot(p.to(v1.dtype), v1, input_precision=PRECISION)
-        m_i = m_new
+    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tiles.INTERPRETED
+        start = lo
+        while start < hi:
+            acc0, acc1, l_i, m_i = _attend_key_block(
+                acc0, acc1, l_i, m_i, q0, q1, K, V, stride_kn, stride_kd, stride_vn, stride_vd, start, n_keys, qk_scale,
+                cols0, col0_ok, cols1, col1_ok, D1, BLOCK_N, MASK_KEYS, PRECISION,
+            )  # fmt: skip
+            start += BLOCK_N
+    else:
+        for start in range(lo, hi, BLOCK_N):
+            acc0, acc1, l_i, m_i = _attend_key_block(
+                acc0, acc1, l_i, m_i, q0, q1, K, V, stride_kn, stride_kd, stride_vn, stride_vd, start, n_keys, qk_scale,
+                cols0, col0_ok, cols1, col1_ok, D1, BLOCK_N, MASK_KEYS, PRECISION,
+            )  # fmt: skip
     return acc0, acc1, l_i, m_i
 
 
@@ -146,8 +172,8 @@ def _combine_splits_kernel(
     stride_ps, stride_pb, stride_ph, stride_pn,
     stride_ls, stride_lb, stride_lh,
     stride_ob, stride_oh, stride_on, stride_od,
-    heads, n_queries, splits,
-    HEAD_DIM: tl.constexpr, D_POW2: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr,
+    heads, n_queries,
+    SPLITS: tl.constexpr, HEAD_DIM: tl.constexpr, D_POW2: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr,
 ):  # fmt: skip
     """Merge the splits of split-K. Grid: (cdiv(n_queries, BLOCK_M), batch * heads).
 
@@ -167,7 +193,7 @@ def _combine_splits_kernel(
     m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     weight_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D_POW2], dtype=tl.float32)
-    for s in range(splits):
+    for s in range(SPLITS):  # a constant: at most MAX_SPLITS, and a loop bound the interpreter converts
         lse_s = tl.load(PARTIAL_LSE + s * stride_ls + rows, mask=row_ok, other=0.0)
         o_s = load_rows(PARTIAL_O + s * stride_ps, rows, row_ok, stride_pn, cols, col_ok, 1)
         m_new = tl.maximum(m, lse_s)
@@ -237,6 +263,7 @@ def attention_forward(
             partial_o, partial_lse, out, lse,
             partial_o.stride(0), partial_o.stride(1), partial_o.stride(2), partial_o.stride(3),
             *partial_lse.stride()[:3], *out.stride(),
-            H, Nq, splits,
-            HEAD_DIM=D, D_POW2=triton.next_power_of_2(D), ALIGN=stride_alignment(partial_o, out), BLOCK_M=block_m,
+            H, Nq,
+            SPLITS=splits, HEAD_DIM=D, D_POW2=triton.next_power_of_2(D), ALIGN=stride_alignment(partial_o, out),
+            BLOCK_M=block_m,
         )  # fmt: skip

@@ -10,6 +10,17 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from d4rt.kernels.tiling import interpreting
+
+#: True when the kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1``), a constant the kernels read.
+#: Compiled, the interpreter's branches are dropped at compile time and the kernels are exactly as without it.
+#: Why the kernels need it: the interpreter holds every scalar (a kernel argument, and what is computed from one) in a
+#: 1-element NumPy array, and Triton 3.6 converts a ``range`` bound with ``int(handle.data)``, which NumPy >= 2.4
+#: refuses ("only 0-dimensional arrays can be converted to Python scalars"). So in the interpreter a loop over a
+#: run-time number of blocks is a ``while`` loop (a comparison converts through ``bool``, which NumPy allows); compiled,
+#: it stays a ``for`` loop over ``range``, the only loop Triton software-pipelines.
+INTERPRETED = tl.constexpr(interpreting())
+
 
 @triton.jit
 def load_rows(ptr, rows, row_ok, stride_row, cols, col_ok, stride_col):

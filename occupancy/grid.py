@@ -30,7 +30,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from d4rt.runtime.geometry import focal_from_points, grid_uv, transform_points
+from d4rt.runtime.geometry import focal_from_points, transform_points
+from d4rt.runtime.runtime import check_grid_size, point_maps
 
 DEFAULT_MAX_VOXELS = 2**27  # 134 M voxels: two boolean scratch grids of 134 MB each
 MAX_VOXELS_LIMIT = 2**31 - 1  # flat indices are int32 inside the ray caster
@@ -508,18 +509,14 @@ def dense_point_maps(rt, scene, grid_size: int | None = None, batch_size: int = 
     Returns:
         xyz_cam [T, n, n, 3] (frame t's camera, scene units), confidence [T, n, n] (probabilities), uv [n * n, 2].
     """
-    n = int(grid_size or scene.image_size)
-    if n < 2:
-        raise ValueError(f"grid_size must be at least 2 queries per side, got {grid_size!r}")
+    n = check_grid_size("grid_size", grid_size, scene.image_size)
     T = scene.num_frames
-    uv = grid_uv(n)
-    xyz = np.empty((T, n * n, 3), np.float64)
-    conf = np.empty((T, n * n), np.float64)
-    for t in _progress(range(T), progress, "querying point maps", T):
-        res = rt.query(scene, uv, t, t, t, batch_size=batch_size)
-        xyz[t] = res["xyz"]
-        conf[t] = res["confidence"]
-    return xyz.reshape(T, n, n, 3), conf.reshape(T, n, n), uv
+    xyz = np.empty((T, n, n, 3), np.float64)
+    conf = np.empty((T, n, n), np.float64)
+    for t in _progress(range(T), progress, "querying point maps", T):  # frame by frame: bounded memory
+        maps = point_maps(rt, scene, t, n, None, batch_size)
+        xyz[t], conf[t], uv = maps["xyz"][0], maps["confidence"][0], maps["uv"]
+    return xyz, conf, uv
 
 
 def intrinsics_from_point_maps(xyz_cam: np.ndarray, uv: np.ndarray, image_size: int) -> np.ndarray:

@@ -20,7 +20,6 @@ from d4rt.runtime.manifest import (
     ENCODER_OUTPUTS,
     EXPORT_HINT,
     EXPORT_ID_KEY,
-    QUERY_DIM,
     Manifest,
     TensorSpec,
     check_export_ids,
@@ -149,7 +148,7 @@ class OnnxRuntimeBackend:
             )
         for name, spec in expected.items():
             arg = found[name]
-            shape = tuple(d if isinstance(d, int) else QUERY_DIM for d in arg.shape)
+            shape = tuple(d if isinstance(d, int) else str(d) for d in arg.shape)  # "N", "T", "M" by name
             dtype = ORT_TYPES.get(arg.type, arg.type)
             if TensorSpec(name, shape, dtype) != spec:
                 raise ValueError(

@@ -147,8 +147,9 @@ class PinnedArray:
 class TrtSceneState:
     """A scene's device buffers: video (encoder and decoder input), keys and values (encoder output)."""
 
-    def __init__(self, buffers: dict[str, DeviceBuffer]):
+    def __init__(self, buffers: dict[str, DeviceBuffer], shapes: dict[str, tuple[int, ...]]):
         self.buffers = buffers
+        self.shapes = shapes  # video [1, T, 3, S, S], keys / values [L, 1, H, M, Dh] of this clip's T
         self.token = object()  # identity for CUDA-graph caching
 
 
@@ -246,9 +247,17 @@ class TensorRTBackend:
         cudart, engine, context = self._cudart, self.encoder, self.encoder_context
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         host = {"video": np.ascontiguousarray(video), "aspect_ratio": np.ascontiguousarray(aspect_ratio)}
-        buffers = {}
+        # The frame axis is dynamic (profile T in [min_frames, num_frames]): set this clip's input shape first;
+        # the context then knows every output shape (keys / values with M = T / tt * tokens per slice + 1).
+        if not context.set_input_shape("video", host["video"].shape):
+            raise ValueError(
+                f"TensorRT refused a video of shape {list(host['video'].shape)} (encoder profile: frames in "
+                f"{list(self.manifest.frame_range)}); {BUILD_HINT}"
+            )
+        buffers, shapes = {}, {}
         for name in (*ENCODER_INPUTS, *ENCODER_OUTPUTS):
-            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            shape = tuple(int(d) for d in context.get_tensor_shape(name))
+            shapes[name] = shape
             dtype = numpy_dtype(engine.get_tensor_dtype(name))
             if name in host and (host[name].shape != shape or host[name].dtype != dtype):
                 # A copy of the wrong size would overrun the device buffer: refuse before copying.
@@ -264,7 +273,7 @@ class TensorRTBackend:
             raise RuntimeError("TensorRT failed to run the encoder engine (see the TensorRT log above)")
         self._synchronize()  # the host arrays must outlive their copies
         del buffers["aspect_ratio"]
-        return TrtSceneState(buffers)
+        return TrtSceneState(buffers, shapes)
 
     def decode(self, state: TrtSceneState, uv: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         cudart = self._cudart
@@ -295,11 +304,12 @@ class TensorRTBackend:
         return out  # views of the pinned buffers: valid until the next decode (Runtime.query copies them at once)
 
     def _bind_decoder(self, context, state: TrtSceneState, n: int) -> None:
-        for name, shape in (("uv", (1, n, 2)), ("t", (1, n, 3))):
+        shapes = [(name, state.shapes[name]) for name in ("video", "keys", "values")]
+        for name, shape in (*shapes, ("uv", (1, n, 2)), ("t", (1, n, 3))):
             if not context.set_input_shape(name, shape):
                 raise ValueError(
                     f"TensorRT refused input {name!r} of shape {shape} (decoder profile: N in "
-                    f"[{self.min_queries}, {self.max_queries}])"
+                    f"[{self.min_queries}, {self.max_queries}], frames in {list(self.manifest.frame_range)})"
                 )
         for name in ("video", "keys", "values"):
             self._set_address(context, name, state.buffers[name].ptr)
@@ -346,7 +356,7 @@ class TensorRTBackend:
         d2h = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         out = []
         for name in ENCODER_OUTPUTS:
-            shape = tuple(self.encoder.get_tensor_shape(name))
+            shape = state.shapes[name]
             host = np.empty(shape, numpy_dtype(self.encoder.get_tensor_dtype(name)))
             self._copy(host.ctypes.data, state.buffers[name].ptr, host.nbytes, d2h)
             out.append(host)

@@ -1,4 +1,4 @@
-"""torch backend: the eager PyTorch model, for baselines and machines without any engine.
+"""torch backend: the PyTorch model (sdpa attention by default), for baselines and machines without any engine.
 
 The one place in the runtime that imports torch and the model; it is imported only when backend="torch" is asked
 for, so the rest of the runtime installs and runs without torch.
@@ -42,8 +42,8 @@ def checkpoint_dir_of(directory: Path, manifest: Manifest | None) -> Path:
 
 
 class TorchBackend:
-    """An eager model as a runtime backend. :meth:`open` loads one from a checkpoint (``attention`` "eager" |
-    "sdpa" | "triton", ``dtype`` "float32" | "bfloat16" | "float16"); the constructor wraps a model in memory
+    """An eager model as a runtime backend. :meth:`open` loads one from a checkpoint (``attention`` "sdpa" (default)
+    | "eager" | "triton", ``dtype`` "float32" | "bfloat16" | "float16"); the constructor wraps a model in memory
     (the evaluation runs a model being trained this way)."""
 
     max_queries = None
@@ -63,27 +63,27 @@ class TorchBackend:
         directory: str | Path,
         manifest: Manifest | None,
         device: str | None = None,
-        attention: str = "eager",
+        attention: str = "sdpa",
         dtype: str = "float32",
     ) -> "TorchBackend":
         import torch
 
         from d4rt.checkpoint import load_pretrained
+        from d4rt.config import D4RTConfig
 
         directory = Path(directory)
         ckpt = checkpoint_dir_of(directory, manifest)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = load_pretrained(ckpt, attention=attention).to(device, getattr(torch, dtype)).eval()
         if manifest is not None:
-            mine = model.config.to_dict()
-            theirs = {k: v for k, v in manifest.config.items() if k != "attention"}
+            mine, theirs = model.config.to_dict(), D4RTConfig.from_dict(manifest.config).to_dict()
             diff = sorted(k for k in theirs if mine.get(k) != theirs[k])
             if diff:
                 raise ValueError(
                     f"the checkpoint {ckpt} has another config than the engines in {directory} (fields {diff}); "
                     f"re-export the engines from this checkpoint with `d4rt export {ckpt} --out {directory}`"
                 )
-        name = f"torch-{attention}-{dtype}" if (attention, dtype) != ("eager", "float32") else "torch"
+        name = f"torch-{attention}-{dtype}" if (attention, dtype) != ("sdpa", "float32") else "torch"
         return cls(model, name)
 
     def encode(self, video: np.ndarray, aspect_ratio: np.ndarray) -> TorchSceneState:

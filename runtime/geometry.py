@@ -3,11 +3,66 @@ intrinsics solver in the house. No torch.
 
 Conventions (design.md): OpenCV camera axes (+x right, +y down, +z forward); extrinsics are camera-to-world
 ``T_wc`` [4, 4]; intrinsics K in pixels of the S x S network input; uv normalised u = x / (S - 1).
+
+One convention per quantity (docs/metrics.md):
+- K of a frame resized to the S x S input (:func:`scale_intrinsics`): x_S = x (S - 1) / (W - 1), the "corners
+  aligned" map under which a pixel keeps its uv (u = x / (W - 1) = x_S / (S - 1), the house's uv convention and
+  OpenD4RT's patch sampling at u (W - 1)). OpenD4RT scales focal lengths by S / W (the half-pixel map of an image
+  resize); the two differ by (S - 1) W / (S (W - 1)) - 1, 0.6 % at 1296 -> 128, and only ours matches uv.
+- Pose from two point sets (:func:`poses_from_grid_points`, used by ``Runtime.camera_poses``): the unweighted
+  rigid Umeyama, as OpenD4RT's released code (confidence weights are optional; docs/metrics.md has the
+  measurement, no difference on the bundled checkpoint).
+- Benchmark resolutions are the benchmark's own definition, not a resize of ours: TAPVid-3D scales fx, fy by
+  256 / min(H, W) (:func:`short_side_scale`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """[..., 3, 3], [..., 3] -> [..., 4, 4] homogeneous transform x -> R x + t."""
+    R, t = np.asarray(R, np.float64), np.asarray(t, np.float64)
+    M = np.zeros(np.broadcast_shapes(R.shape[:-2], t.shape[:-1]) + (4, 4))
+    M[..., :3, :3] = R
+    M[..., :3, 3] = t
+    M[..., 3, 3] = 1.0
+    return M
+
+
+def invert_rigid(M: np.ndarray) -> np.ndarray:
+    """Inverse of rigid transforms [..., 4, 4] (R^T, -R^T t), exact for a rotation R."""
+    M = np.asarray(M, np.float64)
+    Rt = np.swapaxes(M[..., :3, :3], -1, -2)
+    return rigid(Rt, -(Rt @ M[..., :3, 3, None])[..., 0])
+
+
+def transform_points(M: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Apply transforms [..., 4, 4] to points [..., 3] (broadcasting): R p + t."""
+    M = np.asarray(M)
+    return (M[..., :3, :3] @ np.asarray(p)[..., None])[..., 0] + M[..., :3, 3]
+
+
+def scale_intrinsics(K: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """K [..., 3, 3] of a height x width image -> K of its size x size resize, in the house's uv convention.
+
+    x_S = x (S - 1) / (W - 1), y_S = y (S - 1) / (H - 1) (fx, cx and fy, cy scaled alike): the map under which a
+    point keeps its normalised uv, u = x / (W - 1) = x_S / (S - 1). See the module doc for why not S / W.
+    """
+    for name, v in (("height", height), ("width", width), ("size", size)):
+        if int(v) < 2:
+            raise ValueError(f"scale_intrinsics: {name} must be >= 2 pixels, got {v}")
+    sx, sy = (size - 1) / (width - 1), (size - 1) / (height - 1)
+    return np.diag([sx, sy, 1.0]) @ np.asarray(K, np.float64)
+
+
+def short_side_scale(height: int, width: int, short_side: int = 256) -> float:
+    """The factor short_side / min(H, W) by which TAPVid-3D scales fx, fy, cx, cy to its metric resolution
+    (tapnet ``tapvid3d/evaluation/evaluate_model.py``, ``get_new_hw_with_given_smallest_side_length``)."""
+    if min(height, width) < 1:
+        raise ValueError(f"short_side_scale: image size must be positive, got {height} x {width}")
+    return short_side / min(height, width)
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True, weights: np.ndarray | None = None):
@@ -60,6 +115,7 @@ def poses_from_grid_points(
 
     For frame j (j >= 1), ``xyz_own[j - 1]`` holds a grid of frame-j points in camera j and ``xyz_first[j - 1]``
     the same points in camera 0; the rigid Umeyama fit from the first to the second is T_wc of frame j.
+    The runtime uses the unweighted fit (weights=None), OpenD4RT's released estimator.
 
     Args:
         xyz_own, xyz_first: [T - 1, G, 3]; weights: optional [T - 1, G] (e.g. the product of both confidences).
@@ -78,7 +134,8 @@ def poses_from_grid_points(
 
 
 def focal_from_points(uv: np.ndarray, xyz_cam: np.ndarray, image_size: int, min_offset: float = 0.05):
-    """Pinhole focal lengths from points in their own camera frame, the median over a grid (OpenD4RT's recipe).
+    """Pinhole focal lengths from points in their own camera frame, the median over a grid (OpenD4RT's
+    estimator: fx = z (u - 0.5) / x, median; opend4rt/README.md "Meaning of the outputs").
 
     fx = z (u - 0.5) / x and fy = z (v - 0.5) / y in normalised units, converted to pixels of the S x S input
     (times S - 1). The principal point is taken at the image centre. Points too close to the centre lines
@@ -111,24 +168,3 @@ def grid_uv(n: int) -> np.ndarray:
     u, v = np.meshgrid(g, g, indexing="xy")
     return np.stack([u.ravel(), v.ravel()], -1)
 
-
-# ----- rigid transforms (the one place in the house) ----------------------------------------------------------
-def rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """[..., 3, 3], [..., 3] -> [..., 4, 4] homogeneous transform x -> R x + t."""
-    M = np.zeros(R.shape[:-2] + (4, 4))
-    M[..., :3, :3] = R
-    M[..., :3, 3] = t
-    M[..., 3, 3] = 1.0
-    return M
-
-
-def invert_rigid(M: np.ndarray) -> np.ndarray:
-    """Inverse of rigid transforms [..., 4, 4]."""
-    R, t = M[..., :3, :3], M[..., :3, 3]
-    Rt = np.swapaxes(R, -1, -2)
-    return rigid(Rt, -(Rt @ t[..., None])[..., 0])
-
-
-def transform_points(M: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Apply [..., 4, 4] to points [..., 3] (broadcasting)."""
-    return (M[..., :3, :3] @ p[..., None])[..., 0] + M[..., :3, 3]

@@ -1,4 +1,5 @@
-"""The ``d4rt infer`` job as a function: every output of one clip, written into one folder."""
+"""The ``d4rt infer`` job as a function: every output of a whole video (any length: aligned windows), written into
+one folder, files named by source frame number."""
 
 from __future__ import annotations
 
@@ -19,57 +20,70 @@ def load_frames(source: str | Path):
 
 
 def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
-               batch_size: int = 8192, depth_size: int | None = None, cloud_size: int | None = None,
-               track_grid: int = 16, pose_grid: int = 32, min_confidence: float = 0.0, progress: bool = True) -> dict:
-    """Run every output of ``d4rt infer`` for one clip; returns the summary (also written as summary.json)."""
+               window: int | None = None, overlap: int | None = None, batch_size: int = 8192,
+               depth_size: int | None = None, cloud_size: int | None = None, track_grid: int = 16,
+               pose_grid: int | None = None, min_confidence: float = 0.0, dense_tracks: bool = False,
+               dense_grid: int | None = None, progress: bool = True) -> dict:
+    """Run every output of ``d4rt infer`` for a whole video (or its start / stride / max_frames selection) and
+    write them into ``out_dir``; returns the summary (also written as summary.json).
+
+    The video runs through :func:`d4rt.runtime.windows.encode_video` (one window when it fits the engines' T);
+    ``dense_tracks`` adds Alg. 1's all-pixel tracks on a dense_grid x dense_grid (default S) of every frame
+    (:mod:`d4rt.runtime.dense_tracks`).
+    """
     import numpy as np
 
     from d4rt.runtime.geometry import grid_uv
     from d4rt.runtime.outputs import depth_to_uint16, write_json, write_npz, write_ply, write_png, write_preview
+    from d4rt.runtime.windows import encode_video
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings = {}
-
-    def timed(name, fn, *args, **kwargs):
-        t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - t0, 4)
-        return result
-
-    scene = timed("encode_s", rt.encode, source, start=start, stride=stride, max_frames=max_frames)
-    common = {"batch_size": batch_size, "progress": progress}
-    depth, confidence = timed("depth_s", rt.depth, scene, None, depth_size, True, **common)
-    T_wc = timed("camera_poses_s", rt.camera_poses, scene, pose_grid, **common)
-    K = timed("intrinsics_s", rt.intrinsics, scene, pose_grid, **common)
-    cloud = timed("point_cloud_s", rt.point_cloud, scene, 0, cloud_size, None, min_confidence, **common)
+    t0 = time.perf_counter()
     track_uv = grid_uv(track_grid)
-    tracks = timed("tracks_s", rt.tracks, scene, track_uv, 0, 0, **common)
+    video = encode_video(
+        rt, source, start=start, stride=stride, max_frames=max_frames, window=window, overlap=overlap,
+        depth_size=depth_size, cloud_size=cloud_size, pose_grid=pose_grid, track_uv=track_uv, track_t_src=0,
+        dense_grid=(dense_grid or 0) if dense_tracks else None, batch_size=batch_size, progress=progress,
+    )
+    timings = {"video_s": round(time.perf_counter() - t0, 4), **video.timings}
+    depth, confidence, T_wc, K = video.depth_maps, video.depth_confidence, video.T_wc, video.K
+    names = video.source_frames
 
     valid = depth[np.isfinite(depth) & (depth > 0)]
     depth_max = float(valid.max()) if valid.size else 0.0
-    for t in range(len(depth)):
-        write_png(out_dir / "depth" / f"{t:04d}.png", depth_to_uint16(depth[t], depth_max))
-    write_npz(out_dir / "depth.npz", depth=depth, confidence=confidence, depth_max=np.float32(depth_max))
+    width = max(4, len(str(int(names.max()))))
+    for i, f in enumerate(names):
+        write_png(out_dir / "depth" / f"{int(f):0{width}d}.png", depth_to_uint16(depth[i], depth_max))
+    write_npz(out_dir / "depth.npz", depth=depth, confidence=confidence, depth_max=np.float32(depth_max),
+              source_frames=names)
+    cloud = video.point_cloud(min_confidence)
     write_ply(out_dir / "points.ply", cloud["xyz"], cloud["rgb"])
     write_json(out_dir / "trajectory.json", {
-        "convention": "T_wc camera-to-world 4x4, frame 0's camera is the world; OpenCV axes (+x right, +y down, "
-                      "+z forward); K in pixels of the S x S network input; xyz up to one scale per clip",
-        "image_size": scene.image_size, "original_size": list(scene.original_size), "depth_max": depth_max,
+        "convention": "T_wc camera-to-world 4x4, the first frame's camera is the world; OpenCV axes (+x right, "
+                      "+y down, +z forward); K in pixels of the S x S network input; xyz up to one scale per video "
+                      "(the first window's); frames named by source frame number",
+        "image_size": video.image_size, "original_size": list(video.original_size), "depth_max": depth_max,
+        "source_frames": names.tolist(), "windows": [[int(names[r.start]), int(names[r.stop - 1])]
+                                                     for r in video.windows],
         "T_wc": T_wc.round(8).tolist(), "K": K.round(6).tolist(),
     })
-    write_npz(out_dir / "tracks.npz", uv=track_uv, t_src=np.int32(0), **tracks)
+    write_npz(out_dir / "tracks.npz", uv=track_uv, t_src=np.int32(0), source_frames=names, **video.tracks())
+    dense = video.dense
+    if dense is not None:
+        write_npz(out_dir / "dense_tracks.npz", source_frames=names, **dense.arrays())
     preview = True
     try:
-        write_preview(out_dir / "preview.png", scene.frames, depth, T_wc)
+        write_preview(out_dir / "preview.png", video.frames, depth, T_wc, labels=names)
     except ImportError:
         preview = False  # matplotlib is optional for the runtime
     summary = {
-        "backend": rt.name, "frames": scene.num_frames, "image_size": scene.image_size,
-        "original_size": list(scene.original_size), "aspect_ratio": scene.aspect_ratio,
-        "depth_queries": int(depth.size), "cloud_points": int(len(cloud["xyz"])), "tracks": int(len(track_uv)),
-        "preview": preview, "timings": timings,
+        "backend": rt.name, "frames": video.num_frames, "first_frame": int(names[0]), "last_frame": int(names[-1]),
+        "windows": len(video.windows), "image_size": video.image_size, "original_size": list(video.original_size),
+        "aspect_ratio": video.aspect_ratio, "depth_queries": int(depth.size), "cloud_points": int(len(cloud["xyz"])),
+        "tracks": int(len(track_uv)), "preview": preview, "timings": timings,
     }
+    if dense is not None:
+        summary["dense_tracks"] = dense.summary()
     write_json(out_dir / "summary.json", summary)
     return summary
-

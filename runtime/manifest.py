@@ -8,6 +8,10 @@ An engine directory::
     manifest.json      this file
     encoder.onnx       video [1, T, 3, S, S] float32, aspect_ratio [1] float32 -> keys, values [L, 1, H, M, Dh]
     decoder.onnx       video, keys, values, uv [1, N, 2] float32, t [1, N, 3] int32 -> the six outputs, N dynamic
+
+The frame axis T is dynamic (any multiple of the tubelet's frames in ``frame_range`` = [min_frames, num_frames],
+named "T" in the graphs, with M = T / tt * (S / th) * (S / tw) + 1 named "M"); manifests written before the
+dynamic frame axis have no ``min_frames`` and take exactly ``num_frames`` frames.
     *.onnx.data        the weights, beside the graph, when a graph is too big for one protobuf (> 2 GB)
     encoder.engine     TensorRT engines, when ``d4rt build-engine`` has run on this machine
     decoder.engine
@@ -40,6 +44,9 @@ DECODER_INPUTS = ("video", "keys", "values", "uv", "t")
 DECODER_OUTPUTS = ("xyz", "uv_tgt", "visibility", "displacement", "normal", "confidence")
 MODEL_OUTPUT_NAMES = dict(zip(DECODER_OUTPUTS, ("xyz", "uv", "visibility", "displacement", "normal", "confidence")))
 QUERY_DIM = "N"  # the name of the dynamic query dimension
+FRAME_DIM = "T"  # the dynamic frame count (video's dim 1)
+MEMORY_DIM = "M"  # the memory token count that follows from it (keys' / values' dim 3)
+DYNAMIC_DIMS = (QUERY_DIM, FRAME_DIM, MEMORY_DIM)
 DEFAULT_QUERY_PROFILE = (1, 4096, 65536)  # min / opt / max N of TensorRT profiles (d4rt build-engine, ORT's TRT EP)
 
 EXPORT_HINT = "re-export with `d4rt export CKPT_DIR --out DIR`"
@@ -51,7 +58,7 @@ BUILD_HINT = "rebuild the engines on this machine with `d4rt build-engine ONNX_D
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A graph input or output: name, shape (ints, or "N" for the dynamic query count) and numpy dtype name."""
+    """A graph input or output: name, shape (ints, or "N" / "T" / "M" for a dynamic dimension) and numpy dtype."""
 
     name: str
     shape: tuple[int | str, ...]
@@ -65,10 +72,13 @@ class TensorSpec:
         return cls(d["name"], tuple(d["shape"]), d["dtype"])
 
 
-def graph_contract(config: dict[str, Any], num_frames: int, precision: str) -> dict[str, dict[str, list[TensorSpec]]]:
+def graph_contract(
+    config: dict[str, Any], num_frames: int, precision: str, dynamic_frames: bool = False
+) -> dict[str, dict[str, list[TensorSpec]]]:
     """The tensors each graph must have (design.md), from the model config and the exported clip length.
 
     keys / values are float16 in the float16 export, float32 otherwise; every other tensor keeps its dtype.
+    With ``dynamic_frames`` the frame count is "T" and the memory token count "M" (else the fixed values).
     Returns {"encoder": {"inputs": [...], "outputs": [...]}, "decoder": {...}}.
     """
     if precision not in PRECISIONS:
@@ -78,6 +88,8 @@ def graph_contract(config: dict[str, Any], num_frames: int, precision: str) -> d
     L, H = int(config["dec_depth"]), int(config["dec_heads"])
     Dh = int(config["dec_dim"]) // H
     M = T // tt * (S // th) * (S // tw) + 1
+    if dynamic_frames:
+        T, M = FRAME_DIM, MEMORY_DIM
     kv_dtype = "float16" if precision == "fp16" else "float32"
     video = TensorSpec("video", (1, T, 3, S, S), "float32")
     keys = TensorSpec("keys", (L, 1, H, M, Dh), kv_dtype)
@@ -119,6 +131,16 @@ class Manifest:
     d4rt_version: str = ""
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
+    min_frames: int | None = None  # the dynamic frame axis' minimum (None: exactly num_frames, older exports)
+
+    @property
+    def frame_range(self) -> tuple[int, int]:
+        """(fewest, most) frames a clip may have for these graphs; any multiple of the tubelet's frames between."""
+        return (int(self.min_frames or self.num_frames), int(self.num_frames))
+
+    @property
+    def dynamic_frames(self) -> bool:
+        return self.min_frames is not None
 
     # ----- tensors ---------------------------------------------------------------------------------------------
     def tensors(self, graph: str, kind: str) -> list[TensorSpec]:
@@ -127,7 +149,9 @@ class Manifest:
 
     @property
     def memory_tokens(self) -> int:
-        return int(self.tensors("encoder", "outputs")[0].shape[3])
+        """M of the longest clip (num_frames)."""
+        tt, th, tw = (int(x) for x in self.config["tubelet"])
+        return self.num_frames // tt * (self.image_size // th) * (self.image_size // tw) + 1
 
     @property
     def kv_dtype(self) -> str:
@@ -210,7 +234,13 @@ def read_manifest(directory: str | Path) -> Manifest:
         entry = manifest.graphs.get(graph)
         if not isinstance(entry, dict) or not {"file", "sha256", "inputs", "outputs"} <= set(entry):
             raise ValueError(f"{path}: the {graph} graph entry is missing or incomplete; {EXPORT_HINT}")
-    expected = graph_contract(manifest.config, manifest.num_frames, manifest.precision)
+    tt = int(manifest.config["tubelet"][0])
+    lo, hi = manifest.frame_range
+    if not (tt <= lo <= hi and lo % tt == 0 and hi % tt == 0):
+        raise ValueError(
+            f"{path}: frame range [{lo}, {hi}] is not a range of multiples of the tubelet's {tt} frames; {EXPORT_HINT}"
+        )
+    expected = graph_contract(manifest.config, manifest.num_frames, manifest.precision, manifest.dynamic_frames)
     for graph, kinds in expected.items():
         for kind, specs in kinds.items():
             found = manifest.tensors(graph, kind)

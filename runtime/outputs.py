@@ -85,11 +85,13 @@ def depth_display_range(depth: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + max(abs(lo), 1.0) * 1e-3)
 
 
-def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6):
+def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6,
+                   labels: np.ndarray | None = None):
     """The matplotlib figure of :func:`write_preview` (Agg backend): a row of frames, the row of their depth maps
     (``DEPTH_COLOURMAP``, one shared colour bar in the depth's units), the camera trajectory seen from above.
 
-    frames [T, S, S, 3] uint8, depth [T, S, S] (z in the frame's camera), T_wc [T, 4, 4]. -> Figure.
+    frames [T, S, S, 3] uint8, depth [T, n, n] (z in the frame's camera), T_wc [T, 4, 4]; labels [T]: the frame
+    numbers shown (default 0 .. T-1; the source frame numbers of a selection). -> Figure.
     """
     import matplotlib
 
@@ -105,11 +107,11 @@ def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, colu
     for col, t in enumerate(shown):
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(frames[t])
-        ax.set_title(f"frame {t}", fontsize=9)
+        ax.set_title(f"frame {t if labels is None else int(labels[t])}", fontsize=9)
         ax.axis("off")
         ax = fig.add_subplot(grid[1, col])
         image = ax.imshow(np.where(depth[t] > 0, depth[t], np.nan), cmap=DEPTH_COLOURMAP, vmin=near, vmax=far)
-        ax.set_title(f"depth {t}", fontsize=9)
+        ax.set_title(f"depth {t if labels is None else int(labels[t])}", fontsize=9)
         ax.axis("off")
     bar = fig.colorbar(image, cax=fig.add_subplot(grid[1, -1]))
     bar.set_label("depth (model units)\nbright = near", fontsize=8)
@@ -129,12 +131,14 @@ def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, colu
     return fig
 
 
-def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6) -> Path:
+def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6,
+                  labels: np.ndarray | None = None) -> Path:
     """A PNG of :func:`preview_figure`: frames and depth maps of a few frames with a depth colour bar (top) and
-    the camera trajectory seen from above (bottom). frames [T, S, S, 3] uint8, depth [T, S, S], T_wc [T, 4, 4]."""
+    the camera trajectory seen from above (bottom). frames [T, S, S, 3] uint8, depth [T, n, n], T_wc [T, 4, 4],
+    labels [T] the frame numbers shown (default 0 .. T-1)."""
     import matplotlib.pyplot as plt
 
-    fig = preview_figure(frames, depth, T_wc, columns)
+    fig = preview_figure(frames, depth, T_wc, columns, labels)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)

@@ -13,6 +13,7 @@ no per-clip state, so several scenes can live at once.
 from __future__ import annotations
 
 import importlib.util
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,35 +38,82 @@ OUTPUT_TAILS = {"xyz": (3,), "uv_tgt": (2,), "visibility": (), "displacement": (
 DEFAULT_BATCH = 8192
 
 
-@dataclass
+@dataclass(eq=False)
 class Scene:
-    """One encoded clip.
+    """One encoded clip: the :class:`~d4rt.runtime.video.Clip` the encoder saw and the backend's device-resident
+    state (video, keys, values; opaque). Made by :meth:`Runtime.encode`; usable only with that runtime."""
 
-    frames: [T, S, S, 3] uint8, the resized frames; video: [1, T, 3, S, S] float32, what the encoder saw;
-    aspect_ratio: original W / H; original_size: (H, W); state: the backend's device-resident video / keys /
-    values (opaque).
-    """
-
-    frames: np.ndarray
-    video: np.ndarray
-    aspect_ratio: float
-    original_size: tuple[int, int]
+    clip: Clip
     state: Any = field(repr=False)
     backend: str = ""
-    _owner: int = field(default=0, repr=False)
+    runtime_token: str = field(default="", repr=False)  # the encoding runtime's token (ids are reused, tokens not)
+
+    frames = property(lambda self: self.clip.frames, doc="[T, S, S, 3] uint8, the resized frames")
+    video = property(lambda self: self.clip.video, doc="[1, T, 3, S, S] float32, what the encoder saw")
+    aspect_ratio = property(lambda self: self.clip.aspect_ratio, doc="original width / height")
+    original_size = property(lambda self: self.clip.original_size, doc="(H, W) of the original frames")
 
     @property
     def num_frames(self) -> int:
-        return int(self.frames.shape[0])
+        return int(self.clip.frames.shape[0])
 
     @property
     def image_size(self) -> int:
-        return int(self.frames.shape[1])
+        return int(self.clip.frames.shape[1])
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function without overflow: 0.5 (1 + tanh(x / 2))."""
     return (0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float32)))).astype(np.float32)
+
+
+def point_maps(
+    rt,
+    scene,
+    frames: int | list[int] | np.ndarray | None = None,
+    size: int | None = None,
+    t_cam: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """The one query grid of the house: a size x size grid of pixels of each frame t, at its own time t.
+
+    Depth, point clouds, camera poses, intrinsics, occupancy and evaluation are all made of it.
+
+    Args:
+        rt: anything with ``query(scene, uv, t_src, t_tgt, t_cam, batch_size, progress)`` (a :class:`Runtime`).
+        frames: the frames t (an int, a list, or None for all of the scene's).
+        size: queries per side (default: the scene's S, one query per input pixel); at least 2.
+        t_cam: the camera of xyz: None for each frame's own camera (t_cam = t), or one frame index for all.
+    Returns:
+        xyz [F, n, n, 3] float32, confidence [F, n, n] (probability), uv [n * n, 2] (row-major: v outer, u inner),
+        frames [F] int64.
+    """
+    T = scene.num_frames
+    frames = np.arange(T) if frames is None else np.atleast_1d(np.asarray(frames))
+    _check_times("frames", frames, len(frames), T)
+    frames = frames.astype(np.int64)
+    n = check_grid_size("size", size, scene.image_size)
+    uv = grid_uv(n)
+    tt = np.repeat(frames, len(uv))
+    cams = tt if t_cam is None else np.full_like(tt, _scalar_time("t_cam", t_cam, T))
+    res = rt.query(scene, np.tile(uv, (len(frames), 1)), tt, tt, cams, batch_size, progress)
+    F = len(frames)
+    return {"xyz": res["xyz"].reshape(F, n, n, 3), "confidence": res["confidence"].reshape(F, n, n), "uv": uv,
+            "frames": frames}
+
+
+def check_grid_size(name: str, size, default: int) -> int:
+    """None -> default; else an integer >= 2 (a grid spans the image corner to corner: one point has no extent,
+    and poses need at least 3 non-collinear points, intrinsics points off the centre lines)."""
+    if size is None:
+        return int(default)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(
+            f"{name} must be an integer >= 2 (queries per side of the grid, corner to corner), got {size!r}; "
+            f"leave it None for the default ({default})"
+        )
+    return int(size)
 
 
 class Runtime:
@@ -76,19 +124,33 @@ class Runtime:
     ``decode(state, uv [1, n, 2] float32, t [1, n, 3] int32) -> {name: [1, n, ...]}`` with the six raw outputs.
     Those arrays may be the backend's own staging buffers, valid only until its next ``decode`` call (TensorRT
     hands out its pinned host buffers): copy them before decoding again.
+
+    A clip may have any multiple of ``frame_step`` frames in ``frame_range`` (the export's dynamic frame axis);
+    longer videos run in windows (:meth:`encode_video`).
     """
 
-    def __init__(self, backend, num_frames: int, image_size: int, manifest: Manifest | None = None):
+    def __init__(
+        self,
+        backend,
+        num_frames: int,
+        image_size: int,
+        manifest: Manifest | None = None,
+        min_frames: int | None = None,
+        frame_step: int = 2,
+    ):
         self.backend = backend
         self.num_frames, self.image_size = int(num_frames), int(image_size)
+        self.frame_range = (int(min_frames or num_frames), self.num_frames)
+        self.frame_step = int(frame_step)
         self.manifest = manifest
+        self.token = uuid.uuid4().hex
 
     @property
     def name(self) -> str:
         return self.backend.name
 
     def __repr__(self) -> str:
-        return f"Runtime(backend={self.name!r}, frames={self.num_frames}, image_size={self.image_size})"
+        return f"Runtime(backend={self.name!r}, frames={list(self.frame_range)}, image_size={self.image_size})"
 
     # ----- encode -----------------------------------------------------------------------------------------------
     def encode(
@@ -99,35 +161,54 @@ class Runtime:
         max_frames: int | None = None,
         aspect_ratio: float | None = None,
     ) -> Scene:
-        """Encode a clip: [T, H, W, 3] uint8 RGB (or float in [0, 1]) of any size, or a video file.
+        """Encode one clip: [T, H, W, 3] uint8 RGB (or float in [0, 1]) of any size, or a video file.
 
-        Frames ``start``, ``start + stride``, ... are used, at most ``max_frames`` of them; they must be exactly the
-        exported T frames. Longer clips are refused, not silently cut (README). ``aspect_ratio`` (width / height of
-        the original video) replaces the frames' own W / H, for frames that were already resized.
+        Frames ``start``, ``start + stride``, ... are used, at most ``max_frames`` of them; their count must be in
+        ``frame_range``. An odd count drops its last frame with a warning (the tubelet spans 2 frames); a longer
+        clip is refused, not silently cut: :meth:`encode_video` runs it in aligned windows. ``aspect_ratio``
+        (width / height of the original video) replaces the frames' own W / H, for frames already resized.
         """
+        aspect_ratio = check_aspect_ratio(aspect_ratio)
         T = self.num_frames
-        if isinstance(video, (str, Path)):
-            limit = T + 1 if max_frames is None else max_frames
-            frames = read_video(video, max_frames=limit, start=start, stride=stride)
-            if max_frames is None and len(frames) > T:
-                raise ValueError(
-                    f"{video} gives more than the {T} frames these engines encode per clip (start={start}, "
-                    f"stride={stride}); pick a {T}-frame window with start / stride (`d4rt infer --start --stride`) "
-                    f"and max_frames={T} (`--max-frames {T}`)"
-                )
-        elif isinstance(video, np.ndarray) and video.ndim == 4:
-            if start < 0 or stride < 1:
-                raise ValueError(f"start must be >= 0 and stride >= 1, got start={start}, stride={stride}")
-            frames = video[start::stride][:max_frames]
-        else:
-            frames = video
-        clip: Clip = prepare_clip(frames, self.image_size, T)
+        frames = self._select(video, start, stride, T + 1 if max_frames is None else max_frames)
+        if len(frames) > T:
+            raise ValueError(
+                f"the clip gives more than the {T} frames these engines encode at once (start={start}, "
+                f"stride={stride}); run it in aligned windows with rt.encode_video(...) (what `d4rt infer` does), "
+                f"or keep {T} frames with max_frames={T} (`--max-frames {T}`)"
+            )
+        frames = frames[: usable_frame_count(len(frames), self.frame_range, self.frame_step)]
+        clip: Clip = prepare_clip(frames, self.image_size)
         if aspect_ratio is not None:
-            if not np.isfinite(aspect_ratio) or aspect_ratio <= 0:
-                raise ValueError(f"aspect_ratio must be a positive width / height, got {aspect_ratio!r}")
-            clip.aspect_ratio = float(aspect_ratio)
+            clip.aspect_ratio = aspect_ratio
         state = self.backend.encode(clip.video, np.array([clip.aspect_ratio], np.float32))
-        return Scene(clip.frames, clip.video, clip.aspect_ratio, clip.original_size, state, self.name, id(self))
+        return Scene(clip, state, self.name, self.token)
+
+    def encode_video(self, video: np.ndarray | str | Path, **options):
+        """A video of any length in overlapping, Sim(3)-aligned windows -> a
+        :class:`~d4rt.runtime.windows.VideoScene` answering per source frame (options: see
+        :func:`d4rt.runtime.windows.encode_video`)."""
+        from d4rt.runtime.windows import encode_video
+
+        return encode_video(self, video, **options)
+
+    @staticmethod
+    def _select(video, start: int, stride: int, max_frames: int | None) -> np.ndarray:
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+            raise ValueError(f"start must be an integer frame index >= 0, got {start!r}")
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+        if max_frames is not None and (not isinstance(max_frames, (int, np.integer)) or max_frames < 1):
+            raise ValueError(f"max_frames must be an integer >= 1 or None, got {max_frames!r}")
+        if isinstance(video, (str, Path)):
+            return read_video(video, max_frames=max_frames, start=start, stride=stride)
+        if isinstance(video, np.ndarray) and video.ndim == 4:
+            if start >= len(video):
+                raise ValueError(f"start={start} is beyond the clip's {len(video)} frames; pick start < {len(video)}")
+            return video[start::stride][:max_frames]
+        if isinstance(video, np.ndarray):
+            raise ValueError(f"frames must be [T, H, W, 3] RGB, got shape {video.shape}")
+        raise ValueError(f"frames must be a numpy array [T, H, W, 3] or a video path, got {type(video).__name__}")
 
     # ----- query ------------------------------------------------------------------------------------------------
     def query(
@@ -144,7 +225,7 @@ class Runtime:
 
         Args:
             uv: [N, 2] float in [0, 1], u = x / (S - 1), v = y / (S - 1) on the S x S input.
-            t_src, t_tgt, t_cam: [N] (or scalars) integer frame indices in [0, T).
+            t_src, t_tgt, t_cam: [N] (or scalars) integer frame indices in [0, T) of the scene's T frames.
         Returns:
             xyz [N, 3] (the point in t_cam's camera at time t_tgt), uv_tgt [N, 2], visibility [N] (probability),
             displacement [N, 3], normal [N, 3], confidence [N] (probability); float32.
@@ -153,8 +234,8 @@ class Runtime:
         uv = _check_uv(uv)
         N = len(uv)
         times = (("t_src", t_src), ("t_tgt", t_tgt), ("t_cam", t_cam))
-        t = np.stack([_check_times(name, x, N, self.num_frames) for name, x in times], -1)  # [N, 3] int32
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        t = np.stack([_check_times(name, x, N, scene.num_frames) for name, x in times], -1)  # [N, 3] int32
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         step = int(min(batch_size, self.backend.max_queries or batch_size))
         min_queries = int(getattr(self.backend, "min_queries", 1) or 1)
@@ -181,17 +262,17 @@ class Runtime:
     def _check_scene(self, scene: Scene) -> None:
         if not isinstance(scene, Scene):
             raise ValueError(f"scene must be a Scene from rt.encode(...), got {type(scene).__name__}")
-        if scene._owner != id(self):
+        if scene.runtime_token != self.token:
             raise ValueError(
                 f"this scene was encoded by another runtime ({scene.backend}); encode the clip with this runtime "
                 f"({self.name}): its keys and values live on that runtime's device"
             )
 
     # ----- geometry made of queries -----------------------------------------------------------------------------
-    def _frames(self, t: int | list[int] | np.ndarray | None) -> np.ndarray:
-        frames = np.arange(self.num_frames) if t is None else np.atleast_1d(np.asarray(t))
-        _check_times("t", frames, len(frames), self.num_frames)
-        return frames.astype(np.int64)
+    def point_maps(self, scene: Scene, frames=None, size: int | None = None, t_cam: int | None = None,
+                   batch_size: int = DEFAULT_BATCH, progress: bool = False) -> dict[str, np.ndarray]:
+        """See :func:`point_maps` (the query grid every geometric output is made of)."""
+        return point_maps(self, scene, frames, size, t_cam, batch_size, progress)
 
     def depth(
         self,
@@ -207,14 +288,8 @@ class Runtime:
         Returns [size, size] for an integer t, else [F, size, size] for the frames t (all when None); with
         ``with_confidence`` a (depth, confidence) pair of the same shapes.
         """
-        frames = self._frames(t)
-        size = int(size or self.image_size)
-        uv = grid_uv(size)
-        G = len(uv)
-        tt = np.repeat(frames, G)
-        res = self.query(scene, np.tile(uv, (len(frames), 1)), tt, tt, tt, batch_size, progress)
-        depth = res["xyz"][:, 2].reshape(len(frames), size, size)
-        conf = res["confidence"].reshape(len(frames), size, size)
+        maps = point_maps(self, scene, t, size, None, batch_size, progress)
+        depth, conf = maps["xyz"][..., 2], maps["confidence"]
         if np.isscalar(t) or (isinstance(t, np.ndarray) and t.ndim == 0):
             depth, conf = depth[0], conf[0]
         return (depth, conf) if with_confidence else depth
@@ -234,20 +309,9 @@ class Runtime:
         Returns xyz [P, 3] (t_cam camera frame), rgb [P, 3] uint8, confidence [P], frame [P] (its t_src), keeping
         points with confidence >= min_confidence.
         """
-        frames = self._frames(frames)
-        size = int(size or max(self.image_size // 2, 2))
-        uv = grid_uv(size)
-        G = len(uv)
-        tt = np.repeat(frames, G)
-        uv_all = np.tile(uv, (len(frames), 1))
-        res = self.query(scene, uv_all, tt, tt, np.full_like(tt, _scalar_time("t_cam", t_cam, self.num_frames)),
-                         batch_size, progress)
-        S = scene.image_size
-        x = np.rint(uv_all[:, 0] * (S - 1)).astype(np.int64)
-        y = np.rint(uv_all[:, 1] * (S - 1)).astype(np.int64)
-        rgb = scene.frames[tt, y, x]
-        keep = res["confidence"] >= min_confidence
-        return {"xyz": res["xyz"][keep], "rgb": rgb[keep], "confidence": res["confidence"][keep], "frame": tt[keep]}
+        size = check_grid_size("size", size, max(scene.image_size // 2, 2))
+        maps = point_maps(self, scene, frames, size, t_cam, batch_size, progress)
+        return cloud_from_point_maps(maps, scene.frames, min_confidence)
 
     def tracks(
         self,
@@ -267,7 +331,7 @@ class Runtime:
             xyz [P, T, 3], uv_tgt [P, T, 2], visibility [P, T], confidence [P, T].
         """
         uv = _check_uv(uv)
-        P, T = len(uv), self.num_frames
+        P, T = len(uv), scene.num_frames
         t_src = np.broadcast_to(_check_times("t_src", t_src, P, T), (P,))
         t_tgt = np.tile(np.arange(T), P)
         cam = t_tgt if t_cam is None else np.full(P * T, _scalar_time("t_cam", t_cam, T))
@@ -280,19 +344,15 @@ class Runtime:
         """Camera-to-world poses T_wc [T, 4, 4], frame 0's camera being the world.
 
         For frame j, a grid x grid of pixels at time j is queried in camera 0 and in camera j; the rigid Umeyama
-        fit (confidence-weighted) from the camera-j points to the camera-0 points is T_wc of frame j.
+        fit (unweighted, as OpenD4RT's released code) from the camera-j points to the camera-0 points is T_wc of
+        frame j (docs/metrics.md: why unweighted).
         """
-        T = self.num_frames
-        uv = grid_uv(grid)
-        G = len(uv)
-        frames = np.arange(1, T)
-        tt = np.repeat(frames, G)
-        cams = np.concatenate([np.zeros_like(tt), tt])
-        res = self.query(scene, np.tile(uv, (2 * len(frames), 1)), np.tile(tt, 2), np.tile(tt, 2), cams,
-                         batch_size, progress)
-        xyz = res["xyz"].reshape(2, len(frames), G, 3)
-        conf = res["confidence"].reshape(2, len(frames), G).astype(np.float64)
-        return poses_from_grid_points(xyz[1], xyz[0], weights=conf[0] * conf[1])
+        grid = check_grid_size("grid", grid, 32)
+        later = np.arange(1, scene.num_frames)
+        own = point_maps(self, scene, later, grid, None, batch_size, progress)
+        first = point_maps(self, scene, later, grid, 0, batch_size, progress)
+        G = grid * grid
+        return poses_from_grid_points(own["xyz"].reshape(-1, G, 3), first["xyz"].reshape(-1, G, 3))
 
     def intrinsics(
         self, scene: Scene, grid: int = 32, batch_size: int = DEFAULT_BATCH, progress: bool = False
@@ -301,12 +361,58 @@ class Runtime:
 
         fx = z (u - 0.5) / x over a grid x grid of pixels in the frame's own camera, the median (fy likewise).
         """
-        T = self.num_frames
-        uv = grid_uv(grid)
-        tt = np.repeat(np.arange(T), len(uv))
-        res = self.query(scene, np.tile(uv, (T, 1)), tt, tt, tt, batch_size, progress)
-        xyz = res["xyz"].reshape(T, len(uv), 3)
-        return np.stack([focal_from_points(uv, xyz[j], self.image_size) for j in range(T)])
+        grid = check_grid_size("grid", grid, 32)
+        maps = point_maps(self, scene, None, grid, None, batch_size, progress)
+        xyz = maps["xyz"].reshape(scene.num_frames, -1, 3)
+        return np.stack([focal_from_points(maps["uv"], x, self.image_size) for x in xyz])
+
+
+def cloud_from_point_maps(maps: dict[str, np.ndarray], frames_rgb: np.ndarray, min_confidence: float = 0.0):
+    """Flatten :func:`point_maps` into a coloured cloud: xyz [P, 3], rgb [P, 3] uint8 (the pixel of each query in
+    ``frames_rgb`` [T, S, S, 3]), confidence [P], frame [P]; points below ``min_confidence`` dropped."""
+    F, n = maps["xyz"].shape[:2]
+    S = frames_rgb.shape[1]
+    uv = np.tile(maps["uv"], (F, 1))
+    x = np.rint(uv[:, 0] * (S - 1)).astype(np.int64)
+    y = np.rint(uv[:, 1] * (S - 1)).astype(np.int64)
+    tt = np.repeat(maps["frames"], n * n)
+    conf = maps["confidence"].reshape(-1)
+    keep = conf >= min_confidence
+    return {"xyz": maps["xyz"].reshape(-1, 3)[keep], "rgb": frames_rgb[tt, y, x][keep], "confidence": conf[keep],
+            "frame": tt[keep]}
+
+
+def check_aspect_ratio(aspect_ratio) -> float | None:
+    """None, or a positive finite number (width / height, e.g. 16 / 9), as a float."""
+    if aspect_ratio is None:
+        return None
+    if isinstance(aspect_ratio, bool) or not isinstance(aspect_ratio, (int, float, np.integer, np.floating)):
+        raise ValueError(
+            f"aspect_ratio must be a number, the original width / height (e.g. 16 / 9 = 1.778), got "
+            f"{aspect_ratio!r} of type {type(aspect_ratio).__name__}"
+        )
+    if not np.isfinite(aspect_ratio) or aspect_ratio <= 0:
+        raise ValueError(f"aspect_ratio must be a positive width / height, got {aspect_ratio!r}")
+    return float(aspect_ratio)
+
+
+def usable_frame_count(n: int, frame_range: tuple[int, int], step: int = 2) -> int:
+    """How many of n frames one encoder call takes: n itself, or n - 1 for an odd count (the last frame dropped,
+    with a warning: the tubelet spans ``step`` frames, and repeating a frame would show the model a scene that
+    stopped, a motion that is not in the video). Fewer than the range's minimum is refused."""
+    lo, hi = frame_range
+    if n < max(lo, step):
+        one = " (a single image: pass it twice, frames[[0, 0]], to see it as a static scene)" if n == 1 else ""
+        raise ValueError(
+            f"the clip has {n} frame{'s' if n != 1 else ''}, these engines need at least {max(lo, step)}{one}"
+        )
+    usable = min(n, hi) // step * step
+    if usable < n:
+        warnings.warn(
+            f"the clip has {n} frames; the encoder takes a multiple of {step}: dropping the last "
+            f"{n - usable} frame{'s' if n - usable > 1 else ''} (rt.encode_video keeps every frame)", stacklevel=3
+        )
+    return usable
 
 
 # ----- input checks ----------------------------------------------------------------------------------------------
@@ -359,26 +465,31 @@ def load(
     cuda_graphs: bool = False,
     device_id: int = 0,
     threads: int | None = None,
-    attention: str = "eager",
+    attention: str = "sdpa",
     dtype: str = "float32",
 ) -> Runtime:
-    """Open an engine directory (``d4rt export`` / ``d4rt build-engine``) on a backend.
+    """Open an engine directory (``d4rt export`` / ``d4rt build-engine``; or its manifest.json) on a backend.
 
     Args:
         backend: "auto" (tensorrt > onnxruntime-cuda > onnxruntime-cpu, the first that is installed and has its
             files), or one of "tensorrt", "onnxruntime" (CUDA when present, else CPU), "onnxruntime-cpu",
-            "onnxruntime-cuda", "onnxruntime-tensorrt", "torch" (the eager model; ``directory`` may also be a
-            save_pretrained checkpoint).
+            "onnxruntime-cuda", "onnxruntime-tensorrt", "torch" (the PyTorch model, sdpa attention unless
+            ``attention`` says otherwise; ``directory`` may also be a save_pretrained checkpoint).
         verify_checksums: check every graph / engine file against the manifest's sha256 first.
         cuda_graphs: TensorRT backend: capture one CUDA graph per batch size.
         threads: ONNX Runtime intra-op threads (default: its own choice).
         attention, dtype: torch backend: attention backend and weight dtype.
     """
     directory = Path(directory)
-    if directory.name == MANIFEST_NAME and directory.is_file():
-        directory = directory.parent  # the manifest's path names its engine directory
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if directory.name == MANIFEST_NAME and directory.is_file():  # the manifest's path names its directory
+        directory = directory.parent
+    elif directory.is_file():
+        raise ValueError(
+            f"{directory} is a file; load(...) takes an engine directory (the folder holding {MANIFEST_NAME}, "
+            f"from `d4rt export CKPT_DIR --out DIR`)"
+        )
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist; export engines with `d4rt export CKPT_DIR --out DIR`")
 
@@ -388,10 +499,14 @@ def load(
         manifest = read_manifest(directory) if (directory / MANIFEST_NAME).is_file() else None
         impl = TorchBackend.open(directory, manifest, attention=attention, dtype=dtype)
         cfg = impl.model.config
-        frames = manifest.num_frames if manifest else cfg.num_frames
-        return Runtime(impl, frames, cfg.image_size, manifest)
+        lo, hi = manifest.frame_range if manifest else (cfg.tubelet[0], cfg.num_frames)
+        return Runtime(impl, hi, cfg.image_size, manifest, lo, cfg.tubelet[0])
 
     manifest = read_manifest(directory)
+
+    def runtime(impl) -> Runtime:
+        return Runtime(impl, manifest.num_frames, manifest.image_size, manifest, manifest.frame_range[0],
+                       int(manifest.config["tubelet"][0]))
 
     def make(name: str):
         if name == "tensorrt":
@@ -406,7 +521,7 @@ def load(
         return OnnxRuntimeBackend(directory, manifest, provider, threads, verify_checksums, device_id)
 
     if backend != "auto":
-        return Runtime(make(backend), manifest.num_frames, manifest.image_size, manifest)
+        return runtime(make(backend))
 
     candidates = []
     engines_here = manifest.engines and all((directory / ENGINE_FILES[g]).is_file() for g in ENGINE_FILES)
@@ -433,5 +548,5 @@ def load(
                 raise
             warnings.warn(f"backend {name} is not usable here, trying the next one: {e}", stacklevel=2)
             continue
-        return Runtime(impl, manifest.num_frames, manifest.image_size, manifest)
+        return runtime(impl)
     raise RuntimeError("no backend could be loaded:\n  " + "\n  ".join(failures))  # pragma: no cover

@@ -59,25 +59,17 @@ def read_video(path: str | Path, max_frames: int | None = None, start: int = 0, 
     return np.stack(frames)
 
 
-def prepare_clip(frames: np.ndarray, image_size: int, num_frames: int) -> Clip:
-    """Check and resize frames for a model exported for ``num_frames`` frames of ``image_size`` pixels.
+def prepare_clip(frames: np.ndarray, image_size: int) -> Clip:
+    """Check and resize frames to the network's ``image_size`` (the frame count is the caller's to check).
 
     Args:
-        frames: [T, H, W, 3] RGB, uint8, or float in [0, 1]; any H, W. T must equal ``num_frames``.
+        frames: [T, H, W, 3] RGB, uint8, or float in [0, 1]; any H, W.
     """
     if not isinstance(frames, np.ndarray):
         raise ValueError(f"frames must be a numpy array [T, H, W, 3] or a video path, got {type(frames).__name__}")
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3] RGB, got shape {frames.shape}")
     T, H, W, _ = frames.shape
-    if T != num_frames:
-        more = (
-            f"cut the clip or subsample it (e.g. frames[::{-(-T // num_frames)}][:{num_frames}], or `d4rt infer "
-            f"--stride` / `--start`)"
-            if T > num_frames
-            else f"export the model for {T} frames (`d4rt export ... --frames {T}`; T must be even)"
-        )
-        raise ValueError(f"the clip has {T} frames but the engines were exported for exactly {num_frames}: {more}")
     if H < 2 or W < 2:
         raise ValueError(f"frames are {H}x{W} pixels; need at least 2x2")
     if frames.dtype == np.uint8:

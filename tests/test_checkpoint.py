@@ -16,7 +16,7 @@ def outputs(model, video, queries):
 
 @pytest.fixture
 def saved(tmp_path, tiny_config):
-    model = D4RT(tiny_config.replace(attention="eager")).eval()
+    model = D4RT(tiny_config, attention="eager").eval()
     model.save_pretrained(tmp_path / "m")
     return model, tmp_path / "m"
 
@@ -24,7 +24,7 @@ def saved(tmp_path, tiny_config):
 def test_round_trip(saved):
     model, path = saved
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
-    loaded = D4RT.from_pretrained(path)
+    loaded = D4RT.from_pretrained(path, attention="eager")
     assert loaded.config == model.config
     video = torch.rand(1, 4, 3, 128, 128)
     q = make_queries(1, 20, 4)
@@ -36,7 +36,19 @@ def test_round_trip(saved):
     a, b = outputs(model, video, q), outputs(loaded, video, q)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5)
-    assert D4RT.from_pretrained(path, attention="sdpa").config.attention == "sdpa"
+    assert D4RT.from_pretrained(path).attention == "sdpa"  # the default; the backend is not in config.json
+    assert "attention" not in json.loads((path / "config.json").read_text())
+
+
+def test_config_json_with_the_retired_attention_field_still_loads(saved):
+    """config.json files written before the attention backend became a run-time argument carry "attention": it is
+    ignored, with no error, and the model gets the backend it is asked for."""
+    model, path = saved
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "attention": "triton"}))
+    loaded = D4RT.from_pretrained(path, attention="eager")
+    assert loaded.config == model.config and loaded.attention == "eager"
+    assert all(m.backend == "eager" for m in loaded.modules() if hasattr(m, "backend"))
 
 
 def test_from_pretrained_is_float32_unless_asked(tmp_path, tiny_config):

@@ -27,7 +27,7 @@ def test_base_and_tiny_sizes():
 
 
 def test_config_round_trip(tmp_path):
-    cfg = D4RTConfig.preset("base", num_frames=32, attention="eager")
+    cfg = D4RTConfig.preset("base", num_frames=32)
     cfg.save(tmp_path / "config.json")
     assert D4RTConfig.load(tmp_path / "config.json") == cfg
 
@@ -35,7 +35,6 @@ def test_config_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(attention="flash"), "attention="),
         (dict(enc_heads=5), "enc_dim=192 is not divisible"),
         (dict(image_size=100), "not a multiple of the tubelet"),
         (dict(rgb_patch=8), "must be odd"),

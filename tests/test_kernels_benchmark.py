@@ -17,6 +17,7 @@ def test_attention_benchmark_smoke(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
     [json_path] = tmp_path.glob("*-attention-cpu-smoke.json")
     result = json.loads(json_path.read_text())
+    assert result["complete"] is True  # written row by row, then marked complete
     env = result["environment"]
     assert {"date", "device", "commit", "command", "versions"} <= env.keys()
     assert {"torch", "triton"} <= env["versions"].keys()
@@ -29,3 +30,22 @@ def test_attention_benchmark_smoke(tmp_path):
             assert r["ms"] > 0 and r["rel_diff_vs_triton"] <= 1e-5, r
         if r["method"] == "triton":
             assert r["ms"] > 0 and r["tflops"] > 0 and r["x_vs_eager"] > 0, r
+
+
+def test_end_to_end_benchmark_smoke(tmp_path):
+    """benchmarks/end_to_end.py --cpu-smoke: every backend timed, rows written, outputs agree with eager."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "end_to_end.py"), "--cpu-smoke", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    [json_path] = tmp_path.glob("*-end-to-end-cpu-smoke.json")
+    result = json.loads(json_path.read_text())
+    assert result["complete"] is True
+    rows = result["results"]
+    assert [(r["stage"], r["backend"]) for r in rows] == [
+        (stage, backend) for stage in ("encode", "decode") for backend in ("eager", "sdpa", "triton")
+    ]
+    for r in rows:
+        assert r["error"] is None and r["ms"] > 0 and r["tflop"] > 0, r
+        if r["backend"] != "eager":
+            assert r["rel_diff_vs_eager"] <= 1e-5, r
+        assert (r["queries_per_s"] is None) == (r["stage"] == "encode"), r
+    assert json_path.with_suffix(".md").read_text().count("| tiny |") == 6

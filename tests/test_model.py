@@ -50,6 +50,20 @@ def test_tiny_preset_at_full_size_on_the_cpu():
     assert out["xyz"].std() > 0
 
 
+def test_attention_is_a_run_time_choice(tiny_config):
+    """The backend is an argument of the model, sdpa by default; switching it leaves the config alone."""
+    model = D4RT(tiny_config)
+    assert model.attention == "sdpa" and not hasattr(model.config, "attention")
+    config = model.config.to_dict()
+    model.set_attention("eager")
+    assert model.config.to_dict() == config and model.attention == "eager"
+    assert {m.backend for m in model.modules() if hasattr(m, "backend")} == {"eager"}
+    with pytest.raises(ValueError, match="attention='flash' is not an attention backend"):
+        D4RT(tiny_config, attention="flash")
+    with pytest.raises(ValueError, match="attention='flash'"):
+        model.set_attention("flash")
+
+
 def test_eager_and_sdpa_agree(model):
     video = clip(model.config, frames=16)
     uv, ts, tt, tc = make_queries(1, 64, 16)

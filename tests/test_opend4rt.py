@@ -138,8 +138,8 @@ def test_whole_model_matches_the_reference_and_the_reference_can_tell():
     same comparison with the heads or the local/global parity changed in the reference fails by far more than the
     tolerance (the heads are in no tensor shape, so this is what a wrong head count would look like)."""
     TOL = 1e-5  # the model computes uv features and RGB patches in float32 even in a float64 model
-    cfg = config_from_shapes(scaled_shapes(), scaled_yaml(), attention="eager")
-    model = randomize_(D4RT(cfg)).double().eval()
+    cfg = config_from_shapes(scaled_shapes(), scaled_yaml())
+    model = randomize_(D4RT(cfg, attention="eager")).double().eval()
     sd = model.state_dict()
     inputs = clip_inputs(2, 4, cfg.image_size, 33)
     with torch.no_grad():
@@ -246,7 +246,7 @@ def test_from_opend4rt_on_the_release_folder_and_weights_are_mapped_not_copied(t
     monkeypatch.setattr(torch, "load", spy)
     model = D4RT.from_opend4rt(tmp_path, attention="sdpa")
     assert seen["kwargs"] == dict(map_location="cpu", weights_only=True, mmap=True)
-    assert model.config.attention == "sdpa" and not model.training
+    assert model.attention == "sdpa" and not model.training
     for name, p in model.named_parameters():
         assert p.data_ptr() == seen["result"][name].data_ptr(), name
 

@@ -172,5 +172,7 @@ def test_video_file_input(tiny, tmp_path):
     np.testing.assert_array_equal(scene.frames, from_array.frames)
     assert scene.aspect_ratio == pytest.approx(96 / 72)
     assert rt.encode(path, max_frames=T).frames.shape[0] == T
-    with pytest.raises(ValueError, match="exported for exactly 4"):
-        rt.encode(path, start=6)  # 3 frames left
+    with pytest.warns(UserWarning, match="3 frames; .* dropping the last 1 frame"):
+        assert rt.encode(path, start=6).num_frames == 2  # 3 frames left: an odd count drops its last
+    with pytest.raises(ValueError, match="1 frame, these engines need at least 2 .*pass it twice"):
+        rt.encode(path, start=8)

@@ -115,8 +115,8 @@ def test_unknown_or_missing_backends(private_export):
 @pytest.mark.parametrize(
     "bad, match",
     [
-        (lambda: frames(t=T + 2), "clip has 6 frames but the engines were exported for exactly 4: cut the clip"),
-        (lambda: frames(t=T - 2), "exported for exactly 4: export the model for 2 frames"),
+        (lambda: frames(t=T + 2), "more than the 4 frames these engines encode at once .*rt.encode_video"),
+        (lambda: frames(t=1), r"1 frame, these engines need at least 2 \(a single image: pass it twice"),
         (lambda: frames()[..., 0], r"must be \[T, H, W, 3\] RGB"),
         (lambda: frames().astype(np.int16), "uint8 .* or float in \\[0, 1\\], got dtype int16"),
         (lambda: frames().astype(np.float32), r"float frames must be RGB in \[0, 1\]"),
@@ -181,6 +181,56 @@ def test_checkpoint_with_another_config_is_refused(private_export):
     path.write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"another config than the engines .*\['enc_mlp_dim'\]\); re-export"):
         load(private_export, backend="torch")
+
+
+# ----- geometry arguments and paths (issue #11: each refusal names the argument and the fix) ----------------------
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda rt, s: rt.depth(s, 0, size=0), r"size must be an integer >= 2 .*got 0"),
+        (lambda rt, s: rt.depth(s, 0, size=-1), r"size must be an integer >= 2 .*got -1"),
+        (lambda rt, s: rt.point_cloud(s, size=1.5), r"size must be an integer >= 2 .*got 1.5"),
+        (lambda rt, s: rt.camera_poses(s, grid=1), r"grid must be an integer >= 2 .*got 1"),
+        (lambda rt, s: rt.intrinsics(s, grid=0), r"grid must be an integer >= 2 .*got 0"),
+        (lambda rt, s: rt.point_maps(s, [0, 9], 4), r"frames has frame indices in \[0, 9\], expected \[0, 4\)"),
+        (lambda rt, s: rt.encode(frames(), aspect_ratio="16/9"), r"aspect_ratio must be a number.*16 / 9.*'16/9'"),
+        (lambda rt, s: rt.encode(frames(), aspect_ratio=-1.0), "aspect_ratio must be a positive width / height"),
+        (lambda rt, s: rt.encode(frames(), start=9), r"start=9 is beyond the clip's 4 frames"),
+        (lambda rt, s: rt.encode(frames(), stride=0), "stride must be an integer >= 1"),
+    ],
+)
+def test_bad_geometry_arguments(rt, call, match):
+    scene = rt.encode(frames())
+    with pytest.raises(ValueError, match=match):
+        call(rt, scene)
+
+
+def test_smallest_grids_work(rt):
+    """grid = 2 (the corners) is the true minimum: poses (4 points, not collinear) and intrinsics come out."""
+    scene = rt.encode(frames())
+    assert rt.camera_poses(scene, grid=2).shape == (T, 4, 4)
+    assert rt.depth(scene, 1, size=2).shape == (2, 2)
+    assert rt.encode(frames(), aspect_ratio=16 / 9).aspect_ratio == pytest.approx(16 / 9)
+    assert rt.encode(frames(), aspect_ratio=2).aspect_ratio == 2.0
+
+
+def test_manifest_path_names_its_directory(private_export):
+    rt = load(private_export / "manifest.json", backend="onnxruntime-cpu")
+    assert rt.frame_range == (2, T)
+    with pytest.raises(ValueError, match="is a file; load.* takes an engine directory"):
+        load(private_export / "encoder.onnx", backend="onnxruntime-cpu")
+
+
+def test_scene_of_a_collected_runtime_is_refused():
+    """Ownership is a token, not id(): a runtime made after another was collected may reuse its id."""
+    import gc
+
+    directory = exported("tiny", T, "fp32")[1]
+    scene = load(directory, backend="onnxruntime-cpu").encode(frames())
+    gc.collect()
+    other = load(directory, backend="onnxruntime-cpu")
+    with pytest.raises(ValueError, match="encoded by another runtime"):
+        other.query(scene, np.random.rand(3, 2).astype(np.float32), 0, 0, 0)
 
 
 def test_encoder_of_another_export_is_refused_even_with_an_edited_manifest(private_export, tmp_path):

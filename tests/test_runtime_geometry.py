@@ -59,7 +59,7 @@ def make_scene(T=5, S=64):
     c = (S - 1) / 2
     K = np.array([[f * rng.uniform(0.9, 1.1), 0, c], [0, f, c], [0, 0, 1.0]])
     backend = SphereScene(T_wc, K, S)
-    rt = Runtime(backend, num_frames=T, image_size=S)
+    rt = Runtime(backend, num_frames=T, image_size=S, frame_step=1)  # an analytic backend: any frame count
     scene = rt.encode(rng.integers(0, 256, (T, 48, 80, 3), dtype=np.uint8))
     return rt, scene, backend
 

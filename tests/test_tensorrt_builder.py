@@ -52,7 +52,7 @@ def test_timing_cache_must_be_a_file(tmp_path):
 
 def test_missing_tensorrt_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
-    _, directory = exported("tiny", 4, "fp32")
+    _, directory = exported("tiny", 4, "fp32", attention="standard")
     with pytest.raises(ImportError, match=r"TensorRT is not installed: install TensorRT and cuda-python"):
         build_engines(directory, tmp_path / "engines", EngineBuildOptions())
     assert not (tmp_path / "engines").exists()  # nothing written before the build can run
@@ -65,11 +65,17 @@ def test_missing_tensorrt_says_what_to_install(monkeypatch, tmp_path):
 def test_query_profile_follows_the_manifest():
     _, directory = exported("tiny", 4, "fp32")
     options = EngineBuildOptions(min_queries=2, opt_queries=300, max_queries=5000)
-    profile = query_profile(read_manifest(directory), options)
-    assert profile == {
+    manifest = read_manifest(directory)
+    S, M = manifest.image_size, manifest.memory_tokens
+    kv = manifest.tensors("encoder", "outputs")[0].shape
+    frames = ((1, 2, 3, S, S), (1, 4, 3, S, S), (1, 4, 3, S, S))  # min 2, opt = max = T
+    memory = tuple((*kv[:3], m, kv[4]) for m in ((M - 1) // 2 + 1, M, M))
+    assert query_profile(manifest, options) == {
+        "video": frames, "keys": memory, "values": memory,
         "uv": ((1, 2, 2), (1, 300, 2), (1, 5000, 2)),
         "t": ((1, 2, 3), (1, 300, 3), (1, 5000, 3)),
     }
+    assert query_profile(manifest, options, "encoder") == {"video": frames}
 
 
 def test_engine_manifest_round_trip():
@@ -82,7 +88,8 @@ def test_engine_manifest_round_trip():
     assert section["profile"] == {"min": 1, "opt": 1024, "max": 8192}
     assert section["precision"].startswith("fp32 (strongly typed")
     assert section["decoder"] == {"file": "decoder.engine", "sha256": "b" * 64,
-                                  "onnx_sha256": manifest.graphs["decoder"]["sha256"]}
+                                  "onnx_sha256": manifest.graphs["decoder"]["sha256"], "export_id": manifest.export_id}
+    assert section["frame_profile"] == {"min": 2, "opt": 4, "max": 4}
     manifest.engines = section
     check_engines_match_graphs(manifest)
     assert check_engine_compat(section, "10.9.0.34", "NVIDIA H200", "9.0") == []
@@ -181,9 +188,19 @@ def test_network_flags_for_tensorrt_11_and_weak_typing():
 def test_exported_graphs_use_only_what_tensorrt_parses(precision):
     import onnx
 
-    _, directory = exported("tiny", 4, precision)
+    _, directory = exported("tiny", 4, precision, attention="standard")
     for graph in ("encoder", "decoder"):
         assert tensorrt_unsupported_nodes(onnx.load(str(directory / f"{graph}.onnx"))) == []
+
+
+def test_fused_attention_export_is_refused_before_tensorrt_is_needed():
+    """The default fp32 export writes com.microsoft.MultiHeadAttention: build_engines says how to re-export (and
+    says it before it needs TensorRT, so this holds here)."""
+    from d4rt.export.tensorrt import build_engines
+
+    _, directory = exported("tiny", 4, "fp32")
+    with pytest.raises(ValueError, match="--attention standard"):
+        build_engines(directory)
 
 
 def test_tensorrt_support_check_catches_an_int64_clip():
@@ -216,7 +233,7 @@ def test_tensorrt_support_check_catches_an_int64_clip():
 
     from d4rt.export.tensorrt import warn_unsupported_nodes
 
-    directory = exported("tiny", 4, "fp32")[1]
+    directory = exported("tiny", 4, "fp32", attention="standard")[1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_unsupported_nodes(directory, read_manifest(directory))  # our export: silent

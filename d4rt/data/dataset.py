@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from d4rt.data.synthetic import RenderedClip, invert_rigid, read_clip, transform_points
+from d4rt.data.synthetic import RenderedClip, read_clip
+from d4rt.runtime.geometry import invert_rigid, scale_intrinsics, transform_points
 
 EDGE_LOG_DEPTH = 0.05  # Sobel of log depth per pixel above which a pixel is "near a depth discontinuity"
 EDGE_MOTION = 0.01  # Sobel of 3-D motion (metres per frame, per pixel) above which a pixel is near a motion edge
@@ -108,12 +109,6 @@ def resize_frames(rgb: np.ndarray, depth: np.ndarray, size: int) -> tuple[np.nda
     rgb = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in rgb])
     depth = np.stack([cv2.resize(d, (size, size), interpolation=cv2.INTER_NEAREST) for d in depth])
     return rgb, depth
-
-
-def scale_intrinsics(K: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
-    """K of a height x width image -> K of its size x size resize (pixel centres kept: x_s = x (S-1)/(W-1))."""
-    sx, sy = (size - 1) / (width - 1), (size - 1) / (height - 1)
-    return np.diag([sx, sy, 1.0]) @ K
 
 
 class D4RTDataset(Dataset):

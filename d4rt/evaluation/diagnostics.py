@@ -1,6 +1,6 @@
 """Is training getting anywhere? Three measurements that tell a model that reads the video from one that does not.
 
-- :func:`video_blind_baselines`: depth AbsRel (median-scaled, as :func:`d4rt.evaluation.metrics.depth_metrics`) of
+- :func:`video_blind_baselines`: depth AbsRel (clip-median-scaled, as :func:`d4rt.evaluation.metrics.depth_metrics`) of
   predictions that never look at a clip's video: the best constant, the mean depth map of other clips (the "room
   layout prior" a model learns first), and two oracles that do see the true depth at coarse resolution: each
   image row's median, and each encoder token's median (the best a per-token lookup can do without refinement).
@@ -46,9 +46,9 @@ def video_blind_baselines(depths: list[np.ndarray], tubelet: tuple[int, int, int
         tokens = token_medians(d, tubelet).reshape(T // tt, H // th, W // tw)
         token = np.repeat(np.repeat(np.repeat(tokens, tt, 0), th, 1), tw, 2)
         rows["best_constant"].append(best_constant_depth_abs_rel(d))
-        rows["layout_prior"].append(depth_metrics(prior, d)["abs_rel"])
-        rows["row_median_oracle"].append(depth_metrics(row, d)["abs_rel"])
-        rows["token_median_oracle"].append(depth_metrics(token, d)["abs_rel"])
+        rows["layout_prior"].append(depth_metrics(prior, d, scaling="clip_median")["abs_rel"])
+        rows["row_median_oracle"].append(depth_metrics(row, d, scaling="clip_median")["abs_rel"])
+        rows["token_median_oracle"].append(depth_metrics(token, d, scaling="clip_median")["abs_rel"])
     return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
@@ -109,5 +109,6 @@ def token_depth_probe(model, videos: list[torch.Tensor], depths: list[np.ndarray
     for f, d in zip(feats[train_clips:], depths[train_clips:]):
         T, H, W = d.shape
         pred = np.exp(np.c_[f, np.ones(len(f))] @ w).reshape(T // tt, H // th, W // tw)
-        scores.append(depth_metrics(np.repeat(np.repeat(np.repeat(pred, tt, 0), th, 1), tw, 2), d)["abs_rel"])
+        full = np.repeat(np.repeat(np.repeat(pred, tt, 0), th, 1), tw, 2)
+        scores.append(depth_metrics(full, d, scaling="clip_median")["abs_rel"])
     return float(np.mean(scores))

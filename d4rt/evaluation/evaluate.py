@@ -1,123 +1,175 @@
 """Evaluation: a model's depth, 3-D points, tracks, camera poses and visibility on clips, scored with
-:mod:`d4rt.evaluation.metrics`; the LightningModule that averages them over clips, and the ``d4rt evaluate`` command.
+:mod:`d4rt.evaluation.metrics` (each metric as its authors compute it; the table is docs/metrics.md).
 
-Per clip (the video is encoded once; every answer below is a query):
-- depth: every ``depth_stride``-th pixel of every frame, t_src = t_tgt = t_cam; AbsRel and delta < 1.25 after
-  median scaling, next to the best constant depth's AbsRel (the baseline a model must beat);
-- 3-D points: the paper's query sampling (fixed seed); EPE after median-norm scaling; visibility accuracy;
-- tracks: ``track_points`` source pixels followed through every frame in its own camera (t_tgt = t_cam);
-  APD3D with thresholds in pixels of a 256 x 256 input (TAPVid-3D's scale);
-- camera poses: a ``pose_grid`` x ``pose_grid`` query grid of frame j in camera j and in camera 0, aligned by a
-  confidence-weighted rigid Umeyama (the runtime's estimator, OpenD4RT's recipe); ATE after a Sim(3) alignment.
+``evaluate(model, paths, fmt, options)`` scores every clip and returns the report (``d4rt evaluate`` writes it as
+JSON). The model answers queries through the runtime's torch backend, exactly as a deployed model does (batching,
+sigmoid, poses). Per clip the video is encoded once; every answer below is a query:
+
+- depth: every ``depth_stride``-th pixel of every frame (t_src = t_tgt = t_cam) against the ground truth at that
+  pixel; AbsRel and delta < 1.25 with frame-median and clip-median scaling (monodepth2's clamp), beside the best
+  constant depth's AbsRel (synthetic clips, PointOdyssey);
+- 3-D points (synthetic clips): the paper's query sampling (fixed seed); EPE after median-norm scaling and
+  visibility accuracy;
+- tracks: each track from its query point through every scored frame in that frame's camera (t_tgt = t_cam):
+  TAPVid-3D's APD3D, 3D-AJ (median and per-trajectory scaling) and occlusion accuracy, thresholds at the
+  benchmark's resolution (fx, fy times 256 / min(H, W)); synthetic clips: ``track_points`` random source pixels;
+- camera poses (when the clip has ground-truth poses): the runtime's estimator (:meth:`Runtime.camera_poses`, a
+  ``pose_grid`` x ``pose_grid`` grid, unweighted rigid Umeyama as OpenD4RT's); ATE and RPE after a Sim(3)
+  alignment.
+
+Which frames are scored: the model's ``num_frames`` consecutive frames of each clip (synthetic clips: the dataset's
+fixed window; TAPVid-3D / PointOdyssey: frames ``start`` .. ``start + num_frames - 1``, tracks queried inside
+them); each per-clip entry records its frames. Scoring every frame of a longer clip comes with the video issue.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
-import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from d4rt.data.synthetic import TEST_SEED_BASE
-from d4rt.data.dataset import D4RTDataset, scale_intrinsics
-from d4rt.data.formats import TrackSet
-from d4rt.data.synthetic import RenderedClip
-from d4rt.models import D4RT
-from d4rt.runtime.backend_torch import TorchBackend
-from d4rt.runtime.runtime import Runtime, Scene
 from d4rt.evaluation.metrics import (
-    apd3d,
+    DEPTH_SCALINGS,
+    TAPVID3D_RESOLUTION,
+    TRACK_SCALINGS,
     best_constant_depth_abs_rel,
     camera_ate,
+    camera_rpe,
     depth_metrics,
     epe_3d,
+    tapvid3d_metrics,
     visibility_accuracy,
 )
+from d4rt.runtime.geometry import short_side_scale
 
-APD_IMAGE_SIZE = 256
+FORMATS = ("clips", "tapvid3d", "pointodyssey")
+REPORT_VERSION = 2
 
 
-def model_runtime(model: D4RT, num_frames: int | None = None) -> Runtime:
+@dataclass(frozen=True)
+class EvalOptions:
+    """What to score and how much of it.
+
+    num_queries: the paper's queries per synthetic clip (EPE, visibility); track_points: random tracks per
+    synthetic clip; depth_stride: depth scored at every n-th pixel of the S x S input; pose_grid: the pose
+    estimator's grid; seed: fixes queries and tracks; start: first frame scored of a TAPVid-3D / PointOdyssey clip;
+    batch_size: queries per decoder call.
+    """
+
+    num_queries: int = 2048
+    track_points: int = 256
+    depth_stride: int = 4
+    pose_grid: int = 16
+    seed: int = 0
+    start: int = 0
+    batch_size: int = 8192
+
+    def __post_init__(self):
+        for name in ("num_queries", "track_points", "depth_stride", "pose_grid", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"EvalOptions.{name} must be >= 1, got {getattr(self, name)}")
+        if self.pose_grid < 2:
+            raise ValueError(f"EvalOptions.pose_grid must be >= 2 (a grid of at least 2 x 2), got {self.pose_grid}")
+        if self.start < 0:
+            raise ValueError(f"EvalOptions.start must be >= 0, got {self.start}")
+
+
+def model_runtime(model, num_frames: int | None = None):
     """The runtime over a model in memory (its torch backend), for clips of ``num_frames`` frames (default: the
-    model's most): evaluation answers queries exactly as a deployed model does (batching, sigmoid, poses)."""
+    model's most)."""
+    from d4rt.runtime.backend_torch import TorchBackend
+    from d4rt.runtime.runtime import Runtime
+
     return Runtime(TorchBackend(model), num_frames or model.config.num_frames, model.config.image_size)
 
 
-def predict_depth(rt: Runtime, scene: Scene, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Depth (z) at every ``stride``-th pixel of every frame. -> depth [T, h, w], pixel indices (ys, xs)."""
-    T, S = scene.num_frames, scene.image_size
-    idx = np.arange(0, S, stride)
+def depth_grid(image_size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every ``stride``-th pixel of the S x S input: uv [P, 2] (u = x / (S - 1)) and pixel indices (ys, xs)
+    [h, w] each."""
+    idx = np.arange(0, image_size, stride)
     ys, xs = np.meshgrid(idx, idx, indexing="ij")
-    uv = np.stack([xs.ravel(), ys.ravel()], -1) / (S - 1)
+    return np.stack([xs.ravel(), ys.ravel()], -1) / (image_size - 1), (ys, xs)
+
+
+def predict_depth(rt, scene, uv: np.ndarray, batch_size: int) -> np.ndarray:
+    """Depth (z in each frame's own camera) at uv [P, 2] of every frame -> [T, P] float64."""
+    T = scene.num_frames
     t = np.repeat(np.arange(T), len(uv))
-    z = rt.query(scene, np.tile(uv, (T, 1)), t, t, t)["xyz"][:, 2]
-    return z.reshape(T, len(idx), len(idx)).astype(np.float64), (ys, xs)
+    z = rt.query(scene, np.tile(uv, (T, 1)), t, t, t, batch_size)["xyz"][:, 2]
+    return z.reshape(T, len(uv)).astype(np.float64)
 
 
-def evaluate_clip(
-    model: D4RT,
-    item: dict[str, torch.Tensor],
-    clip: RenderedClip,
-    track_points: int = 256,
-    depth_stride: int = 4,
-    pose_grid: int = 16,
-    seed: int = 0,
-) -> dict[str, float]:
-    """All metrics of one clip. ``item`` is its :class:`D4RTDataset` sample (fixed queries), ``clip`` the clip
-    (for exact track targets)."""
+def _depth_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    out = {}
+    for scaling in DEPTH_SCALINGS:
+        d = depth_metrics(pred, gt, scaling=scaling)
+        out[f"depth_abs_rel_{scaling}"], out[f"depth_delta_1.25_{scaling}"] = d["abs_rel"], d["delta_1.25"]
+    out["depth_abs_rel_best_constant"] = best_constant_depth_abs_rel(gt)
+    return out
+
+
+def _track_scores(pred, gt, pred_visible, gt_visible, fx, fy, query_t, valid=None) -> dict[str, float]:
+    out = {}
+    for scaling in TRACK_SCALINGS:
+        m = tapvid3d_metrics(pred, gt, pred_visible, gt_visible, fx, fy, scaling, query_t=query_t, valid=valid)
+        out[f"apd3d_{scaling}"], out[f"aj3d_{scaling}"] = m["apd3d"], m["aj3d"]
+        out["occlusion_acc"] = m["occlusion_acc"]  # independent of the scaling
+    return out
+
+
+def _pose_scores(pred_T_wc: np.ndarray, gt_T_wc: np.ndarray) -> dict[str, float]:
+    rpe = camera_rpe(pred_T_wc, gt_T_wc)
+    return {"pose_ate": camera_ate(pred_T_wc, gt_T_wc)["ate"], "pose_rpe_trans": rpe["rpe_trans"],
+            "pose_rpe_rot_deg": rpe["rpe_rot_deg"]}
+
+
+def evaluate_clip(model, item: dict, clip, options: EvalOptions = EvalOptions()) -> dict:
+    """All metrics of one synthetic clip. ``item`` is its :class:`~d4rt.data.dataset.D4RTDataset` sample (fixed
+    queries, the frame window), ``clip`` the :class:`~d4rt.data.synthetic.RenderedClip` (exact track targets)."""
     T, S = item["video"].shape[0], item["video"].shape[-1]
     rt = model_runtime(model, T)
     frames = item["video"].float().permute(0, 2, 3, 1).numpy()  # [T, S, S, 3] in [0, 1]
     scene = rt.encode(frames, aspect_ratio=float(item["aspect_ratio"]))
-    out: dict[str, float] = {}
+    start = int(item["window_start"])
+    out: dict = {"frames": [start, start + T], "frames_in_file": int(clip.num_frames)}
 
-    # depth
-    depth, (ys, xs) = predict_depth(rt, scene, depth_stride)
-    gt_depth = item["depth_maps"].numpy()[:, ys, xs]
-    d = depth_metrics(depth, gt_depth)
-    out["depth_abs_rel"], out["depth_delta_1.25"] = d["abs_rel"], d["delta_1.25"]
-    out["depth_abs_rel_best_constant"] = best_constant_depth_abs_rel(gt_depth)
+    uv, (ys, xs) = depth_grid(S, options.depth_stride)
+    depth = predict_depth(rt, scene, uv, options.batch_size).reshape(T, *ys.shape)
+    out.update(_depth_scores(depth, item["depth_maps"].numpy()[:, ys, xs].astype(np.float64)))
 
-    # the paper's queries: 3-D points and visibility
     pred = rt.query(scene, item["coords_uv"].numpy().astype(np.float32), item["t_src"].numpy(),
-                    item["t_tgt"].numpy(), item["t_cam"].numpy())
+                    item["t_tgt"].numpy(), item["t_cam"].numpy(), options.batch_size)
     valid = item["valid"].numpy()
     out["epe_3d"] = epe_3d(pred["xyz"], item["gt_3d"].numpy(), valid)["epe"]
     out["visibility_acc"] = visibility_accuracy(pred["visibility"] > 0.5, item["gt_visibility"].numpy() > 0.5, valid)
 
-    # tracks through every frame, each in its own camera (TAPVid-3D's setting)
-    rng = np.random.default_rng(seed)
-    uv_src = rng.uniform(0.0, 1.0, (track_points, 2))
-    t_src = rng.integers(0, T, track_points)
-    uv_q = np.repeat(uv_src, T, 0)
-    ts_q = np.repeat(t_src, T)
-    tt_q = np.tile(np.arange(T), track_points)
-    start = int(item["window_start"])
+    rng = np.random.default_rng(options.seed)
+    n = options.track_points
+    uv_src, t_src = rng.uniform(0.0, 1.0, (n, 2)), rng.integers(0, T, n)
+    uv_q, ts_q, tt_q = np.repeat(uv_src, T, 0), np.repeat(t_src, T), np.tile(np.arange(T), n)
     gt = clip.query(uv_q, ts_q + start, tt_q + start, tt_q + start)
-    pred_tracks = rt.query(scene, uv_q, ts_q, tt_q, tt_q)
-    K = item["intrinsics"].numpy().astype(np.float64)
-    to_256 = (APD_IMAGE_SIZE - 1) / (S - 1)
-    a = apd3d(
-        pred_tracks["xyz"].reshape(track_points, T, 3), gt["xyz_cam"].reshape(track_points, T, 3),
-        gt["visible"].reshape(track_points, T), K[0, 0] * to_256, K[1, 1] * to_256,
-        pred_visible=(pred_tracks["visibility"] > 0.5).reshape(track_points, T),
-    )
-    out["apd3d"] = a["apd3d"]
-
-    # camera poses
-    out["pose_ate"] = camera_ate(rt.camera_poses(scene, grid=pose_grid), item["T_wc"].numpy())["ate"]
+    tracks = rt.query(scene, uv_q, ts_q, tt_q, tt_q, options.batch_size)
+    H, W = clip.size
+    f = clip.K[[0, 1], [0, 1]] * short_side_scale(H, W, TAPVID3D_RESOLUTION)
+    out.update(_track_scores(tracks["xyz"].reshape(n, T, 3), gt["xyz_cam"].reshape(n, T, 3),
+                             (tracks["visibility"] > 0.5).reshape(n, T), gt["visible"].reshape(n, T),
+                             f[0], f[1], t_src))
+    out.update(_pose_scores(rt.camera_poses(scene, grid=options.pose_grid, batch_size=options.batch_size),
+                            item["T_wc"].numpy()))
     return out
 
 
-def evaluate_tracks(model: D4RT, tracks: TrackSet) -> dict[str, float]:
-    """APD3D and occlusion accuracy on a :class:`~d4rt.data.formats.TrackSet` (TAPVid-3D, PointOdyssey).
+def evaluate_tracks(model, tracks, options: EvalOptions = EvalOptions()) -> dict:
+    """TAPVid-3D / PointOdyssey metrics of one :class:`~d4rt.data.formats.TrackSet` (read with
+    ``max_frames`` = the model's num_frames): tracks (when the file has 3-D tracks), depth (when it has depth
+    maps) and poses (when it has extrinsics).
 
-    The first T frames are used (T = the model's num_frames, or fewer rounded down to the tubelet); each track is
-    queried at its query point (x, y, t) and followed through every frame in that frame's camera.
+    The first T frames of the set are scored, T = its frames rounded down to the model's tubelet; each track
+    queried inside them is followed through every one of them, in each frame's camera.
     """
     import cv2
 
@@ -127,143 +179,141 @@ def evaluate_tracks(model: D4RT, tracks: TrackSet) -> dict[str, float]:
         raise ValueError(f"the track set has {tracks.num_frames} frames; the model needs at least {cfg.tubelet[0]}")
     H, W = tracks.rgb.shape[1:3]
     S = cfg.image_size
-    frames = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in tracks.rgb[:T]])
-    keep = np.flatnonzero(np.round(tracks.queries_xyt[:, 2]) < T)
-    if len(keep) == 0:
-        raise ValueError(f"no track is queried within the first {T} frames")
-    q = tracks.queries_xyt[keep]
-    uv = np.clip(q[:, :2] / [W - 1, H - 1], 0.0, 1.0)
-    n = len(keep)
-    t_all = np.tile(np.arange(T), n)
     rt = model_runtime(model, T)
+    frames = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in tracks.rgb[:T]])
     scene = rt.encode(frames, aspect_ratio=W / H)
-    pred = rt.query(scene, np.repeat(uv, T, 0), np.repeat(np.round(q[:, 2]).astype(np.int64), T), t_all, t_all)
-    gt = tracks.tracks_cam[:T, keep].transpose(1, 0, 2)  # [n, T, 3]
-    valid = tracks.valid[:T, keep].T
-    gt_visible = tracks.visible[:T, keep].T & valid
-    pred_visible = (pred["visibility"] > 0.5).reshape(n, T)
-    K = tracks.K[0]
-    K_256 = scale_intrinsics(K, H, W, APD_IMAGE_SIZE)
-    a = apd3d(pred["xyz"].reshape(n, T, 3), gt, gt_visible, K_256[0, 0], K_256[1, 1], pred_visible=pred_visible)
-    return {"apd3d": a["apd3d"], "occlusion_acc": visibility_accuracy(pred_visible, gt_visible, valid)}
+    out: dict = {"frames": [tracks.start, tracks.start + T], "frames_in_file": tracks.frames_in_file,
+                 **{f"dropped_{k}": v for k, v in tracks.dropped.items()}}
+
+    if tracks.tracks_cam is not None:
+        t_query = np.round(tracks.queries_xyt[:, 2]).astype(np.int64)
+        keep = np.flatnonzero((t_query >= 0) & (t_query < T) & tracks.visible[:T].any(0))
+        out["tracks_scored"], out["tracks_in_set"] = int(len(keep)), int(tracks.visible.shape[1])
+        if len(keep):
+            q = tracks.queries_xyt[keep]
+            # the file's pixel coordinates -> the house's uv (u = x / (W - 1), pixel centres at integers)
+            uv = np.clip((q[:, :2] - tracks.pixel_centre) / [W - 1, H - 1], 0.0, 1.0)
+            n = len(keep)
+            t_all = np.tile(np.arange(T), n)
+            pred = rt.query(scene, np.repeat(uv, T, 0), np.repeat(t_query[keep], T), t_all, t_all,
+                            options.batch_size)
+            f = tracks.K[0, [0, 1], [0, 1]] * short_side_scale(H, W, TAPVID3D_RESOLUTION)
+            out.update(_track_scores(
+                pred["xyz"].reshape(n, T, 3), tracks.tracks_cam[:T, keep].transpose(1, 0, 2),
+                (pred["visibility"] > 0.5).reshape(n, T), tracks.visible[:T, keep].T, f[0], f[1],
+                t_query[keep], valid=tracks.valid[:T, keep].T,
+            ))
+
+    if tracks.depth is not None:
+        uv, (ys, xs) = depth_grid(S, options.depth_stride)
+        depth = predict_depth(rt, scene, uv, options.batch_size).reshape(T, *ys.shape)
+        # the ground truth at the original pixel of each uv (nearest), u = x / (W - 1)
+        gy, gx = np.rint(ys / (S - 1) * (H - 1)).astype(int), np.rint(xs / (S - 1) * (W - 1)).astype(int)
+        out.update(_depth_scores(depth, tracks.depth[:T][:, gy, gx].astype(np.float64)))
+
+    if tracks.T_wc is not None:
+        out.update(_pose_scores(rt.camera_poses(scene, grid=options.pose_grid, batch_size=options.batch_size),
+                                tracks.T_wc[:T]))
+    return out
 
 
-class _EvalClips(Dataset):
-    """Synthetic clips: (item with fixed queries, clip) per index."""
-
-    def __init__(self, dataset: D4RTDataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return self.dataset[index], self.dataset.load(index)[0]
-
-
-class _EvalTrackSets(Dataset):
-    """TAPVid-3D clips or PointOdyssey sequences: one TrackSet per path."""
-
-    def __init__(self, paths: list[Path], reader):
-        self.paths, self.reader = paths, reader
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        return self.reader(self.paths[index])
-
-
-def _single(batch):
-    return batch[0]
-
-
-class D4RTEvaluation(L.LightningModule):
-    """Runs :func:`evaluate_clip` per synthetic clip (or :func:`evaluate_tracks` per TrackSet); Lightning
-    averages the logged metrics over clips (and devices).
-    Per-clip results are kept in ``self.per_clip``."""
-
-    def __init__(self, model: D4RT, **evaluate_kwargs):
-        super().__init__()
-        self.model = model.eval()
-        self.evaluate_kwargs = evaluate_kwargs
-        self.per_clip: list[dict[str, float]] = []
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        if isinstance(batch, TrackSet):
-            metrics = evaluate_tracks(self.model, batch)
-        else:
-            item, clip = batch
-            metrics = evaluate_clip(self.model, item, clip, **self.evaluate_kwargs)
-        self.per_clip.append(metrics)
-        self.log_dict({f"test/{k}": v for k, v in metrics.items()}, batch_size=1, sync_dist=True)
-
-
-def load_model(ckpt: Path | None, preset: str, seed: int, image_size: int | None = None) -> D4RT:
-    """A save_pretrained directory, a Lightning .ckpt, or (None) an untrained model of ``preset`` (at
-    ``image_size`` when given: no weight depends on the input size)."""
+def load_model(ckpt: Path | None, preset: str = "tiny", seed: int = 0, image_size: int | None = None):
+    """A save_pretrained directory, a Lightning .ckpt, or (None) a seeded untrained model of ``preset`` (at
+    ``image_size`` when given: no weight depends on the input size). float32, eval."""
     from d4rt.checkpoint import random_model
+    from d4rt.models import D4RT
 
     if ckpt is None:
         return random_model(preset, seed, image_size)
     ckpt = Path(ckpt)
     if ckpt.is_dir():
         return D4RT.from_pretrained(ckpt).float().eval()
-    if ckpt.suffix == ".ckpt":
+    if ckpt.suffix == ".ckpt" and ckpt.is_file():
         import tempfile
 
         from d4rt.training.fit import export_pretrained
 
         with tempfile.TemporaryDirectory() as tmp:
-            return D4RT.from_pretrained(export_pretrained(ckpt, tmp)).eval()
-    raise FileNotFoundError(f"--ckpt {ckpt}: expected a save_pretrained directory or a Lightning .ckpt file")
+            return D4RT.from_pretrained(export_pretrained(ckpt, tmp)).float().eval()
+    raise FileNotFoundError(f"checkpoint {ckpt}: expected a save_pretrained directory or a Lightning .ckpt file")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the command (arguments in cli/evaluate.py)
-# ----------------------------------------------------------------------------------------------------------------
-def evaluate(args: argparse.Namespace) -> int:
-    """Evaluate from the parsed ``d4rt evaluate`` arguments (see :mod:`d4rt.cli.evaluate`)."""
-    from d4rt.data.datamodule import find_clips
-    from d4rt.data.synthetic import generate_clips
-    from d4rt.runtime.files import write_text_atomic
-
-    model = load_model(args.ckpt, args.preset, args.seed, args.img_size if args.ckpt is None else None)
-    cfg = model.config
-    if args.img_size is not None and args.img_size != cfg.image_size:
-        raise ValueError(f"--img_size {args.img_size} differs from the model's {cfg.image_size}; drop the flag")
-    if args.test_data_path is None:
-        raise ValueError("give --test_data_path (a folder of clips; with --synthetic N they are generated there)")
-    if args.synthetic:
-        generate_clips(args.test_data_path, range(TEST_SEED_BASE, TEST_SEED_BASE + args.synthetic),
-                       cfg.num_frames, cfg.image_size)
-    if args.format == "clips":
-        dataset = D4RTDataset(find_clips(args.test_data_path), cfg.num_frames, cfg.image_size, args.num_queries,
-                              seed=args.seed + 2, fixed_queries=True)
-        paths, evaluation_set = dataset.paths, _EvalClips(dataset)
+def find_eval_paths(root: str | Path, fmt: str) -> list[Path]:
+    """The clips of ``fmt`` under root (a folder, or one clip): clip .npz files, TAPVid-3D .npz files, or
+    PointOdyssey sequence folders (holding anno.npz)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"test data {root} does not exist")
+    if fmt == "pointodyssey":
+        paths = [root] if (root / "anno.npz").is_file() else sorted(p.parent for p in root.glob("*/anno.npz"))
     else:
-        from d4rt.data.formats import read_pointodyssey, read_tapvid3d
+        paths = [root] if root.is_file() else sorted(root.glob("*.npz"))
+    if not paths:
+        raise FileNotFoundError(f"no {fmt} data under {root}")
+    return paths
 
-        root = Path(args.test_data_path)
-        if args.format == "tapvid3d":
-            paths, reader = ([root] if root.is_file() else sorted(root.glob("*.npz"))), read_tapvid3d
+
+def _mean(per_clip: list[dict]) -> tuple[dict[str, float], dict[str, int]]:
+    """Mean over clips of every float metric (over the clips that have it) and how many clips each mean covers."""
+    keys = [k for k in dict.fromkeys(k for m in per_clip for k in m) if all(
+        isinstance(m.get(k, 0.0), float) for m in per_clip) and not k.startswith("dropped_")]
+    mean = {k: float(np.mean([m[k] for m in per_clip if k in m])) for k in keys}
+    return mean, {k: sum(k in m for m in per_clip) for k in keys}
+
+
+def evaluate(
+    model,
+    paths: Sequence[str | Path],
+    fmt: str = "clips",
+    options: EvalOptions = EvalOptions(),
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Score ``model`` on every clip in ``paths`` and return the report.
+
+    Args:
+        model: a :class:`~d4rt.models.D4RT` (float32, eval).
+        paths: synthetic clip .npz files (fmt "clips"), TAPVid-3D .npz files ("tapvid3d") or PointOdyssey
+            sequence folders ("pointodyssey"); :func:`find_eval_paths` lists them.
+        options: :class:`EvalOptions`.
+        progress: called with one line per clip (e.g. print).
+    Returns:
+        {"version", "format", "options", "num_frames", "clips": [str], "mean": {metric: float},
+        "clips_per_metric": {metric: int}, "per_clip": [{metric: float, "frames": [start, stop], ...}],
+        "seconds"}. Metric names are stable (docs/metrics.md).
+    """
+    import torch
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no clips to evaluate: paths is empty")
+    cfg = model.config
+    started = time.perf_counter()
+    per_clip = []
+    with torch.inference_mode():
+        if fmt == "clips":
+            from d4rt.data.dataset import D4RTDataset
+
+            dataset = D4RTDataset(paths, cfg.num_frames, cfg.image_size, options.num_queries,
+                                  seed=options.seed + 2, fixed_queries=True)
+            for i in range(len(paths)):
+                per_clip.append(evaluate_clip(model, dataset[i], dataset.load(i)[0], options))
+                if progress:
+                    progress(f"[{i + 1}/{len(paths)}] {paths[i].name}")
         else:
-            paths = [root] if (root / "anno.npz").is_file() else sorted(p.parent for p in root.glob("*/anno.npz"))
-            reader = read_pointodyssey
-        if not paths:
-            raise FileNotFoundError(f"no {args.format} data under {root}")
-        evaluation_set = _EvalTrackSets(paths, reader)
-    loader = DataLoader(evaluation_set, batch_size=1, collate_fn=_single)
-    evaluation = D4RTEvaluation(model, track_points=args.track_points, depth_stride=args.depth_stride,
-                                seed=args.seed)
-    trainer = L.Trainer(accelerator=args.accelerator, devices=args.devices, logger=False, precision="32-true")
-    mean = {k.removeprefix("test/"): float(v) for k, v in trainer.test(evaluation, loader, verbose=False)[0].items()}
-    print(f"\n{len(paths)} clips, model {args.ckpt or 'untrained ' + args.preset}")
-    for k, v in mean.items():
-        print(f"  {k:30s} {v:.4f}")
-    if args.output is not None:
-        report = {"ckpt": str(args.ckpt), "clips": [str(p) for p in paths], "mean": mean,
-                  "per_clip": evaluation.per_clip}
-        write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
-        print(f"-> {args.output}")
-    return 0
+            from d4rt.data.formats import read_pointodyssey, read_tapvid3d
+
+            reader = read_tapvid3d if fmt == "tapvid3d" else read_pointodyssey
+            for i, p in enumerate(paths):
+                per_clip.append(evaluate_tracks(model, reader(p, options.start, cfg.num_frames), options))
+                if progress:
+                    progress(f"[{i + 1}/{len(paths)}] {p.name}")
+    mean, counts = _mean(per_clip)
+    return {
+        "version": REPORT_VERSION, "format": fmt, "options": dataclasses.asdict(options),
+        "num_frames": cfg.num_frames, "clips": [str(p) for p in paths], "mean": mean, "clips_per_metric": counts,
+        "per_clip": per_clip, "seconds": round(time.perf_counter() - started, 1),
+    }

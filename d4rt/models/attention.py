@@ -12,10 +12,14 @@ state dict matches OpenD4RT's key names and the kernels can read the packed proj
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+ATTENTION_BACKENDS = ("eager", "sdpa", "triton")
+DEFAULT_ATTENTION = "sdpa"
 
 
 def _windows(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -41,20 +45,23 @@ def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    backend: str,
+    backend: str | Callable[..., torch.Tensor],
     window: int | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention, global or windowed.
 
     Args:
         q: [B, H, Nq, D]; k, v: [B, H, Nk, D] (any strides).
-        backend: "eager" | "sdpa" | "triton".
+        backend: "eager" | "sdpa" | "triton", or a function ``(q, k, v, scale) -> out`` on [B, H, N, D] tensors
+            (windows already cut), e.g. the export's fused ONNX Runtime op.
         window: if given, Nq == Nk is a whole number of windows of this many consecutive tokens and each
             token attends only within its own window (the encoder's per-frame local attention).
     Returns:
         [B, H, Nq, D]
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
+    if callable(backend):
+        fn, backend = backend, "function"
     if backend == "triton":
         from d4rt.kernels import cross_attention, local_attention
 
@@ -64,7 +71,9 @@ def attend(
     batch = q.shape[0]
     if window is not None:
         q, k, v = _windows(q, window), _windows(k, window), _windows(v, window)
-    if backend == "eager":
+    if backend == "function":
+        out = fn(q, k, v, scale)
+    elif backend == "eager":
         out = eager_attention(q, k, v, scale)
     elif backend == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v, scale=scale)
@@ -79,7 +88,7 @@ class MultiheadAttention(nn.Module):
     ``in_proj_weight`` [3C, C] holds the q, k and v projections in that order; ``out_proj`` maps back to C.
     """
 
-    def __init__(self, dim: int, heads: int, backend: str = "sdpa", dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, backend: str = DEFAULT_ATTENTION, dropout: float = 0.0):
         super().__init__()
         if dim % heads:
             raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
@@ -117,10 +126,15 @@ class MultiheadAttention(nn.Module):
         return k.transpose(1, 2), v.transpose(1, 2)
 
     def cross(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Cross-attention of queries x [B, N, C] to precomputed k, v [B, H, M, Dh] -> [B, N, C]."""
-        q = self._split_heads(F.linear(x, self.in_proj_weight[: self.dim], self.in_proj_bias[: self.dim]))
-        out = attend(q, k, v, self.backend)
-        return self.dropout(self.out_proj(self._merge_heads(out)))
+        """Cross-attention of queries to precomputed k, v [B, H, M, Dh].
+
+        x: [B, N, C], or [B * N, C] (the queries of batch entry b in rows b * N ... b * N + N - 1): the 2-D form
+        keeps the projections 2-D matrix products (one Gemm with its bias in an exported graph). Returns x's shape.
+        """
+        B = k.shape[0]
+        q = F.linear(x, self.in_proj_weight[: self.dim], self.in_proj_bias[: self.dim])
+        out = self._merge_heads(attend(self._split_heads(q.reshape(B, -1, self.dim)), k, v, self.backend))
+        return self.dropout(self.out_proj(out.reshape(x.shape)))
 
 
 def feed_forward(dim: int, hidden: int, dropout: float = 0.0) -> nn.Sequential:

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from d4rt.config import ATTENTION_BACKENDS, D4RTConfig
-from d4rt.models.attention import MultiheadAttention
+from d4rt.config import D4RTConfig
+from d4rt.models.attention import ATTENTION_BACKENDS, DEFAULT_ATTENTION, MultiheadAttention
 from d4rt.models.decoder import Decoder, Heads
 from d4rt.models.encoder import VideoEncoder
 from d4rt.models.inputs import check_aspect_ratio, check_queries, check_video
@@ -24,14 +24,18 @@ class D4RT(nn.Module):
         >>> out = model.decode(memory, video, uv, t_src, t_tgt, t_cam)
     """
 
-    def __init__(self, config: D4RTConfig):
+    def __init__(self, config: D4RTConfig, attention: str = DEFAULT_ATTENTION):
+        """``attention``: "sdpa" (default) | "eager" | "triton", a run-time choice (:meth:`set_attention`), not part
+        of the config or the checkpoint."""
         super().__init__()
+        _check_attention(attention)
         self.config = cfg = config
-        self.encoder = VideoEncoder(cfg)
+        self.attention = attention
+        self.encoder = VideoEncoder(cfg, attention)
         self.aspect_ratio_proj = nn.Sequential(nn.Linear(1, cfg.enc_dim), nn.GELU(), nn.Linear(cfg.enc_dim, cfg.enc_dim))
         self.memory_proj = nn.Linear(cfg.enc_dim, cfg.dec_dim)
         self.query_embedder = QueryEmbedder(cfg.dec_dim, cfg.num_frames, cfg.fourier_bands, cfg.rgb_patch, cfg.ln_eps)
-        self.decoder = Decoder(cfg)
+        self.decoder = Decoder(cfg, attention)
         self.heads = Heads(cfg.dec_dim)
         self.reset_parameters()
 
@@ -53,10 +57,10 @@ class D4RT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def set_attention(self, backend: str) -> "D4RT":
-        """Switch every attention layer to "eager", "sdpa" or "triton" (weights unchanged)."""
-        if backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"unknown attention backend {backend!r}; choose one of {ATTENTION_BACKENDS}")
-        self.config.attention = backend
+        """Switch every attention layer to "eager", "sdpa" or "triton" (weights and config unchanged), or to a
+        function ``(q, k, v, scale) -> out`` on [B, H, N, Dh] tensors (see :func:`d4rt.models.attention.attend`)."""
+        _check_attention(backend)
+        self.attention = backend
         for m in self.modules():
             if isinstance(m, MultiheadAttention):
                 m.backend = backend
@@ -177,3 +181,8 @@ class D4RT(nn.Module):
         from d4rt.opend4rt import load_opend4rt
 
         return load_opend4rt(path, attention=attention, **options)
+
+
+def _check_attention(backend) -> None:
+    if not callable(backend) and backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention={backend!r} is not an attention backend; choose one of {ATTENTION_BACKENDS}")

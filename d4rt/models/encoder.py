@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from d4rt.config import D4RTConfig
-from d4rt.models.attention import MultiheadAttention, feed_forward
+from d4rt.models.attention import DEFAULT_ATTENTION, MultiheadAttention, feed_forward
 
 
 def sinusoidal_position_embedding(num_tokens: int, dim: int) -> torch.Tensor:
@@ -46,12 +46,12 @@ class VideoEncoder(nn.Module):
     global (all N + 1 tokens) when i is odd.
     """
 
-    def __init__(self, cfg: D4RTConfig):
+    def __init__(self, cfg: D4RTConfig, attention: str = DEFAULT_ATTENTION):
         super().__init__()
         self.cfg = cfg
         self.patch_embed = nn.Conv3d(3, cfg.enc_dim, kernel_size=cfg.tubelet, stride=cfg.tubelet)
         self.blocks = nn.ModuleList(
-            EncoderBlock(cfg.enc_dim, cfg.enc_heads, cfg.enc_mlp_dim, cfg.ln_eps, cfg.attention, cfg.dropout)
+            EncoderBlock(cfg.enc_dim, cfg.enc_heads, cfg.enc_mlp_dim, cfg.ln_eps, attention, cfg.dropout)
             for _ in range(cfg.enc_depth)
         )
         self.final_norm = nn.LayerNorm(cfg.enc_dim, eps=cfg.ln_eps)
