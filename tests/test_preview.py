@@ -15,8 +15,9 @@ def test_preview_near_is_bright_and_has_a_colour_bar(tmp_path):
     import matplotlib.pyplot as plt
 
     clip = Room.random(int(np.random.randint(10_000)), num_frames=4).render_clip(48, 48)
-    fig = preview_figure(clip.rgb, clip.depth, clip.T_wc)
+    fig = preview_figure(clip.rgb, clip.depth, clip.T_wc, labels=np.array([10, 11, 12, 13]))
     try:
+        assert {ax.get_title() for ax in fig.axes if ax.images} >= {"frame 10", "depth 13"}
         depth_images = [ax.images[0] for ax in fig.axes if ax.images and ax.get_title().startswith("depth")]
         assert len(depth_images) == 4
         bars = [ax for ax in fig.axes if "near" in ax.get_ylabel()]
