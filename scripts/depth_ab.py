@@ -5,7 +5,8 @@
 
 For each checkpoint and clip: depth (z) of every ``--stride``-th pixel of every frame (t_src = t_tgt = t_cam, the
 runtime's torch backend), depth AbsRel after per-clip and after per-frame median scaling
-(:func:`d4rt.evaluation.metrics.depth_metrics`), and the best constant depth under the same scaling. Means over clips.
+(:func:`d4rt.evaluation.metrics.depth_metrics`, monodepth2's clamp and valid pixels), and the best constant depth
+of the clip and of each frame (a constant is scale-free). Means over clips.
 """
 
 import argparse
@@ -18,16 +19,17 @@ import torch
 
 
 def clip_depth_scores(model, item, stride: int) -> dict[str, float]:
-    from d4rt.evaluation.evaluate import model_runtime, predict_depth
+    from d4rt.evaluation.evaluate import depth_grid, model_runtime, predict_depth
     from d4rt.evaluation.metrics import best_constant_depth_abs_rel, depth_metrics
 
     rt = model_runtime(model, item["video"].shape[0])
     scene = rt.encode(item["video"].float().permute(0, 2, 3, 1).numpy(), aspect_ratio=float(item["aspect_ratio"]))
-    depth, (ys, xs) = predict_depth(rt, scene, stride)
+    uv, (ys, xs) = depth_grid(item["video"].shape[-1], stride)
+    depth = predict_depth(rt, scene, uv, 8192).reshape(len(item["video"]), *ys.shape)
     gt = item["depth_maps"].numpy()[:, ys, xs].astype(np.float64)
     return {
-        "abs_rel_clip": depth_metrics(depth, gt)["abs_rel"],
-        "abs_rel_frame": float(np.mean([depth_metrics(d, g)["abs_rel"] for d, g in zip(depth, gt)])),
+        "abs_rel_clip": depth_metrics(depth, gt, scaling="clip_median")["abs_rel"],
+        "abs_rel_frame": depth_metrics(depth, gt, scaling="frame_median")["abs_rel"],
         "best_constant_clip": best_constant_depth_abs_rel(gt),
         "best_constant_frame": float(np.mean([best_constant_depth_abs_rel(g) for g in gt])),
     }
