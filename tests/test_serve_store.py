@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 
 from d4rt.runtime import Scene
+from d4rt.runtime.video import Clip
 from d4rt.serve import SceneStore, UnknownSceneError
 from d4rt.serve.server import ServeSettings, check_query_values
 
 
 def scene() -> Scene:
     rng = np.random.default_rng()
-    return Scene(rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8), rng.random((1, 2, 3, 4, 4), np.float32), 1.0,
-                 (4, 4), state=None)
+    clip = Clip(rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8), rng.random((1, 2, 3, 4, 4), np.float32), 1.0,
+                (4, 4))
+    return Scene(clip, state=None)
 
 
 def test_store_evicts_least_recently_used_and_stays_under_its_bound():
