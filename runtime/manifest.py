@@ -150,8 +150,12 @@ class Manifest:
     @property
     def memory_tokens(self) -> int:
         """M of the longest clip (num_frames)."""
+        return self.memory_tokens_for(self.num_frames)
+
+    def memory_tokens_for(self, num_frames: int) -> int:
+        """M of a clip of ``num_frames`` frames: T / tt * (S / th) * (S / tw) + 1 (the aspect-ratio token)."""
         tt, th, tw = (int(x) for x in self.config["tubelet"])
-        return self.num_frames // tt * (self.image_size // th) * (self.image_size // tw) + 1
+        return int(num_frames) // tt * (self.image_size // th) * (self.image_size // tw) + 1
 
     @property
     def kv_dtype(self) -> str:

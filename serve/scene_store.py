@@ -31,10 +31,8 @@ def scene_nbytes(runtime: Runtime, scene: Scene) -> int:
     host = scene.frames.nbytes + scene.video.nbytes
     manifest = runtime.manifest
     if manifest is not None:
-        # symbolic dims of a dynamic-frame export: "M" is this clip's memory tokens (M = T / tt * tokens + 1)
-        tt = int(manifest.config["tubelet"][0])
-        tokens = (manifest.memory_tokens - 1) // (manifest.num_frames // tt)
-        dims = {"T": scene.num_frames, "M": scene.num_frames // tt * tokens + 1}
+        # symbolic dims of a dynamic-frame export: "T" and "M" are this clip's frames and memory tokens
+        dims = {"T": scene.num_frames, "M": manifest.memory_tokens_for(scene.num_frames)}
         kv = sum(
             int(np.prod([dims[d] if isinstance(d, str) else int(d) for d in spec.shape])) * np.dtype(spec.dtype).itemsize
             for spec in manifest.tensors("encoder", "outputs")
