@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 
 # name -> (module, one-line help)
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     only with ``--debug`` or ``D4RT_DEBUG=1``."""
     argv = kebab_flags(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["d4rt", *map(shlex.quote, argv)])  # recorded in each output folder
     debug = getattr(args, "debug", False) or os.environ.get("D4RT_DEBUG", "") not in ("", "0")
     module = importlib.import_module(args._module)
     prog = f"d4rt {args.command}"

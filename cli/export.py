@@ -47,18 +47,18 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--random-init needs --preset (tiny, base or g)")
     if args.attention == "onnxruntime" and args.precision != "fp32":
         raise UsageError("--attention onnxruntime is exported for fp32 only; use --attention standard with fp16")
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, inputs=(args.checkpoint,))
 
 
 def run(args: argparse.Namespace) -> int:
     import time
 
     from d4rt.checkpoint import load_or_init
-    from d4rt.cli.common import output_dir
+    from d4rt.cli.common import command_line, output_dir
     from d4rt.export.onnx_export import export_onnx
     from d4rt.export.parity import verify_export
 
-    with output_dir(args.out, args.overwrite) as out_dir:
+    with output_dir(args.out, args.overwrite, inputs=(args.checkpoint,), command=command_line(args)) as out_dir:
         model, info = load_or_init(args.checkpoint, out_dir, args.preset, args.random_init, args.seed, args.image_size)
         external = {"auto": None, "yes": True, "no": False}[args.external_data]
         start = time.perf_counter()

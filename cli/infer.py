@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from d4rt.cli.common import UsageError, add_output_arguments, check_output, non_negative_int, positive_int
+from d4rt.cli.common import (
+    UsageError, add_output_arguments, check_output, check_video, non_negative_int, positive_int,
+)
 
 
 def grid_size(value: str) -> int:
@@ -58,26 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: S)")
 
 
-def count_frames(video: Path) -> int | None:
-    """Frames in a .npy (its header) or a video file (the container's count; None when it does not say)."""
-    if video.suffix == ".npy":
-        import numpy as np
-
-        return int(np.load(video, mmap_mode="r", allow_pickle=False).shape[0])
-    import cv2
-
-    capture = cv2.VideoCapture(str(video))
-    try:
-        n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    finally:
-        capture.release()
-    return n or None
-
-
 def validate(args: argparse.Namespace) -> None:
     video, engines = Path(args.video), Path(args.engines)
-    if not video.is_file():
-        raise UsageError(f"video {video} does not exist; give a video file or a .npy of frames [T, H, W, 3]")
+    check_video(video, args.start, args.stride, args.max_frames)
     if not (engines.is_dir() and (engines / "manifest.json").is_file()):
         raise UsageError(f"--engines {engines} is not an engine directory (no manifest.json); make one with "
                          f"`d4rt export CKPT_DIR --out DIR`")
@@ -85,26 +70,17 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
     if args.window is not None and args.overlap is not None and args.overlap >= args.window:
         raise UsageError(f"--overlap {args.overlap} must be smaller than --window {args.window}")
-    check_output(args.out, args.overwrite)
-    total = count_frames(video)
-    if total is not None:
-        if args.start >= total:
-            raise UsageError(f"--start {args.start} is beyond the video's {total} frames (0 .. {total - 1})")
-        selected = len(range(args.start, total, args.stride))
-        if args.max_frames is not None:
-            selected = min(selected, args.max_frames)
-        if selected < 2:
-            raise UsageError(f"--start {args.start} --stride {args.stride} select {selected} frame of {total}; "
-                             f"D4RT needs at least 2: lower --stride or --start")
+    check_output(args.out, args.overwrite, inputs=(args.video, args.engines))
 
 
 def run(args: argparse.Namespace) -> int:
-    from d4rt.cli.common import output_dir
+    from d4rt.cli.common import command_line, output_dir
     from d4rt.runtime import load
     from d4rt.runtime.infer import infer_clip, load_frames
 
     rt = load(args.engines, backend=args.backend)
-    with output_dir(args.out, args.overwrite) as tmp:
+    with output_dir(args.out, args.overwrite, inputs=(args.video, args.engines),
+                    command=command_line(args)) as tmp:
         summary = infer_clip(
             rt, load_frames(args.video), tmp, start=args.start, stride=args.stride, max_frames=args.max_frames,
             window=args.window, overlap=args.overlap, batch_size=args.batch_size, depth_size=args.depth_size,

@@ -90,7 +90,7 @@ def validate(args: argparse.Namespace) -> None:
             import matplotlib  # noqa: F401
         except ImportError as e:
             raise UsageError("the bird's-eye-view plot needs matplotlib: pip install matplotlib, or --no-plot") from e
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, inputs=(args.video, args.engines))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from d4rt.cli.common import output_dir
+    from d4rt.cli.common import command_line, output_dir
     from d4rt.occupancy.grid import occupancy_from_scene
     from d4rt.occupancy.io import plot_bev, save_occupancy, write_frame_ply
     from d4rt.occupancy.temporal import smooth_occupancy, window_union
@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         occ = window_union(occ, args.window)
     timings["temporal_s"] = time.perf_counter() - t0
 
-    with output_dir(args.out, args.overwrite) as out:
+    with output_dir(args.out, args.overwrite, inputs=(args.video, args.engines),
+                    command=command_line(args)) as out:
         files = [save_occupancy(out / "occupancy.npz", occ)]
         frames = {"all": range(occ.num_frames), "last": [occ.num_frames - 1], "none": []}[args.ply]
         files += [write_frame_ply(out / "ply" / f"frame_{t:04d}.ply", occ, t) for t in frames]

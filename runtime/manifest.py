@@ -201,6 +201,49 @@ def check_export_ids(manifest: Manifest, found: dict[str, str | None], where: st
             )
 
 
+# The fields whose type the reader checks (name -> (types, what to call them)); config's are nested under "config".
+FIELD_TYPES = {
+    "config": (dict, "an object"), "checkpoint": (dict, "an object"), "graphs": (dict, "an object"),
+    "num_frames": (int, "an integer"), "image_size": (int, "an integer"), "opset": (int, "an integer"),
+    "precision": (str, "a string"), "min_frames": ((int, type(None)), "an integer or null"),
+    "export_id": (str, "a string"), "engines": ((dict, type(None)), "an object or null"),
+}
+CONFIG_FIELD_TYPES = {"image_size": int, "dec_depth": int, "dec_heads": int, "dec_dim": int}
+
+
+def check_fields(data: dict[str, Any], path: Path) -> None:
+    """Each field of a manifest has its type, and the sizes agree with each other (ValueError naming the field).
+
+    A hand-edited manifest (``num_frames`` = "sixteen", an ``image_size`` that is not the graphs') is refused here
+    with the field's name, rather than deep inside a backend.
+    """
+
+    def wrong(field: str, expected: str, value: Any) -> ValueError:
+        return ValueError(f"{path}: field {field!r} must be {expected}, found {json.dumps(value)}; the manifest was "
+                          f"edited or is corrupt: {EXPORT_HINT}")
+
+    for name, (types, expected) in FIELD_TYPES.items():
+        if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool)):
+            raise wrong(name, expected, data[name])
+    for name in ("num_frames", "image_size", "opset", "min_frames"):
+        if isinstance(data.get(name), int) and data[name] < 1:
+            raise wrong(name, "a positive integer", data[name])
+    config = data["config"]
+    for name, types in CONFIG_FIELD_TYPES.items():
+        if not isinstance(config.get(name), types) or isinstance(config.get(name), bool) or config[name] < 1:
+            raise wrong(f"config.{name}", "a positive integer", config.get(name))
+    tubelet = config.get("tubelet")
+    if not (isinstance(tubelet, list) and len(tubelet) == 3 and all(type(x) is int and x >= 1 for x in tubelet)):
+        raise wrong("config.tubelet", "three positive integers [frames, height, width]", tubelet)
+    if data["image_size"] != config["image_size"]:
+        raise ValueError(f"{path}: field 'image_size' is {data['image_size']} but the graphs were exported for "
+                         f"{config['image_size']} x {config['image_size']} frames (config.image_size); the manifest "
+                         f"was edited: {EXPORT_HINT}")
+    if data.get("min_frames") is not None and data["min_frames"] > data["num_frames"]:
+        raise ValueError(f"{path}: field 'min_frames' ({data['min_frames']}) is above 'num_frames' "
+                         f"({data['num_frames']}); the manifest was edited: {EXPORT_HINT}")
+
+
 def read_manifest(directory: str | Path) -> Manifest:
     """Read and validate ``directory/manifest.json``; FileNotFoundError / ValueError say what is wrong and what
     to do."""
@@ -230,6 +273,7 @@ def read_manifest(directory: str | Path) -> Manifest:
     missing = [k for k in REQUIRED_FIELDS if k not in data]
     if missing:
         raise ValueError(f"{path} lacks the fields {missing}; the file is incomplete: {EXPORT_HINT}")
+    check_fields(data, path)
     known = set(Manifest.__dataclass_fields__)
     manifest = Manifest(**{k: v for k, v in data.items() if k in known})
     if manifest.precision not in PRECISIONS:
