@@ -148,6 +148,7 @@ class VideoScene:
     dense: Any = None  # DenseTracks (Alg. 1) when encode_video had dense_grid
     scenes: list[Any] | None = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
+    xyz_cam: np.ndarray | None = field(default=None, repr=False)  # [F, n, n, 3] with keep_point_maps, else None
 
     @property
     def num_frames(self) -> int:
@@ -208,6 +209,7 @@ def encode_video(
     dense_grid: int | None = None,
     align_trim: float | None = TRIM,
     keep_memory: bool = False,
+    keep_point_maps: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: bool = False,
 ) -> VideoScene:
@@ -224,6 +226,8 @@ def encode_video(
             of every frame (0: the scene's S); None: off.
         align_trim: the refit rule of :func:`align_sim3` (None: the paper's top-85 % fit alone).
         keep_memory: keep every window's scene (keys / values) for later queries; default: drop each at once.
+        keep_point_maps: keep the depth grid's points, each frame's in its own camera at the world scale, as
+            ``xyz_cam`` [F, n, n, 3] float32 (n = depth_size; the depth maps are their z; no extra query).
     Returns:
         a :class:`VideoScene`.
     """
@@ -253,6 +257,7 @@ def encode_video(
     out_frames = np.empty((F, S, S, 3), np.uint8)
     depth = np.empty((F, depth_size, depth_size), np.float32)
     depth_conf = np.empty_like(depth)
+    xyz_cam = np.empty((F, depth_size, depth_size, 3), np.float32) if keep_point_maps else None
     T_wc = np.empty((F, 4, 4))
     K = np.empty((F, 3, 3))
     owner = np.full(F, -1, np.int64)
@@ -315,6 +320,8 @@ def encode_video(
         scale = float(np.cbrt(np.linalg.det(M[:3, :3])))
         maps = point_maps(rt, scene, own_local, depth_size, None, **common)
         depth[owned] = maps["xyz"][..., 2] * scale
+        if xyz_cam is not None:
+            xyz_cam[owned] = maps["xyz"] * scale
         depth_conf[owned] = maps["confidence"]
         cloud = point_maps(rt, scene, own_local, cloud_size, 0, **common)
         pts = cloud_from_point_maps(cloud, scene.frames, 0.0)
@@ -338,7 +345,7 @@ def encode_video(
         windows=windows, world_from_window=np.stack(world_from), owner=owner, depth_maps=depth,
         depth_confidence=depth_conf, T_wc=T_wc, K=K, cloud=cloud, track=track if Q else None,
         dense=None if tracker is None else tracker.result(), scenes=kept,
-        timings={k: round(v, 4) for k, v in timings.items()},
+        timings={k: round(v, 4) for k, v in timings.items()}, xyz_cam=xyz_cam,
     )
 
 
