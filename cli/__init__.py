@@ -81,6 +81,25 @@ def kebab_flags(argv: list[str]) -> list[str]:
 ALIASES = {"--img-size": "--image-size", "--test-data-path": "--test-data"}
 
 
+# The pyproject extra that brings a missing package (by its top-level import name); torch and the packages every
+# torch command needs come with the command's own extra (COMMAND_EXTRAS).
+PACKAGE_EXTRAS = {
+    "onnxruntime": "runtime", "cv2": "runtime", "tqdm": "runtime", "tensorrt": "tensorrt", "cuda": "tensorrt",
+    "onnx": "export", "onnxscript": "export", "ml_dtypes": "export", "triton": "kernels", "lightning": "train",
+    "matplotlib": "train", "pytriton": "serve", "tritonclient": "serve",
+}
+COMMAND_EXTRAS = {"export": "export", "demo": "export", "convert-opend4rt": "torch", "bench": "export",
+                  "train": "train", "evaluate": "train", "build-engine": "tensorrt", "serve": "serve"}
+
+
+def missing_package_message(command: str, module: str) -> str:
+    """One line for a command whose Python package is not installed: which one, and the install that brings it."""
+    top = module.split(".")[0]
+    extra = PACKAGE_EXTRAS.get(top) or COMMAND_EXTRAS.get(command, "all")
+    return (f"needs the Python package {top!r}, which is not installed here (a runtime-only install has no "
+            f"torch); install the {extra} extra from the repository: pip install -c constraints.txt -e \".[{extra}]\"")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error is one line on stderr (exit 2 for usage, 1 for a failed run); the traceback
     only with ``--debug`` or ``D4RT_DEBUG=1``."""
@@ -104,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from d4rt.cli.common import UsageError
 
+        if isinstance(e, ModuleNotFoundError) and e.name and not e.name.startswith("d4rt"):
+            print(f"{prog}: {missing_package_message(args.command, e.name)}", file=sys.stderr)
+            return 1
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, UsageError):
             print(f"{prog}: error: {message} (see `{prog} --help`)", file=sys.stderr)
