@@ -74,7 +74,8 @@ def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int =
         write_npz(out_dir / "dense_tracks.npz", source_frames=names, **dense.arrays())
     preview = True
     try:
-        write_preview(out_dir / "preview.png", video.frames, depth, T_wc, labels=names)
+        write_preview(out_dir / "preview.png", video.frames, depth, T_wc, labels=names,
+                      aspect_ratio=video.aspect_ratio)
     except ImportError:
         preview = False  # matplotlib is optional for the runtime
     summary = {
