@@ -71,7 +71,7 @@ def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int =
     write_npz(out_dir / "tracks.npz", uv=track_uv, t_src=np.int32(0), source_frames=names, **video.tracks())
     dense = video.dense
     if dense is not None:
-        write_npz(out_dir / "dense_tracks.npz", source_frames=names, **dense.arrays())
+        write_npz(out_dir / "dense_tracks.npz", source_frames=names, **dense.arrays(compact=True))
     preview = True
     try:
         write_preview(out_dir / "preview.png", video.frames, depth, T_wc, labels=names,

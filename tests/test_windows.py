@@ -143,6 +143,19 @@ def test_dense_tracks_on_one_clip(room):
     summary = dense.summary()
     assert summary["coverage"] == 1.0 and summary["queries_saved"] > 0.3 and summary["tracks"] == len(dense.t_src)
 
+    # dense_tracks.npz stores the per-frame arrays in float16: within float16's rounding of the float32 answer
+    # (half a unit in the last place: 2^-11 relative; 2^-25 absolute below float16's smallest normal 2^-14)
+    compact = dense.arrays(compact=True)
+    for k in ("xyz", "uv_tgt", "visibility", "confidence"):
+        full, half = getattr(dense, k).astype(np.float64), compact[k].astype(np.float64)
+        assert compact[k].dtype == np.float16 and np.array_equal(np.isnan(full), np.isnan(half))
+        ok = ~np.isnan(full)
+        assert (np.abs(half[ok] - full[ok]) <= 2.0**-11 * np.abs(full[ok]) + 2.0**-25).all(), k
+    assert sum(a.nbytes for a in compact.values()) < 0.55 * sum(a.nbytes for a in dense.arrays().values())
+    big = dense.arrays()
+    dense.xyz[0, 0, 0] = 7e4  # beyond float16's range: xyz stays float32
+    assert dense.arrays(compact=True)["xyz"].dtype == np.float32 and big["xyz"].dtype == np.float32
+
 
 def test_dense_tracks_across_windows(room):
     rt = oracle_runtime(room, 16, window=8)
