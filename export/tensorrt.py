@@ -153,7 +153,7 @@ def rebase_graphs(manifest: Manifest, onnx_dir: Path, out_dir: Path) -> Manifest
 
 
 # ----- what TensorRT's ONNX parser takes ----------------------------------------------------------------------------
-# ONNX op -> element types TensorRT 10 / 11 parse, for every op our two graphs use (onnx-tensorrt docs/operators.md,
+# ONNX op -> element types TensorRT 10 / 11 parse, for every op our two graphs use (github.com/onnx/onnx-tensorrt, its docs/operators.md,
 # TensorRT 10.15: "Supported Types"; INT64 is a native type since TensorRT 10.0). Checked on every export by the
 # tests, so a model change that brings in, say, an int64 Clip (Clip: FP32 / FP16 / BF16 only) fails here and not
 # on the user's GPU.

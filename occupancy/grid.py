@@ -16,7 +16,7 @@ and in scene units otherwise (metric_scale = 1). The lattice puts voxel centres 
 
 Confidence: points whose confidence is below ``min_confidence`` are dropped (no hit and no ray); the states are
 binary, so the remaining points count fully. Temporal smoothing and the sliding-window union live in
-``occupancy_temporal``; scores in ``occupancy_metrics``; files in ``occupancy_io``.
+``d4rt.occupancy.temporal``; scores in ``d4rt.occupancy.metrics``; files in ``d4rt.occupancy.io``.
 
 Ray casting is an exact 3D DDA (Amanatides & Woo) run for all rays of a frame at once: rays are sorted by their
 number of voxel steps, so step k works on a contiguous prefix of the arrays, and visits are scattered into a
