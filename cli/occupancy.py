@@ -1,4 +1,4 @@
-"""``d4rt occupancy``: per-frame 4D occupancy of a video from exported D4RT engines.
+"""``d4rt occupancy``: per-frame 4D occupancy of a video from a D4RT export folder.
 
 Runs the video in the engines' windows, aligned by Sim(3) as ``d4rt infer`` does (any length), queries a dense
 point map per frame (t_src = t_tgt = t_cam = t), poses the frames with the recovered cameras and ray-casts one
@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from d4rt.cli.common import add_output_arguments
 
     p.add_argument("video", help="the clip: a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8")
-    p.add_argument("--engines", required=True, help="engine directory written by the export")
+    p.add_argument("--export", required=True, metavar="DIR", help="an export folder (written by `d4rt export`); "
+                   "--engines is its deprecated old name")
     add_output_arguments(p)
     p.add_argument("--start", type=int, default=0, help="first frame of the video to use")
     p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
@@ -27,8 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voxel", type=float, default=0.05, help="voxel edge in scene units (metres with --metric-scale)")
     p.add_argument("--metric-scale", type=float, default=1.0, help="metres per scene unit, when known (default 1)")
     p.add_argument("--depth-size", type=int, default=None, help="each frame's point map: n x n queries (default: "
-                   "the engine's S). Not the voxel grid, whose size follows from the scene's extent and --voxel")
-    p.add_argument("--grid", type=int, default=None, dest="grid_deprecated", help=argparse.SUPPRESS)
+                   "the export's S). Not the voxel grid, whose size follows from the scene's extent and --voxel")
     p.add_argument("--pose-grid", type=int, default=None, help="n x n queries per frame for the camera poses and "
                    "the window alignment (default: min(32, S / 2))")
     p.add_argument("--min-confidence", type=float, default=0.5, help="drop points below this confidence")
@@ -63,15 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    """Every argument checked before the engines load; a problem is one line (exit 2)."""
+    """Every argument checked before the export loads; a problem is one line (exit 2)."""
     from pathlib import Path
 
     from d4rt.cli.common import UsageError, check_output, check_video
 
     if not Path(args.video).exists():
         raise UsageError(f"no video at {args.video}")
-    if not Path(args.engines).is_dir():
-        raise UsageError(f"no engine directory at {args.engines}; make one with `d4rt export CKPT_DIR --out DIR`")
+    if not Path(args.export).is_dir():
+        raise UsageError(f"no export folder at {args.export}; make one with `d4rt export CKPT_DIR --out DIR`")
     if not (args.voxel > 0 and args.voxel < float("inf")):
         raise UsageError(f"--voxel must be a positive voxel edge in scene units, got {args.voxel}")
     if args.start < 0 or args.stride < 1 or (args.max_frames is not None and args.max_frames < 1):
@@ -79,12 +79,6 @@ def validate(args: argparse.Namespace) -> None:
                          f"{args.stride}, {args.max_frames}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.grid_deprecated is not None:
-        import sys
-
-        print("d4rt occupancy: --grid is deprecated and will be removed: it is --depth-size (queries per side of each "
-              "frame's point map), not the voxel grid", file=sys.stderr)
-        args.depth_size = args.depth_size or args.grid_deprecated
     if args.depth_size is not None and args.depth_size < 2:
         raise UsageError(f"--depth-size must be at least 2 queries per side, got {args.depth_size}")
     if args.pose_grid is not None and args.pose_grid < 2:
@@ -93,7 +87,7 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--smooth must be >= 0, got {args.smooth}")
     if args.window < 1:
         raise UsageError(f"--window must be >= 1 frame, got {args.window}")
-    check_output(args.out, args.overwrite, inputs=(args.video, args.engines))
+    check_output(args.out, args.overwrite, inputs=(args.video, args.export))
     check_video(args.video, args.start, args.stride, args.max_frames)
 
 
@@ -112,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     timings = {}
     t0 = time.perf_counter()
-    rt = load(args.engines, backend=args.backend)
+    rt = load(args.export, backend=args.backend)
     occ, scene = occupancy_from_video(
         rt,
         load_frames(args.video),
@@ -140,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         occ = window_union(occ, args.window)
     timings["temporal_s"] = time.perf_counter() - t0
 
-    with output_dir(args.out, args.overwrite, inputs=(args.video, args.engines),
+    with output_dir(args.out, args.overwrite, inputs=(args.video, args.export),
                     command=command_line(args)) as out:
         files = [save_occupancy(out / "occupancy.npz", occ)]
         frames = {"all": range(occ.num_frames), "last": [occ.num_frames - 1], "none": []}[args.ply]
@@ -155,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         counts = occ.counts()
         summary = {
             "video": str(args.video),
-            "engines": str(args.engines),
+            "export": str(args.export),
             "backend": rt.name,
             "start": args.start,
             "stride": args.stride,

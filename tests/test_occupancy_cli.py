@@ -53,7 +53,7 @@ def occupancy_command(engines, out, voxel, *extra):
         [
             "occupancy",
             str(SAMPLE_CLIP),
-            "--engines",
+            "--export",
             str(engines),
             "--out",
             str(out),
@@ -133,9 +133,9 @@ def test_occupancy_command_bad_input(engines, tmp_path, capsys):
         err = capsys.readouterr().err
         assert re.search(message, err) and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
-    refused(["occupancy", str(video), "--engines", str(engines), "--out", out], "no video")
-    refused(["occupancy", str(SAMPLE_CLIP), "--engines", str(tmp_path / "none"), "--out", out], "no engine directory")
-    base = ["occupancy", str(SAMPLE_CLIP), "--engines", str(engines), "--out", out]
+    refused(["occupancy", str(video), "--export", str(engines), "--out", out], "no video")
+    refused(["occupancy", str(SAMPLE_CLIP), "--export", str(tmp_path / "none"), "--out", out], "no export folder")
+    base = ["occupancy", str(SAMPLE_CLIP), "--export", str(engines), "--out", out]
     refused(base + ["--voxel", "0"], "--voxel must be a positive")
     refused(base + ["--pose-grid", "1"], "--pose-grid must be at least 2")
     refused(base + ["--depth-size", "1"], "--depth-size must be at least 2")
@@ -152,7 +152,7 @@ def test_occupancy_runs_a_long_clip_in_windows_without_matplotlib(engines, tmp_p
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     frames = 10  # 16-frame sample clip, 4-frame engines
     out = tmp_path / "occ"
-    argv = ["occupancy", str(SAMPLE_CLIP), "--engines", str(engines), "--out", str(out), "--voxel", "0.2",
+    argv = ["occupancy", str(SAMPLE_CLIP), "--export", str(engines), "--out", str(out), "--voxel", "0.2",
             "--max-frames", str(frames), "--grid", "8", "--pose-grid", str(POSE_GRID), "--backend", "onnxruntime-cpu",
             "--ply", "none"]
     assert main(argv) == 0
