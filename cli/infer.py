@@ -65,8 +65,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
+    from d4rt.runtime.video import check_video_path
+
     video, export = Path(args.video), Path(args.export)
-    check_video(video, args.start, args.stride, args.max_frames)
+    try:
+        check_video_path(video)
+    except OSError as e:
+        raise UsageError(str(e)) from None
     if not (export.is_dir() and (export / "manifest.json").is_file()):
         raise UsageError(f"--export {export} is not an export folder (no manifest.json); make one with "
                          f"`d4rt export CKPT_DIR --out DIR`")
@@ -75,6 +80,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.window is not None and args.overlap is not None and args.overlap >= args.window:
         raise UsageError(f"--overlap {args.overlap} must be smaller than --window {args.window}")
     check_output(args.out, args.overwrite, inputs=(args.video, args.export))
+    check_video(video, args.start, args.stride, args.max_frames)
 
 
 def run(args: argparse.Namespace) -> int:

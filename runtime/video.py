@@ -89,7 +89,13 @@ def count_frames(path: str | Path) -> int | None:
     Raises what :func:`open_video` raises for a file that is not a video."""
     path = check_video_path(path)
     if path.suffix == ".npy":
-        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{path} is not a readable .npy of frames [T, H, W, 3] ({e}); {VIDEO_HINT}") from None
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"{path} holds an array of shape {tuple(shape)}, not frames [T, H, W, 3]; {VIDEO_HINT}")
+        return int(shape[0])
     import cv2
 
     capture = open_video(path)

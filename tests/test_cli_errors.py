@@ -97,4 +97,4 @@ def test_engines_is_a_deprecated_alias_of_export(tmp_path, capsys):
 
 def test_help_shows_defaults():
     out = " ".join(d4rt("occupancy", "--help").stdout.split())
-    assert "(default: 0.05)" in out and "(default: 32)" in out and "(default: None)" not in out
+    assert "(default: 0.05)" in out and "(default: 65536)" in out and "(default: None)" not in out
