@@ -168,6 +168,10 @@ def test_check_output_refuses_home_root_repository_and_ancestors(tmp_path, monke
     monkeypatch.chdir(tmp_path / "elsewhere")
     with pytest.raises(UsageError, match="your home folder"):
         check_output(tmp_path / "a", overwrite=True)
+    # the repository's own source folders (the docs once wrote an export to `--out export/`, the package's folder)
+    for folder in ("export", "runtime", "d4rt"):
+        with pytest.raises(UsageError, match="not written by d4rt"):
+            check_output(REPO / folder, overwrite=True)
     # a symlink to an input is the input
     os.symlink(work, tmp_path / "link")
     with pytest.raises(UsageError, match="an input of this command"):
