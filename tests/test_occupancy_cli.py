@@ -150,7 +150,7 @@ def test_occupancy_runs_a_long_clip_in_windows_without_matplotlib(engines, tmp_p
     --grid still works (a warning) and means the point map's queries per side, not the voxel grid."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as when not installed
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    frames = 10  # 16-frame sample clip, 4-frame engines
+    frames = 6  # 16-frame sample clip, 4-frame engines: two windows
     out = tmp_path / "occ"
     argv = ["occupancy", str(SAMPLE_CLIP), "--export", str(engines), "--out", str(out), "--voxel", "0.2",
             "--max-frames", str(frames), "--grid", "8", "--pose-grid", str(POSE_GRID), "--backend", "onnxruntime-cpu",
