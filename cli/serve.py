@@ -65,6 +65,8 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--fail-timeout-s must be in (0, 3600] seconds, got {args.fail_timeout_s}")
     if args.timeout_s is not None and not args.timeout_s > 0:
         raise UsageError(f"--timeout-s must be a positive number of seconds, got {args.timeout_s}")
+    if args.log_dir is not None and Path(args.log_dir).exists() and not Path(args.log_dir).is_dir():
+        raise UsageError(f"--log-dir {args.log_dir} is a file; name a folder (logs are appended there)")
     if args.print_config:
         return
     if args.replicas:

@@ -32,6 +32,7 @@ from pathlib import Path
 LOG = logging.getLogger("d4rt.serve.replicas")
 NGINX = "/usr/sbin/nginx"
 PORTS_PER_REPLICA = 3  # HTTP, gRPC, metrics
+QUICK_EXIT_S = 60.0  # a replica that exits sooner after starting counts as crash-looping: restarts back off
 
 
 @dataclass
@@ -45,6 +46,9 @@ class Replica:
     gpu: str | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
     starts: int = 0
+    started_at: float = 0.0  # time.monotonic() of the last start
+    quick_failures: int = 0  # exits within QUICK_EXIT_S of starting, in a row
+    restart_at: float | None = None  # exited: when to start it again (None: running or starting)
 
     @property
     def alive(self) -> bool:
@@ -180,6 +184,7 @@ class ReplicaSet:
             r.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                       preexec_fn=_die_with_parent)
         r.starts += 1
+        r.started_at, r.restart_at = time.monotonic(), None
         LOG.info("replica %d started: pid %d, http 127.0.0.1:%d, grpc 127.0.0.1:%d, metrics 127.0.0.1:%d%s",
                  r.index, r.proc.pid, r.http, r.grpc, r.metrics, f", GPU {r.gpu}" if r.gpu is not None else "")
 
@@ -265,25 +270,27 @@ class ReplicaSet:
 
     # ----- supervision ------------------------------------------------------------------------------------------
     def check(self) -> None:
-        """One supervision step: a replica that exited is taken out, restarted and put back when ready."""
+        """One supervision step: a replica that exited is taken out of nginx and started again (at once the first
+        time, then backing off up to 60 s while it keeps exiting within a minute); back in nginx once ready."""
         if self.nginx is not None and self.nginx.poll() is not None:
             raise RuntimeError(f"nginx exited with status {self.nginx.returncode}; see {self.log_dir / 'nginx.log'}")
-        dead = [r for r in self.replicas if not r.alive and r.index not in self._down]
+        now = time.monotonic()
+        dead = [r for r in self.replicas if r.restart_at is None and r.proc is not None and r.proc.poll() is not None]
         for r in dead:
-            LOG.warning("replica %d (pid %d) exited with status %s; taking it out of nginx and restarting it",
-                        r.index, r.proc.pid, r.proc.returncode)
             self._kill_group(r)
+            r.quick_failures = r.quick_failures + 1 if now - r.started_at < QUICK_EXIT_S else 0
+            delay = 0.0 if r.quick_failures <= 1 else min(60.0, 5.0 * 2 ** (r.quick_failures - 2))
+            r.restart_at = now + delay
+            LOG.warning("replica %d (pid %d) exited with status %s; out of nginx, restarting it%s", r.index,
+                        r.proc.pid, r.proc.returncode, f" in {delay:.0f} s" if delay else "")
             self._down.add(r.index)
         if dead:
             self._reload_nginx()
-            for r in dead:
+        for r in self.replicas:
+            if r.restart_at is not None and now >= r.restart_at:
                 self._start_replica(r)
-        for r in [r for r in self.replicas if r.index in self._down]:
-            if not r.alive:  # died again while starting: the next check restarts it
-                self._kill_group(r)
-                self._down.discard(r.index)
-                continue
-            if replica_ready(r.http):
+        for r in self.replicas:
+            if r.index in self._down and r.alive and replica_ready(r.http):
                 LOG.info("replica %d ready again (pid %d, start %d); back in nginx", r.index, r.proc.pid, r.starts)
                 self._down.discard(r.index)
                 self._reload_nginx()
