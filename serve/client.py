@@ -149,23 +149,32 @@ class Client(Runtime):
             time.sleep(0.2)
 
     def _call(self, fn, *args, **kwargs):
-        """A tritonclient call; Triton's own refusals (shape, dtype) -> ValueError, no answer -> ConnectionError."""
-        try:
-            return fn(*args, **kwargs)
-        except self._tc.InferenceServerException as exc:
-            status = str(exc.status() or "")
-            message = exc.message() or str(exc)
-            if status in ("400", "StatusCode.INVALID_ARGUMENT"):
-                raise ValueError(f"the server refused the request: {message}") from None
-            raise ServerUnavailableError(
-                f"the D4RT server at {self.url} did not answer ({status or 'no status'}: {message}); if it stopped, "
-                f"restart it and encode the clip again (scenes do not survive a restart)"
-            ) from None
-        except self._transport_errors as exc:
-            raise ServerUnavailableError(
-                f"the D4RT server at {self.url} did not answer ({type(exc).__name__}: {exc}); if it stopped, "
-                f"restart it and encode the clip again (scenes do not survive a restart)"
-            ) from None
+        """A tritonclient call; Triton's own refusals (shape, dtype) -> ValueError, no answer -> ConnectionError.
+
+        A connection closed under the request (not a time-out) is tried once more at once: a balancer that reloads
+        its config (nginx in front of replicas) closes idle keep-alive connections, and a request may just have
+        been sent on one. Queries are read-only; a repeated encode at worst leaves an unused scene behind."""
+        for attempt in (0, 1):
+            try:
+                return fn(*args, **kwargs)
+            except self._tc.InferenceServerException as exc:
+                status = str(exc.status() or "")
+                message = exc.message() or str(exc)
+                if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+                    raise ValueError(f"the server refused the request: {message}") from None
+                raise ServerUnavailableError(
+                    f"the D4RT server at {self.url} did not answer ({status or 'no status'}: {message}); if it "
+                    f"stopped, restart it and encode the clip again (scenes do not survive a restart)"
+                ) from None
+            except self._transport_errors as exc:
+                if attempt == 0 and not isinstance(exc, TimeoutError):
+                    LOG.debug("connection to %s closed under a request (%s: %s); trying once more", self.url,
+                              type(exc).__name__, exc)
+                    continue
+                raise ServerUnavailableError(
+                    f"the D4RT server at {self.url} did not answer ({type(exc).__name__}: {exc}); if it stopped, "
+                    f"restart it and encode the clip again (scenes do not survive a restart)"
+                ) from None
 
     def _infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...],
                route: str | None = None) -> dict[str, np.ndarray]:

@@ -71,3 +71,33 @@ def test_a_crash_looping_replica_is_restarted_with_backoff(tmp_path, monkeypatch
     rs.clock += 120  # ran long enough: the next exit is restarted at once again
     rs.check()
     assert r.restart_at is None and r.starts == 8 and r.quick_failures == 0
+
+
+def test_a_closed_connection_is_tried_once_more_a_time_out_is_not():
+    """Client._call: a keep-alive connection closed under a request (nginx reloading) is retried once; a second
+    failure, or a time-out, is one ServerUnavailableError."""
+    import tritonclient.http
+
+    from d4rt.serve.client import Client, ServerUnavailableError
+
+    client = Client.__new__(Client)  # the transport only: no server needed
+    client.url, client._tc, client._transport_errors = "127.0.0.1:1", tritonclient.http, (OSError, EOFError)
+    calls = []
+
+    def flaky(errors):
+        def fn():
+            calls.append(1)
+            if errors:
+                raise errors.pop(0)
+            return "answer"
+        return fn
+
+    assert client._call(flaky([ConnectionResetError("reset by peer")])) == "answer" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(ServerUnavailableError, match="did not answer"):
+        client._call(flaky([ConnectionResetError("reset"), ConnectionRefusedError("refused")]))
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(ServerUnavailableError, match="TimeoutError"):
+        client._call(flaky([TimeoutError("timed out")]))
+    assert len(calls) == 1
