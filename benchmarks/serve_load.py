@@ -3,9 +3,9 @@ in-process runtime on the same batches, a fault run (the server killed mid-load 
 (more scenes encoded than the store holds) and a replicas run (``d4rt serve --replicas N`` behind nginx, 1 vs 2
 replicas, each client with its own scene so that the routing keys spread over the replicas).
 
-    d4rt export checkpoints/tiny-synthetic --out /tmp/tiny-engines
-    python benchmarks/serve_load.py --engines /tmp/tiny-engines --json benchmarks/results/serve_load_cpu.json
-    python benchmarks/serve_load.py --engines /tmp/tiny-engines --phases replicas --replicas 1,2 \
+    d4rt export checkpoints/tiny-synthetic --out /tmp/tiny-export
+    python benchmarks/serve_load.py --export /tmp/tiny-export --json benchmarks/results/serve_load_cpu.json
+    python benchmarks/serve_load.py --export /tmp/tiny-export --phases replicas --replicas 1,2 \\
         --json benchmarks/results/serve_replicas_cpu.json
 
 Every loop is bounded (requests per client, seconds per phase); clients time out; the server is a child process
@@ -127,7 +127,7 @@ def replicas_runs(args, record, frames, logdir, batches, client_counts, replica_
           f"query requests per replica", flush=True)
     for n in replica_counts:
         base = free_port_block(2 + 3 * n)
-        rs = ReplicaSet(args.engines, n, base, base_port=base + 2, serve_args=["--threads", str(args.threads)],
+        rs = ReplicaSet(args.export, n, base, base_port=base + 2, serve_args=["--threads", str(args.threads)],
                         log_dir=logdir / f"replicas-{n}", gpus=None if args.gpus is None else
                         [g for g in args.gpus.split(",") if g])
         with_gpus = [r.gpu for r in rs.replicas]
@@ -236,7 +236,7 @@ def memory_run(engines: str, log: Path, local, frames, scenes_held: int, scenes_
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engines", required=True, help="an engine directory (d4rt export)")
+    ap.add_argument("--export", required=True, help="an export folder (d4rt export)")
     ap.add_argument("--batches", default="1024,8192", help="queries per request")
     ap.add_argument("--clients", default="1,4,16", help="concurrent clients")
     ap.add_argument("--requests", type=int, default=8, help="timed requests per client and phase")
@@ -257,9 +257,9 @@ def main() -> int:
     batches = [int(b) for b in args.batches.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
 
-    local = load(args.engines, backend="onnxruntime-cpu", threads=args.threads)
+    local = load(args.export, backend="onnxruntime-cpu", threads=args.threads)
     frames = clip(local)
-    record = {**run_record(), "engines": str(args.engines), "num_frames": local.num_frames,
+    record = {**run_record(), "export": str(args.export), "num_frames": local.num_frames,
               "image_size": local.image_size, "threads": args.threads, "loadavg_start": os.getloadavg(),
               }
     out = Path(args.json)
@@ -276,12 +276,12 @@ def main() -> int:
     if "load" in phases:
         load_runs(args, record, local, scene, frames, rng, logdir, batches, client_counts, save)
     if "fault" in phases:
-        with ServerProcess(args.engines, logdir / "fault.log", ["--threads", str(args.threads)]) as server:
+        with ServerProcess(args.export, logdir / "fault.log", ["--threads", str(args.threads)]) as server:
             record["fault"] = fault_run(server, frames, 1024, 4, args.fault_seconds)
         print("fault run:", json.dumps(record["fault"]), flush=True)
         save()
     if "memory" in phases:
-        record["memory"] = memory_run(args.engines, logdir / "memory.log", local, frames, 4, 16)
+        record["memory"] = memory_run(args.export, logdir / "memory.log", local, frames, 4, 16)
         print("memory run:", json.dumps({k: v for k, v in record["memory"].items() if k != "rss_after_each_mib"}),
               flush=True)
     if "replicas" in phases:
@@ -302,7 +302,7 @@ def load_runs(args, record, local, scene, frames, rng, logdir, batches, client_c
         record["in_process"].append({"batch": b, "median_ms": s * 1e3, "queries_per_s": b / s})
         print(f"{'in-process':12s} {1:7d} {b:6d} {s * 1e3:9.1f} {'':9s} {b / s:11,.0f}", flush=True)
         save()
-    with ServerProcess(args.engines, logdir / "server.log", ["--threads", str(args.threads)]) as server:
+    with ServerProcess(args.export, logdir / "server.log", ["--threads", str(args.threads)]) as server:
         for b in batches:
             for c in client_counts:
                 row = load_phase(server, frames, b, c, args.requests, args.warmup, "http")

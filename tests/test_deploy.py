@@ -82,7 +82,7 @@ def test_manifests_agree_with_the_code():
     assert (args.port, args.grpc_port, args.metrics_port) == (ports["http"], ports["grpc"], ports["metrics"])
     assert args.host == "0.0.0.0" and args.replicas is None  # one server per pod: Kubernetes is the balancer
     mount = container["volumeMounts"][0]
-    assert args.engines == mount["mountPath"]
+    assert args.export == mount["mountPath"]
 
 
 def test_istio_route_hashes_the_same_header():

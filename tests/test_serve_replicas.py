@@ -54,11 +54,11 @@ def _wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.3):
 class Cluster:
     """The `d4rt serve --replicas 2` child: its ports, log folder and supervisor log."""
 
-    def __init__(self, engines: Path, log_dir: Path):
+    def __init__(self, export_dir: Path, log_dir: Path):
         base = free_port_block(8)
         self.port, self.replica_port, self.log_dir = base, base + 2, log_dir
         self.log = log_dir / "supervisor.log"
-        cmd = _main_cmd("serve", str(engines), "--replicas", "2", "--port", str(self.port), "--replica-port",
+        cmd = _main_cmd("serve", str(export_dir), "--replicas", "2", "--port", str(self.port), "--replica-port",
                         str(self.replica_port), "--gpus", "", "--threads", "1", "--fail-timeout-s", "2",
                         "--log-dir", str(log_dir))
         with self.log.open("w") as out:
@@ -112,18 +112,18 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def engines():
+def export_dir():
     return exported("tiny", 4)[1]
 
 
 @pytest.fixture(scope="module")
-def local(engines):
-    return load(engines, backend="onnxruntime-cpu", threads=1)
+def local(export_dir):
+    return load(export_dir, backend="onnxruntime-cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
-def cluster(engines, tmp_path_factory):
-    c = Cluster(engines, tmp_path_factory.mktemp("replicas"))
+def cluster(export_dir, tmp_path_factory):
+    c = Cluster(export_dir, tmp_path_factory.mktemp("replicas"))
     try:
         c.wait_started()
         yield c
@@ -153,8 +153,8 @@ def assert_same(served: dict, ref: dict) -> None:
         np.testing.assert_allclose(served[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
 
 
-def test_print_config_is_valid_nginx(engines, tmp_path):
-    out = subprocess.run(_main_cmd("serve", str(engines), "--replicas", "3", "--port", "18000", "--gpus", "",
+def test_print_config_is_valid_nginx(export_dir, tmp_path):
+    out = subprocess.run(_main_cmd("serve", str(export_dir), "--replicas", "3", "--port", "18000", "--gpus", "",
                                    "--print-config"), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     conf = out.stdout
