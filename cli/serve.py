@@ -5,7 +5,8 @@
     d4rt serve export/ --replicas 2 --port 8000 --print-config   # the nginx config, for your own nginx
 
 Clients: ``d4rt.serve.Client("127.0.0.1:8000")`` (the runtime's surface) or any Triton client. Readiness:
-``GET /v2/health/ready``; Prometheus metrics: ``GET :8002/metrics``. Stops on Ctrl-C / SIGTERM.
+``GET /v2/models/query/ready`` (``/v2/health/ready`` says 200 before the models load); Prometheus metrics:
+``GET :8002/metrics``. Stops on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations

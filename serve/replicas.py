@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -98,10 +99,15 @@ def nginx_config(replicas: list[Replica], *, host: str, http_port: int, grpc_por
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a supervisor started in the background has SIGINT ignored
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def replica_ready(port: int, timeout_s: float = 2.0) -> bool:
@@ -234,6 +240,8 @@ class ReplicaSet:
         if self._log_dir is None:  # logs outlive the run
             self._log_dir = Path(tempfile.mkdtemp(prefix="d4rt-serve-logs-"))
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        main = threading.current_thread() is threading.main_thread()
+        old = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
             for r in self.replicas:
                 self._start_replica(r)
@@ -244,9 +252,12 @@ class ReplicaSet:
                     [NGINX, "-p", f"{self.prefix}/", "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
             self._wait_nginx()
-        except BaseException:
+        except BaseException:  # SIGINT / SIGTERM while starting included: nothing is left running
             self.stop()
             raise
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
         LOG.info("nginx (pid %d) on http://%s:%d, grpc %s:%d -> %d replicas; config %s; logs in %s",
                  self.nginx.pid, self.host, self.port, self.host, self.grpc_port, len(self.replicas), conf,
                  self.log_dir)
@@ -311,7 +322,7 @@ class ReplicaSet:
             self.stop()
 
     def stop(self, timeout_s: float = 40.0) -> None:
-        """nginx first (no new requests), then every replica (SIGINT: Triton shuts down); SIGKILL what is left."""
+        """nginx first (no new requests), then every replica (SIGTERM: Triton shuts down); SIGKILL what is left."""
         if self.nginx is not None and self.nginx.poll() is None:
             self.nginx.send_signal(signal.SIGTERM)  # fast shutdown
             try:
@@ -325,7 +336,7 @@ class ReplicaSet:
                 pass
         for r in self.replicas:
             if r.alive:
-                r.proc.send_signal(signal.SIGINT)
+                r.proc.send_signal(signal.SIGTERM)  # `d4rt serve` shuts Triton down on SIGTERM as on SIGINT
         deadline = time.monotonic() + timeout_s
         for r in self.replicas:
             if r.proc is not None:

@@ -2,7 +2,7 @@
 
 The schemas come inside the kubernetes-validate wheel (Kubernetes 1.25 to 1.37, strict variants), so nothing is
 downloaded here. Beyond the schemas: the routing header is the Client's, the Service selects the pods, the
-readiness probe is Triton's, and the container's arguments parse with `d4rt serve`'s own parser.
+readiness probe asks for the model loaded last, and the container's arguments parse with `d4rt serve`'s own parser.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_manifests_agree_with_the_code():
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] in services
     container = pod["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/models/query/ready"  # the last model loaded
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     # the container's command line is one `d4rt serve` accepts, on the ports the pod declares
     from d4rt.cli import serve
