@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start N server processes (one per GPU, pinned with CUDA_VISIBLE_DEVICES, when there are "
                         "GPUs) and nginx in front of them on --port / --grpc-port")
     g.add_argument("--replica-port", type=positive_int, default=None,
-                   help="first replica's HTTP port (default --port + 10); replica i uses it + 3 i (HTTP, gRPC, metrics)")
+                   help="first replica's HTTP port (default --port + 10); replica i uses it + 3 i (HTTP, gRPC, "
+                        "metrics)")
     g.add_argument("--gpus", default=None,
                    help="comma-separated GPU ids to pin replicas to, round robin (default: CUDA_VISIBLE_DEVICES or "
                         "every GPU nvidia-smi lists; none: every replica on the CPU)")

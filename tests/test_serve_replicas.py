@@ -83,7 +83,8 @@ class Cluster:
 
     def encodes(self, index: int) -> int:
         """Successful encode requests of replica ``index`` (its Prometheus metrics; since its last start)."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port(index)}/metrics", timeout=10).read().decode()
+        url = f"http://127.0.0.1:{self.metrics_port(index)}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
         m = re.search(r'nv_inference_request_success\{model="encode",version="1"\} (\d+)', text)
         return int(m.group(1)) if m else 0
 
