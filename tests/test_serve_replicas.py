@@ -250,12 +250,18 @@ def test_killed_replica_fails_over_with_one_reencode_and_rejoins(cluster, users,
     for th in threads:
         th.join(120)
     assert not errors, errors
+    back_early = f"replica {victim} ready again" in cluster.text()  # restarted before the load stopped (slow box)
     moved = [k for k in range(len(users)) if on[k] == victim]
     assert moved
-    assert reencodes == [1 if k in moved else 0 for k in range(len(users))]
-    assert sum("encoding the clip again there" in r.getMessage() for r in caplog.records) == len(moved)
-    for k in moved:  # now held by the survivor
-        assert cluster.holder(users[k]["scene"].state.scene_id) == 1 - victim
+    for k in range(len(users)):
+        if k not in moved:
+            assert reencodes[k] == 0  # the survivor's clients: no error, nothing encoded again
+        elif not back_early:
+            assert reencodes[k] == 1  # once, on the survivor
+            assert cluster.holder(users[k]["scene"].state.scene_id) == 1 - victim
+        else:
+            assert reencodes[k] in (1, 2)  # once on the survivor, maybe once more on the restarted replica
+    assert sum("encoding the clip again there" in r.getMessage() for r in caplog.records) == sum(reencodes)
 
     # the supervisor restarts the replica; once ready it is back in nginx and its keys come back to it
     _wait_for(lambda: f"replica {victim} ready again" in cluster.text(), 240, "the killed replica's restart")
@@ -263,7 +269,8 @@ def test_killed_replica_fails_over_with_one_reencode_and_rejoins(cluster, users,
     time.sleep(1.0)  # nginx's reload (SIGHUP) takes its new workers up
     for k, u in enumerate(users):  # the module's clients (made on this thread), which saw no re-encode yet
         assert_same(u["client"].query(u["scene"], *u["q"]), u["ref"])
-        assert u["client"].reencodes == (1 if k in moved else 0)  # moved back: encoded there again, once
+        # moved back: encoded there again, once in all (here, or above if the replica was back early)
+        assert u["client"].reencodes + reencodes[k] == (2 if k in moved else 0)
     for k in moved:
         assert cluster.holder(users[k]["scene"].state.scene_id) == victim
     assert cluster.encodes(victim) == len(moved)  # the new process holds their scenes
