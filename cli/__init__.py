@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("d4rt.cli.export", "export a checkpoint to encoder/decoder ONNX graphs + manifest"),
     "build-engine": ("d4rt.cli.build_engine", "build TensorRT engines from exported ONNX graphs"),
     "infer": ("d4rt.cli.infer", "depth, point cloud, cameras and tracks of a video from engines"),
+    "view": ("d4rt.cli.view", "show a result in the browser (point clouds, cameras, tracks over time), or record it"),
     "serve": ("d4rt.cli.serve", "serve engines from Triton Inference Server: encode once, batched queries"),
     "bench": ("d4rt.cli.bench", "encode latency and query throughput per backend (JSON)"),
     "train": ("d4rt.cli.train", "train D4RT with Lightning (synthetic clips or clip folders)"),
