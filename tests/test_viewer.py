@@ -205,8 +205,12 @@ def test_recording_holds_every_frame(result_dir, tmp_path):
     inner = zstandard.ZstdDecompressor().decompress(raw[8:], max_output_size=int.from_bytes(raw[:8], "little"))
     n = int.from_bytes(inner[:8], "little")
     payload = msgspec.msgpack.decode(inner[8:8 + n])
-    clouds = {m["name"]: m for _, m in payload["messages"] if m.get("type") == "PointCloudMessage"}
-    assert sorted(clouds) == [f"/points/{i:04d}" for i in range(result.num_frames)]
+    clouds = [(time, m) for time, m in payload["messages"] if m.get("type") == "PointCloudMessage"]
+    assert [time for time, _ in clouds] == pytest.approx([t / 8.0 for t in range(result.num_frames)])
+    lengths = payload["binaryBufferLengths"]
+    for (_, m), t in zip(clouds, range(result.num_frames)):
+        points = m["props"]["points"]  # a placeholder for a binary buffer of float16 x, y, z
+        assert lengths[points["__binary_index"]] == 3 * 2 * min(1000, result.points_in_frame(t))
     assert payload["durationSeconds"] == pytest.approx(result.num_frames / 8.0)
 
 

@@ -9,7 +9,10 @@ The server binds ``host`` (127.0.0.1 unless asked), one port, and stops cleanly 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -28,6 +31,7 @@ def check_port_free(host: str, port: int) -> None:
     """Raise OSError (one line: what and how to fix) when ``host:port`` cannot be bound for listening."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: old connections do not count
         try:
             s.bind((host, port))
         except OSError as e:
@@ -99,18 +103,29 @@ class Controls:
                 stop.wait(0.05)
 
 
+def new_viser_server(host: str, port: int):
+    """A ``viser.ViserServer`` on host:port, without the banner viser prints (we print our own line)."""
+    import viser
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return viser.ViserServer(host=host, port=port, label="d4rt view", verbose=False)
+
+
+def stop_quietly(server) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        server.stop()
+
+
 def start_server(result: Result, *, host: str = "127.0.0.1", port: int = 8080, budget: int = DEFAULT_BUDGET,
                  tracks: int = DEFAULT_TRACKS, point_size: float | None = None):
     """Start viser on ``host:port`` with the result's scene and controls -> (server, controls). The caller stops
-    the server (``server.stop()``)."""
-    import viser
-
+    the server (``stop_quietly(server)``)."""
     from d4rt.viewer.scene import ResultScene
 
     check_port_free(host, port)
-    server = viser.ViserServer(host=host, port=port, label="d4rt view", verbose=False)
+    server = new_viser_server(host, port)
     if server.get_port() != port:  # viser moves on to the next free port; we promised this one
-        server.stop()
+        stop_quietly(server)
         raise OSError(f"port {port} on {host} was taken while starting; pass another --port")
     server.gui.configure_theme(control_width="large")
     scene = ResultScene(server, result, budget=budget, tracks=tracks, point_size=point_size)
@@ -122,8 +137,8 @@ def start_server(result: Result, *, host: str = "127.0.0.1", port: int = 8080, b
 def serve(source: str | Path | Result, *, host: str = "127.0.0.1", port: int = 8080, budget: int = DEFAULT_BUDGET,
           tracks: int = DEFAULT_TRACKS, point_size: float | None = None, stop: threading.Event | None = None,
           on_ready: Callable[[str], None] | None = print) -> None:
-    """Serve a result folder (or a loaded :class:`Result`) until Ctrl-C or ``stop`` is set; ``on_ready`` gets the
-    URL once the page can be opened."""
+    """Serve a result folder (or a loaded :class:`Result`) until Ctrl-C, SIGTERM or ``stop`` is set; ``on_ready``
+    gets the URL once the page can be opened."""
     result = source if isinstance(source, Result) else load_result(source)
     server, controls = start_server(result, host=host, port=port, budget=budget, tracks=tracks,
                                     point_size=point_size)
@@ -133,6 +148,10 @@ def serve(source: str | Path | Result, *, host: str = "127.0.0.1", port: int = 8
     shown_host = f"[{host}]" if ":" in host else host
     if on_ready is not None:
         on_ready(f"d4rt view: {result.folder} at http://{shown_host}:{port}/  (Ctrl-C stops)")
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C and `kill` both stop it cleanly
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(0.2):
             pass
@@ -140,8 +159,10 @@ def serve(source: str | Path | Result, *, host: str = "127.0.0.1", port: int = 8
         pass
     finally:
         stop.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         player.join(timeout=2.0)
-        server.stop()
+        stop_quietly(server)
 
 
 def write_recording(result: Result, out_dir: str | Path, *, budget: int = 20_000, tracks: int = DEFAULT_TRACKS,
@@ -152,19 +173,17 @@ def write_recording(result: Result, out_dir: str | Path, *, budget: int = 20_000
       with its own timeline; it opens from the disk (file://) in any browser, no server;
     - ``scene.viser``: the same recording for viser's own player (``?playbackPath=``).
 
-    ``budget`` points per frame (smaller than the live viewer's: the page holds every frame). Returns out_dir.
+    ``budget`` points per frame (smaller than the live viewer's: the file holds every frame). Returns out_dir.
     """
-    import viser
-
     from d4rt.runtime.files import write_bytes_atomic, write_text_atomic
     from d4rt.viewer.scene import ResultScene
 
     out_dir = Path(out_dir)
-    server = viser.ViserServer(host="127.0.0.1", port=_free_port(), label="d4rt view", verbose=False)
+    server = new_viser_server("127.0.0.1", _free_port())
     try:
         serializer = server.get_scene_serializer()
         scene = ResultScene(server, result, budget=budget, tracks=tracks, point_size=point_size,
-                            frustum_images=result.num_frames <= 200)
+                            frustum_images=result.num_frames <= 200, keep_clouds=False)
         for t in range(result.num_frames):
             scene.show(t)
             serializer.insert_sleep(1.0 / fps)
@@ -173,7 +192,7 @@ def write_recording(result: Result, out_dir: str | Path, *, budget: int = 20_000
         # as_html() serializes again: build the page from the same bytes
         write_text_atomic(out_dir / "index.html", _standalone_html(data))
     finally:
-        server.stop()
+        stop_quietly(server)
     return out_dir
 
 

@@ -79,11 +79,12 @@ class ResultScene:
 
     ``show(t)`` is the one way the picture changes with time: the slider, the player and a recording all call it.
     Point clouds are sent lazily (a frame's cloud goes to the browser the first time it is shown) and decimated to
-    ``budget`` points per frame.
+    ``budget`` points per frame; the browser keeps each sent cloud (shown / hidden as time moves) unless
+    ``keep_clouds=False`` (a recording: one node replaced per frame, which its player's loop and scrubbing replay).
     """
 
     def __init__(self, server, result: Result, *, budget: int = 100_000, point_size: float | None = None,
-                 tracks: int = 64, frustum_images: bool = True):
+                 tracks: int = 64, frustum_images: bool = True, keep_clouds: bool = True):
         self.server, self.result = server, result
         self.budget, self.tracks = int(budget), int(min(tracks, result.num_tracks))
         size = result.extent()
@@ -92,6 +93,7 @@ class ResultScene:
         self.point_size = float(point_size if point_size is not None else 0.8 * size / np.sqrt(most))
         self.frustum_scale = size / 20.0
         self.current = -1
+        self.keep_clouds = keep_clouds
         self._clouds: dict[int, object] = {}
         self._trails = None
         self._track_order = result.track_order()
@@ -139,10 +141,11 @@ class ResultScene:
             cloud = self._clouds.get(t)
             if cloud is None:
                 xyz, rgb = r.frame_points(t, self.budget)
-                cloud = self.server.scene.add_point_cloud(
-                    f"/points/{int(r.source_frames[t]):04d}", xyz.astype(np.float32), rgb,
-                    point_size=self.point_size, point_shape="rounded")
-                self._clouds[t] = cloud
+                name = f"/points/{int(r.source_frames[t]):04d}" if self.keep_clouds else "/points/current"
+                cloud = self.server.scene.add_point_cloud(name, xyz.astype(np.float32), rgb,
+                                                          point_size=self.point_size, point_shape="rounded")
+                if self.keep_clouds:
+                    self._clouds[t] = cloud
             cloud.visible = True
             if self.current in self._clouds and self.current != t:
                 self._clouds[self.current].visible = False
