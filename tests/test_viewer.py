@@ -23,15 +23,11 @@ from tests.viewer_results import write_result
 
 pytest.importorskip("viser", reason="the viewer extra is not installed: pip install '.[viewer]'")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-HAVE_BROWSER = Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()
-needs_browser = pytest.mark.skipif(not HAVE_BROWSER, reason="Debian's chromium and chromium-driver are not installed "
-                                   "(apt-get install chromium chromium-driver; .ci/run installs them)")
-WINDOW = (1280, 800)
-# The part of the window where the 3-D view shows and nothing else does: right of the "software WebGL"
-# notification, left of the control panel (viser's panel is ~400 px wide on the right).
-SCENE_BOX = (330, 0, 860, 800)  # x0, y0, x1, y1
+from d4rt.viewer.browser import (changed_fraction, chromium, chromium_paths, scene_pixels, screenshot, set_number,
+                                 wait_for_scene)
+
+needs_browser = pytest.mark.skipif(chromium_paths() is None, reason="Debian's chromium and chromium-driver are not "
+                                   "installed (apt-get install chromium chromium-driver; .ci/run installs them)")
 
 
 def free_port() -> int:
@@ -47,59 +43,11 @@ def result_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not HAVE_BROWSER:
+    if chromium_paths() is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the dev extra has it)")
-    from selenium.webdriver.chrome.service import Service
-
-    import tempfile
-
-    profile = tempfile.mkdtemp(prefix="d4rt-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                 f"--window-size={WINDOW[0]},{WINDOW[1]}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(120)
-    try:
+    pytest.importorskip("selenium", reason="selenium is not installed (the dev extra has it)")
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def screenshot(driver, path: Path) -> np.ndarray:
-    """Save a PNG of the window to ``path`` (for a person to look at) -> the picture [H, W, 3] uint8 RGB."""
-    import cv2
-
-    path.write_bytes(driver.get_screenshot_as_png())
-    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-
-
-def scene_pixels(image: np.ndarray) -> np.ndarray:
-    """Pixels of SCENE_BOX that differ from the background (its most common colour) -> bool [h, w]."""
-    x0, y0, x1, y1 = SCENE_BOX
-    box = image[y0:y1, x0:x1].astype(np.int16)
-    colours, counts = np.unique(box.reshape(-1, 3), axis=0, return_counts=True)
-    background = colours[np.argmax(counts)]
-    return np.abs(box - background).max(-1) > 40
-
-
-def wait_for_scene(driver, folder: Path, name: str, min_pixels: int, timeout: float = 90.0) -> np.ndarray:
-    """Screenshot every second until at least ``min_pixels`` scene pixels are drawn -> the last picture."""
-    deadline = time.monotonic() + timeout
-    i = 0
-    while True:
-        image = screenshot(driver, folder / f"{name}.png")
-        drawn = int(scene_pixels(image).sum())
-        if drawn >= min_pixels or time.monotonic() > deadline:
-            assert drawn >= min_pixels, f"only {drawn} scene pixels drawn after {timeout:.0f} s (see {folder}/{name}.png)"
-            return image
-        i += 1
-        time.sleep(1.0)
 
 
 class ViewerProcess:
@@ -137,19 +85,6 @@ class ViewerProcess:
             self.proc.wait(10)
 
 
-def set_number(driver, label: str, value: int) -> None:
-    """Type a value into the number box beside a slider of the control panel (what a person does) and Enter."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
-    # Each viser slider row holds its label and, at the end, a number box.
-    rows = driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{label}']/ancestor::*[.//input][1]")
-    assert rows, f"no control labelled {label!r} on the page"
-    box = rows[0].find_elements(By.CSS_SELECTOR, "input")[-1]
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(str(value), Keys.ENTER)
-
-
 @needs_browser
 def test_view_shows_the_cloud_and_the_slider_moves_time(result_dir, browser, tmp_path):
     port = free_port()
@@ -158,7 +93,7 @@ def test_view_shows_the_cloud_and_the_slider_moves_time(result_dir, browser, tmp
         url = viewer.wait_ready()
         assert url == f"http://127.0.0.1:{port}/"
         browser.get(url)
-        first = wait_for_scene(browser, tmp_path, "frame0", min_pixels=3000)
+        wait_for_scene(browser, tmp_path / "frame0.png", min_pixels=3000)
         time.sleep(2.0)  # let every frustum image arrive before the reference picture
         first = screenshot(browser, tmp_path / "frame0.png")
         set_number(browser, "Frame", 7)
@@ -166,8 +101,7 @@ def test_view_shows_the_cloud_and_the_slider_moves_time(result_dir, browser, tmp
         while True:
             time.sleep(1.0)
             later = screenshot(browser, tmp_path / "frame7.png")
-            changed = float((np.abs(later.astype(np.int16) - first).max(-1) > 40)[
-                SCENE_BOX[1]:SCENE_BOX[3], SCENE_BOX[0]:SCENE_BOX[2]].mean())
+            changed = changed_fraction(first, later)
             if changed > 0.01 or time.monotonic() > deadline:
                 break
         assert scene_pixels(later).sum() >= 3000, f"the cloud of frame 7 is not drawn (see {tmp_path}/frame7.png)"
@@ -187,7 +121,7 @@ def test_recording_opens_from_the_disk_without_a_server(result_dir, browser, tmp
     assert (out / "index.html").is_file() and (out / "scene.viser").is_file()
     assert not list(tmp_path.glob(".recording.*")), "a temporary folder was left beside the recording"
     browser.get((out / "index.html").as_uri())  # file://: nothing serves it
-    wait_for_scene(browser, tmp_path, "recording", min_pixels=3000)
+    wait_for_scene(browser, tmp_path / "recording.png", min_pixels=3000)
 
 
 def test_recording_holds_every_frame(result_dir, tmp_path):
