@@ -222,9 +222,9 @@ def open_result(source: str | Path, export_dir: str | Path | None, work_dir: str
     if export_dir is None:
         return load_result(source)
     from d4rt.runtime import load
-    from d4rt.runtime.infer import infer_clip, load_frames
+    from d4rt.runtime.infer import infer_video, load_frames
 
-    infer_clip(load(export_dir, backend=backend), load_frames(source), work_dir, max_frames=max_frames)
+    infer_video(load(export_dir, backend=backend), load_frames(source), work_dir, max_frames=max_frames)
     result = load_result(work_dir)
     result.folder = source
     return result
