@@ -50,6 +50,27 @@ def browser():
         yield driver
 
 
+def listening_addresses(port: int) -> list[str]:
+    """The local IPv4 / IPv6 addresses with a socket listening on ``port`` (read from /proc/net, nothing sent)."""
+    import ipaddress
+
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            address, local_port = local.split(":")
+            if state != "0A" or int(local_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is little-endian
+            found.append(str(ipaddress.ip_address(raw)))
+    return sorted(found)
+
+
 class ViewerProcess:
     """``d4rt view`` as a child process; ``url`` once it has printed its address."""
 
@@ -92,6 +113,7 @@ def test_view_shows_the_cloud_and_the_slider_moves_time(result_dir, browser, tmp
     try:
         url = viewer.wait_ready()
         assert url == f"http://127.0.0.1:{port}/"
+        assert listening_addresses(port) == ["127.0.0.1"], "the viewer must listen on loopback only by default"
         browser.get(url)
         wait_for_scene(browser, tmp_path / "frame0.png", min_pixels=3000)
         time.sleep(2.0)  # let every frustum image arrive before the reference picture

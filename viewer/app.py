@@ -64,7 +64,7 @@ class Controls:
         r = scene.result
         self.server, self.scene, self.result = server, scene, r
         self.near, self.far = depth_display_range(r.depth)
-        most = max(r.points_in_frame(t) for t in range(r.num_frames))
+        most = r.most_points_in_a_frame()
         gui = server.gui
         gui.add_markdown(f"**{r.folder.name}**: {r.num_frames} frames (source {int(r.source_frames[0])} .. "
                          f"{int(r.source_frames[-1])}), up to {most:,} points per frame, {r.num_tracks} tracks")

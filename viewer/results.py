@@ -42,7 +42,9 @@ class Result:
     points: dict[str, np.ndarray]
     tracks: dict[str, np.ndarray]
     original_size: tuple[int, int]
-    _order: list[np.ndarray | None] = field(default_factory=list, repr=False)
+    _order: list[np.ndarray | None] = field(default_factory=list, repr=False)  # per frame, made when first shown
+    _by_frame: np.ndarray | None = field(default=None, repr=False)  # point indices sorted by frame
+    _starts: np.ndarray | None = field(default=None, repr=False)  # [F + 1]: frame t = _by_frame[_starts[t]:_starts[t+1]]
 
     @property
     def num_frames(self) -> int:
@@ -59,6 +61,9 @@ class Result:
 
     def points_in_frame(self, t: int) -> int:
         return int(len(self._frame_order(t)))
+
+    def most_points_in_a_frame(self) -> int:
+        return int(np.bincount(self.points["frame"], minlength=self.num_frames).max(initial=0))
 
     def frame_points(self, t: int, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame t's cloud decimated to at most ``budget`` points: xyz [p, 3] float32, rgb [p, 3] uint8.
@@ -83,10 +88,13 @@ class Result:
         return float(max((hi - lo).max(), 1e-6))
 
     def _frame_order(self, t: int) -> np.ndarray:
+        """Frame t's points (finite ones) in a fixed random order; the points are grouped by frame once."""
         if not self._order:
             self._order = [None] * self.num_frames
+            self._by_frame = np.argsort(self.points["frame"], kind="stable")
+            self._starts = np.searchsorted(self.points["frame"][self._by_frame], np.arange(self.num_frames + 1))
         if self._order[t] is None:
-            index = np.flatnonzero(self.points["frame"] == t)
+            index = self._by_frame[self._starts[t]:self._starts[t + 1]]
             index = index[np.isfinite(self.points["xyz"][index]).all(1)]
             self._order[t] = np.random.default_rng(t).permutation(index)
         return self._order[t]

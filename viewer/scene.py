@@ -88,7 +88,7 @@ class ResultScene:
         self.server, self.result = server, result
         self.budget, self.tracks = int(budget), int(min(tracks, result.num_tracks))
         size = result.extent()
-        most = max(1, min(self.budget, max(result.points_in_frame(t) for t in range(result.num_frames))))
+        most = max(1, min(self.budget, result.most_points_in_a_frame()))
         # about the spacing of the points on screen: the scene's size over the points across it
         self.point_size = float(point_size if point_size is not None else 0.8 * size / np.sqrt(most))
         self.frustum_scale = size / 20.0
