@@ -44,7 +44,7 @@ class Result:
     original_size: tuple[int, int]
     _order: list[np.ndarray | None] = field(default_factory=list, repr=False)  # per frame, made when first shown
     _by_frame: np.ndarray | None = field(default=None, repr=False)  # point indices sorted by frame
-    _starts: np.ndarray | None = field(default=None, repr=False)  # [F + 1]: frame t = _by_frame[_starts[t]:_starts[t+1]]
+    _starts: np.ndarray | None = field(default=None, repr=False)  # [F + 1]: frame t's run in _by_frame
 
     @property
     def num_frames(self) -> int:
