@@ -25,9 +25,12 @@ def port_number(value: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from d4rt.runtime.runtime import BACKENDS
+
     p.add_argument("source", help="a results folder (`d4rt infer ... --out FOLDER`), or a video with --export")
     p.add_argument("--export", default=None, help="an export folder (`d4rt export`): infer SOURCE, a video, first")
-    p.add_argument("--backend", default="auto", help="engine backend for --export (as `d4rt infer --backend`)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="engine backend for --export (as `d4rt "
+                   "infer --backend`)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="with --export: infer at most this many "
                    "frames (default: the whole video)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 shows it to the network)")

@@ -11,6 +11,8 @@ World = frame 0's camera, OpenCV axes (+y down), so the scene's up direction is 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from d4rt.viewer.results import Result
@@ -94,6 +96,7 @@ class ResultScene:
         self.frustum_scale = size / 20.0
         self.current = -1
         self.keep_clouds = keep_clouds
+        self._lock = threading.RLock()  # the slider's callbacks and the player thread both move time
         self._clouds: dict[int, object] = {}
         self._trails = None
         self._track_order = result.track_order()
@@ -137,7 +140,7 @@ class ResultScene:
         """Show frame t: its cloud (sent now if never sent), the highlighted frustum, the track trails."""
         r = self.result
         t = int(np.clip(t, 0, r.num_frames - 1))
-        with self.server.atomic():
+        with self._lock, self.server.atomic():
             cloud = self._clouds.get(t)
             if cloud is None:
                 xyz, rgb = r.frame_points(t, self.budget)
@@ -155,7 +158,7 @@ class ResultScene:
                 image=display_image(r.frames[t], r.aspect), jpeg_quality=85,
                 wxyz=rotation_to_wxyz(r.T_wc[t, :3, :3]), position=r.T_wc[t, :3, 3])
             self._show_tracks(t)
-        self.current = t
+            self.current = t
 
     def _show_tracks(self, t: int) -> None:
         chosen = self._track_order[: self.tracks]
@@ -171,18 +174,21 @@ class ResultScene:
     # -- controls ------------------------------------------------------------------------------------------------
     def set_budget(self, budget: int) -> None:
         """Points per frame: drop every sent cloud (they are re-sent lazily at the new budget)."""
-        self.budget = int(budget)
-        self._drop_clouds()
+        with self._lock:
+            self.budget = int(budget)
+            self._drop_clouds()
 
     def set_point_size(self, size: float) -> None:
-        self.point_size = float(size)
-        for cloud in self._clouds.values():
-            cloud.point_size = self.point_size
+        with self._lock:
+            self.point_size = float(size)
+            for cloud in self._clouds.values():
+                cloud.point_size = self.point_size
 
     def set_tracks(self, count: int) -> None:
-        self.tracks = int(np.clip(count, 0, self.result.num_tracks))
-        if self.current >= 0:
-            self._show_tracks(self.current)
+        with self._lock:
+            self.tracks = int(np.clip(count, 0, self.result.num_tracks))
+            if self.current >= 0:
+                self._show_tracks(self.current)
 
     def _drop_clouds(self) -> None:
         for cloud in self._clouds.values():
