@@ -127,7 +127,8 @@ def replicas_runs(args, record, frames, logdir, batches, client_counts, replica_
           f"query requests per replica", flush=True)
     for n in replica_counts:
         base = free_port_block(2 + 3 * n)
-        rs = ReplicaSet(args.export, n, base, base_port=base + 2, serve_args=["--threads", str(args.threads)],
+        rs = ReplicaSet(args.export, n, base, base_port=base + 2,
+                        serve_args=["--threads", str(args.threads), "--backend", args.backend],
                         log_dir=logdir / f"replicas-{n}", gpus=None if args.gpus is None else
                         [g for g in args.gpus.split(",") if g])
         with_gpus = [r.gpu for r in rs.replicas]
@@ -138,7 +139,7 @@ def replicas_runs(args, record, frames, logdir, batches, client_counts, replica_
                 for c in client_counts:
                     before = front.query_requests()
                     row = load_phase(front, frames, b, c, args.requests, args.warmup, "http", own_scenes=True)
-                    row.update(replicas=n, gpus=with_gpus,
+                    row.update(replicas=n, gpus=with_gpus, backend=args.backend,
                                query_requests_per_replica=[a - z for a, z in zip(front.query_requests(), before)])
                     record["replicas"].append(row)
                     print(f"{n:8d} {c:7d} {b:6d} {row['p50_ms']:9.1f} {row['p99_ms']:9.1f} "
@@ -248,6 +249,8 @@ def main() -> int:
     ap.add_argument("--phases", default=",".join(PHASES),
                     help="which runs; a subset updates those parts of an existing --json file")
     ap.add_argument("--replicas", default="1,2", help="replica counts of the replicas run")
+    ap.add_argument("--backend", default="onnxruntime-cpu",
+                    help="replicas run: the replicas' runtime backend (tensorrt, onnxruntime-cuda on a GPU machine)")
     ap.add_argument("--gpus", default=None,
                     help="replicas run: GPU ids to pin replicas to (default: every GPU; '' for the CPU only)")
     args = ap.parse_args()
