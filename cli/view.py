@@ -68,7 +68,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.point_size is not None and not args.point_size > 0:
         raise UsageError(f"--point-size must be > 0, got {args.point_size}")
     if args.record is not None:
-        check_output(args.record, args.overwrite)
+        check_output(args.record, args.overwrite, inputs=(args.source, args.export))
     else:
         from d4rt.viewer.app import check_port_free
 
@@ -90,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
         except ResultError as e:
             raise UsageError(str(e)) from None
         if args.record is not None:
-            from d4rt.cli.common import output_dir
+            from d4rt.cli.common import command_line, output_dir
 
-            with output_dir(args.record, args.overwrite) as tmp:
+            with output_dir(args.record, args.overwrite, inputs=(args.source, args.export),
+                            command=command_line(args)) as tmp:
                 write_recording(result, tmp, budget=args.points or 20_000, tracks=args.tracks,
                                 point_size=args.point_size)
             print(f"d4rt view: {result.num_frames} frames recorded -> {Path(args.record) / 'index.html'} (opens "

@@ -141,6 +141,12 @@ def test_occupancy_and_demo_refuse_a_folder_they_did_not_write(tmp_path, export_
     result = d4rt("demo", "--out", tmp_path / "demo_here")  # the demo always replaces its own folder
     assert result.returncode == 2 and "not written by d4rt" in result.stderr, result.stderr
     assert snapshot(tmp_path) == {**before, "demo_here/notes.txt": b"mine"}
+    # d4rt view --record: never into the results folder it shows
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.json").write_text("{}")
+    assert_refused(d4rt("view", tmp_path / "results", "--record", tmp_path / "results", "--overwrite"),
+                   "is", "an input of this command")
+    assert (tmp_path / "results" / "summary.json").read_text() == "{}"
 
 
 def test_check_output_refuses_home_root_repository_and_ancestors(tmp_path, monkeypatch):
