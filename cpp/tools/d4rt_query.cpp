@@ -110,7 +110,7 @@ fs::path check_out_dir(const std::string& out) {
 void write_outputs(const fs::path& out, const d4rt::QueryResult& r) {
   const fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
   fs::create_directories(parent);
-  std::string pattern = (parent / ("." + out.filename().string() + ".XXXXXX.partial")).string();
+  std::string pattern = (parent / ("." + out.filename().string() + ".partial-XXXXXX")).string();
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   if (!mkdtemp(buf.data())) throw d4rt::Error("cannot create a temporary folder beside " + out.string());
