@@ -43,6 +43,19 @@ from d4rt.runtime.manifest import (
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def machine(device: str) -> dict[str, Any]:
+    """What the packages compiled here need: the CPU's architecture and ISA extensions, or for CUDA the GPU name
+    and compute capability."""
+    if device.startswith("cuda"):
+        import platform
+
+        index = torch.device(device).index or 0
+        major, minor = torch.cuda.get_device_capability(index)
+        return {"arch": platform.machine(), "gpu_name": torch.cuda.get_device_name(index),
+                "compute_capability": f"{major}.{minor}"}
+    return machine_isa()
+
+
 def default_attention(device: str) -> str:
     """Triton kernels inside CUDA packages, torch's sdpa on the CPU (Inductor cannot compile Triton for the CPU)."""
     return "triton" if device.startswith("cuda") else "sdpa"
@@ -159,7 +172,7 @@ def export_aoti(
         "device": "cuda" if device.startswith("cuda") else "cpu",
         "attention": attention,
         "max_queries": MAX_QUERIES_TRACED,
-        "machine": machine_isa(device),
+        "machine": machine(device),
         "packages": packages,
     }
     manifest = read_manifest(out_dir)  # unchanged since; keep every other section as it is

@@ -416,18 +416,11 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
-def machine_isa(device: str = "cpu") -> dict[str, Any]:
-    """What a package compiled here needs: the CPU architecture and its ISA flags, or the GPU and compute
-    capability for a CUDA package (then torch is imported: only the export calls this with "cuda")."""
+def machine_isa() -> dict[str, Any]:
+    """What a CPU package compiled here needs: the CPU architecture and its ISA extensions (a CUDA package's GPU
+    and compute capability are recorded by ``d4rt.export.aoti``, which has torch)."""
     import platform
 
-    if device.startswith("cuda"):
-        import torch
-
-        index = torch.device(device).index or 0
-        major, minor = torch.cuda.get_device_capability(index)
-        return {"arch": platform.machine(), "gpu_name": torch.cuda.get_device_name(index),
-                "compute_capability": f"{major}.{minor}"}
     return {"arch": platform.machine(), "cpu_flags": sorted(cpu_flags() & set(ISA_FLAGS))}
 
 

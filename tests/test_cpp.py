@@ -162,7 +162,7 @@ def test_d4rt_query_refuses_bad_input_in_one_line(docs_run, tmp_path, case, expe
     arrays = {
         "nan_uv": lambda: {"uv": np.where(np.arange(uv.size).reshape(uv.shape) == 7, np.nan, uv).astype(np.float32)},
         "uv_range": lambda: {"uv": uv * 1.5},
-        "t_range": lambda: {"t": np.concatenate([t[:, :1], np.full_like(t[:, 1:2], 8), t[:, 2:]], 1)},
+        "t_range": lambda: {"t": np.where((np.arange(t.size) == 4).reshape(t.shape), 8, t)},  # one t_tgt = T
         "one_frame": lambda: {"frames": frames[:1]},
         "float_frames": lambda: {"frames": frames.astype(np.float32) / 255},
         "int_uv": lambda: {"uv": (uv * 100).astype(np.int32)},
