@@ -248,3 +248,28 @@ def test_manifest_records_the_packages_and_the_machine(docs_run):
             assert sha256_file(path) == entry[graph]["sha256"]
             meta = torch._inductor.aoti_load_package(str(path)).get_metadata()
             assert meta[EXPORT_ID_KEY] == manifest.export_id and meta["d4rt.precision"] == precision
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--aoti-precisions", "fp16"], "--aoti-precisions takes a comma list of fp32, bf16"),
+    (["--aoti-device", "tpu"], "--aoti-device is cpu or cuda"),
+])
+def test_export_refuses_bad_aoti_options_before_any_work(tmp_path, args, expected):
+    result = subprocess.run([sys.executable, "-m", "d4rt.cli", "export", "checkpoints/tiny-synthetic", "--out",
+                             str(tmp_path / "x"), "--aoti", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_aoti_needs_the_onnx_export_first(tmp_path):
+    from d4rt import D4RT
+    from d4rt.export.aoti import export_aoti
+    from tests.conftest import config_for_tests
+
+    model = D4RT(config_for_tests("tiny")).eval()
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        export_aoti(model, tmp_path)
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="schema_version"):
+        export_aoti(model, tmp_path)

@@ -100,7 +100,9 @@ void read_times(const std::string& path, int64_t n, std::vector<int32_t> (&t)[3]
 }
 
 fs::path check_out_dir(const std::string& out) {
-  fs::path p(out);
+  fs::path p = fs::path(out).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // "answers/" names the folder "answers"
+  if (p.empty() || p == "." || p == "..") throw d4rt::Error("OUT_DIR must name a new folder, got '" + out + "'");
   if (fs::exists(p) && (!fs::is_directory(p) || !fs::is_empty(p)))
     throw d4rt::Error("OUT_DIR " + out + " exists and is not an empty folder; d4rt-query does not overwrite: name a "
                       "new folder or remove it");
