@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.experimental import _config as fx_config
 
 from d4rt.export.graphs import DecoderGraph, EncoderGraph
 from d4rt.export.onnx_export import MAX_QUERIES_TRACED
@@ -148,7 +149,10 @@ def export_aoti(
             for graph, module, args, dynamic in steps:
                 start = time.perf_counter()
                 name = aoti_package_name(graph, precision)
-                with warnings.catch_warnings(), torch.no_grad():
+                # backed_size_oblivious: no 0/1 specialisation of the frame axis (a range of 1..2 tubelet slices
+                # was otherwise fixed to the example's; torch.onnx's exporter traces under the same setting)
+                with warnings.catch_warnings(), torch.no_grad(), \
+                        fx_config.patch(backed_size_oblivious=True):
                     warnings.simplefilter("ignore")
                     program = torch.export.export(module.eval(), args, dynamic_shapes=dynamic, strict=False)
                     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".aoti-") as tmp:
