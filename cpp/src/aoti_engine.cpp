@@ -84,7 +84,7 @@ class AotiEngine : public Engine {
       throw Error("the " + graph + " in the AOTInductor packages in " + manifest.directory +
                   " comes from another export (export id " + (found.empty() ? "none" : found) +
                   ") than this manifest (" + manifest.export_id +
-                  "); the encoder and decoder of one engine directory must be exported together: " + kExportHint);
+                  "); the encoder and decoder of one export folder must be exported together: " + kExportHint);
     try {
       return std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model", false, 1,
                                                                        device_.is_cuda() ? 0 : -1);

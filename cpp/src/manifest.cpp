@@ -63,10 +63,10 @@ Manifest read_manifest(const std::string& export_dir) {
   fs::path dir(export_dir);
   if (dir.filename() == kManifestName && fs::is_regular_file(dir)) dir = dir.parent_path();
   const fs::path path = dir / kManifestName;
-  if (!fs::is_directory(dir)) throw Error("engine directory " + dir.string() + " does not exist; " + kExportHint);
+  if (!fs::is_directory(dir)) throw Error("export folder " + dir.string() + " does not exist; " + kExportHint);
   if (!fs::is_regular_file(path))
     throw Error("no " + std::string(kManifestName) + " in " + dir.string() +
-                ": not an exported engine directory (or an export that did not finish); " + kExportHint);
+                ": not an export folder (or an export that did not finish); " + kExportHint);
   std::ifstream f(path);
   json data;
   try {
