@@ -27,6 +27,8 @@ explicit-quantization API as documented.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -176,7 +178,7 @@ class _Samples:
 
 
 def quantize_graph_qdq(
-    src: str | Path, dst: str | Path, samples: list[dict[str, np.ndarray]], method: str = "max",
+    src: str | Path, dst: str | Path, samples: list[dict[str, np.ndarray]], method: str = "percentile",
     external_data: bool = False,
 ) -> dict[str, Any]:
     """Write the Q/DQ int8 form of the float32 graph ``src`` to ``dst``, calibrated on ``samples`` (input dicts).
@@ -209,8 +211,9 @@ def quantize_graph_qdq(
     quiet = logging.getLogger()
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the quantizer logs a line per node it skips
-    try:
-        with tempfile.TemporaryDirectory(prefix="d4rt-calibration-") as work:
+    try:  # (the percentile calibrator prints its progress: not ours to show)
+        with tempfile.TemporaryDirectory(prefix="d4rt-calibration-") as work, \
+                contextlib.redirect_stdout(io.StringIO()):
             q.quantize_static(
                 str(src), str(dst), _Samples(samples), quant_format=q.QuantFormat.QDQ,
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_quantize=weighted, nodes_to_exclude=other,
@@ -333,7 +336,7 @@ def export_int8_qdq(
     opset: int = 18,
     checkpoint: dict[str, Any] | None = None,
     external_data: bool | None = None,
-    method: str = "max",
+    method: str = "percentile",
     max_windows: int = 16,
     queries_per_window: int = 2048,
     seed: int = 0,
@@ -365,7 +368,7 @@ def quantize_export(
     out_dir: str | Path,
     calibration: str | Path,
     *,
-    method: str = "max",
+    method: str = "percentile",
     max_windows: int = 16,
     queries_per_window: int = 2048,
     seed: int = 0,

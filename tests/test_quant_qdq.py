@@ -6,6 +6,8 @@ check), accuracy against the float32 eager model, the manifest, the runtime load
 input. What cannot: TensorRT itself (not installable here); its ONNX-type table and the builder's checks are run.
 """
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,9 +180,14 @@ def test_library_errors_leave_nothing_written(qdq, tmp_path, monkeypatch):
     with pytest.raises(CalibrationError, match="at least"):
         quantize_export(fp32_dir, tmp_path / "c", short)
     assert not (tmp_path / "c").exists()
-    _, fused = exported("tiny", 4, "fp32")
+    fused = tmp_path / "fused"  # an export with ONNX Runtime's fused attention op (the manifest says so)
+    shutil.copytree(fp32_dir, fused)
+    manifest = json.loads((fused / "manifest.json").read_text())
+    manifest["graphs"]["decoder"]["attention"] = "com.microsoft.MultiHeadAttention"
+    (fused / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="attention standard"):
         quantize_export(fused, tmp_path / "d", SAMPLE)
+    assert not (tmp_path / "d").exists()
     monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
     with pytest.raises(ImportError, match="pip install onnxruntime"):
         export_int8_qdq(model, tmp_path / "e", SAMPLE)
