@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", default=["tiny", "base"])
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=300, help="training steps per run (0: no runs, only --profile)")
     p.add_argument("--warmup", type=int, default=10, help="steps left out of the timing")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--queries", type=int, default=1024)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     work = Path(args.data or tempfile.mkdtemp(prefix="d4rt-train-precision-"))
     clip_sets = {}
-    for preset in args.presets:
+    for preset in args.presets if args.steps > 0 else []:
         config = D4RTConfig.preset(preset, **{k: v for k, v in (("num_frames", args.frames),
                                                                   ("image_size", args.image_size)) if v})
         key = (config.num_frames, config.image_size)
