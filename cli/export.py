@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             if args.precision == "int8-qdq":  # int8 scales are calibrated on real video: verify on one, not noise
                 from d4rt.export.int8_qdq import calibration_sources, calibration_windows
 
-                first = calibration_windows(calibration_sources(args.calibration)[:1], manifest.frame_range,
+                first = calibration_windows(calibration_sources(args.calibration), manifest.frame_range,
                                             manifest.image_size, 1, manifest.config["tubelet"][0])[0]
                 video = (first.video, first.aspect_ratio)
             report = verify_export(model, out_dir, queries=args.queries, raise_on_failure=False, video=video)

@@ -85,20 +85,22 @@ def calibration_sources(path: str | Path) -> list[Path]:
     return files
 
 
-def _read_frames(path: Path) -> np.ndarray:
-    """[T, H, W, 3] uint8 RGB of a video (the runtime's reader) or of a synthetic clip's "rgb"."""
+def _read_frames(path: Path, start: int, count: int) -> np.ndarray:
+    """[<= count, H, W, 3] uint8 RGB frames start, start + 1, ... of a video (the runtime's reader) or of a synthetic
+    clip's "rgb" (empty past the end)."""
     if path.suffix.lower() == CLIP_SUFFIX:
         try:
             with np.load(path, allow_pickle=False) as z:
-                frames = z["rgb"]
+                return z["rgb"][start:start + count]
         except (OSError, EOFError, ValueError, KeyError) as e:
             raise CalibrationError(f"calibration clip {path} is not a readable clip .npz with 'rgb' frames ({e})") from e
-        return frames
     from d4rt.runtime.video import read_video
 
     try:
-        return read_video(path)
+        return read_video(path, max_frames=count, start=start)
     except (ValueError, FileNotFoundError) as e:
+        if start > 0:  # past the end of a video that gave frames before
+            return np.empty((0, 1, 1, 3), np.uint8)
         raise CalibrationError(f"calibration video {path}: {e}") from e
 
 
@@ -114,31 +116,30 @@ class CalibrationWindow:
 def calibration_windows(
     sources: list[Path], frame_range: tuple[int, int], image_size: int, max_windows: int = 16, step: int = 2
 ) -> list[CalibrationWindow]:
-    """Non-overlapping windows of the most frames the graphs take (a shorter video: its usable frames), read with
-    the runtime's video reader and resized with its preprocessing (``prepare_clip``), round-robin over the sources
-    so that every source contributes before any gives a second window; at most ``max_windows``."""
+    """Windows of the most frames the graphs take (frames 0..T-1, T..2T-1, ... of each source; a video shorter than
+    T gives one window of its usable frames), read with the runtime's video reader and resized with its
+    preprocessing (``prepare_clip``), round-robin over the sources (every source gives its first window before any
+    gives a second), at most ``max_windows``; only the frames used are decoded."""
     from d4rt.runtime.video import prepare_clip
 
     lo, hi = frame_range
-    per_source: list[list[CalibrationWindow]] = []
-    short = []
-    for path in sources:
-        frames = _read_frames(path)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) // step * step < lo:
-            short.append(f"{path.name} ({len(frames)} frames)" if frames.ndim == 4 else path.name)
-            continue
-        windows = []
-        for start in range(0, max(len(frames) - hi, 0) + 1, hi):
-            chunk = frames[start:start + hi]
-            chunk = chunk[: len(chunk) // step * step]  # the tubelet spans ``step`` frames
-            clip = prepare_clip(chunk, image_size)
-            windows.append(CalibrationWindow(clip.video, np.array([clip.aspect_ratio], np.float32), path.name))
-        per_source.append(windows)
     chosen: list[CalibrationWindow] = []
-    while len(chosen) < max_windows and any(per_source):
-        for windows in per_source:
-            if windows and len(chosen) < max_windows:
-                chosen.append(windows.pop(0))
+    active, short = list(sources), []
+    index = 0
+    while active and len(chosen) < max_windows:
+        for path in list(active):
+            if len(chosen) >= max_windows:
+                break
+            frames = _read_frames(path, index * hi, hi)
+            usable = len(frames) // step * step  # the tubelet spans ``step`` frames
+            if frames.ndim != 4 or frames.shape[-1] != 3 or usable < lo or (index > 0 and len(frames) < hi):
+                active.remove(path)
+                if index == 0:
+                    short.append(f"{path.name} ({len(frames)} frames)")
+                continue
+            clip = prepare_clip(frames[:usable], image_size)
+            chosen.append(CalibrationWindow(clip.video, np.array([clip.aspect_ratio], np.float32), path.name))
+        index += 1
     if not chosen:
         raise CalibrationError(
             f"no calibration video has the {lo} frames these graphs need at least (too short: {', '.join(short)}); "

@@ -229,3 +229,28 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert_one_line(d4rt(*base, "--precision", "int8-qdq", "--calibration", SAMPLE, env=env), 2,
                     "pip install onnxruntime")
     assert not out.exists()
+
+
+def test_calibration_windows_take_every_file_in_turn(tmp_path):
+    """Windows of T frames, round-robin over the files, resized as the runtime does; a too-short clip is skipped,
+    and only too-short clips is an error."""
+    from d4rt.export.int8_qdq import CalibrationError, calibration_windows
+    from d4rt.runtime.video import prepare_clip
+
+    rng = np.random.default_rng()
+    long_rgb = rng.integers(0, 256, (10, 30, 40, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", rgb=long_rgb)
+    np.savez(tmp_path / "b.npz", rgb=rng.integers(0, 256, (5, 20, 20, 3), dtype=np.uint8))
+    np.savez(tmp_path / "c.npz", rgb=rng.integers(0, 256, (1, 20, 20, 3), dtype=np.uint8))
+    files = [tmp_path / n for n in ("a.npz", "b.npz", "c.npz")]
+    windows = calibration_windows(files, (2, 4), 16, max_windows=8)
+    assert [w.source for w in windows] == ["a.npz", "b.npz", "a.npz"]  # a: 0-3, 4-7 (8-9 is not a window); b: 0-3
+    assert [w.video.shape for w in windows] == [(1, 4, 3, 16, 16)] * 3
+    np.testing.assert_array_equal(windows[2].video, prepare_clip(long_rgb[4:8], 16).video)
+    assert windows[0].aspect_ratio == pytest.approx([40 / 30])
+    assert len(calibration_windows(files, (2, 4), 16, max_windows=2)) == 2
+    assert [w.video.shape[1] for w in calibration_windows(files[1:], (2, 8), 16)] == [4]  # 5 frames -> 4 usable
+    with pytest.raises(CalibrationError, match=r"c.npz \(1 frames\)"):
+        calibration_windows(files[2:], (2, 4), 16)
+    windows = calibration_windows([SAMPLE], (2, 4), 32, max_windows=16)  # the video reader: 16 frames -> 4 windows
+    assert len(windows) == 4 and windows[0].aspect_ratio == pytest.approx([256 / 192])
