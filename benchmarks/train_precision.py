@@ -108,7 +108,7 @@ def profile_step(config, clips, batch_size: int, queries: int, device: str, step
     CUDA) time per category, op counts, and the matmul rate's share. The step is what Lightning runs: forward +
     losses under autocast, backward, AdamW."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     from d4rt.data.dataset import D4RTDataset
     from d4rt.training.fit import D4RTLightningModule
@@ -126,13 +126,16 @@ def profile_step(config, clips, batch_size: int, queries: int, device: str, step
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
 
         def step():
-            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with record_function("phase: forward + losses"), \
+                    torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 pred = module(batch)
                 loss = d4rt_losses(pred, batch, module.loss_weights)["loss"]
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            with record_function("phase: backward"):
+                loss.backward()
+            with record_function("phase: clip + AdamW"):
+                torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
 
         step()  # warm-up (oneDNN primitive caches, allocator)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
@@ -145,7 +148,12 @@ def profile_step(config, clips, batch_size: int, queries: int, device: str, step
         wall = (time.perf_counter() - start) / steps
         attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
         totals, counts = {}, {}
+        total_attr = "device_time_total" if device == "cuda" else "cpu_time_total"
+        phases = {e.key.removeprefix("phase: "): float(getattr(e, total_attr)) / steps / 1e3
+                  for e in prof.key_averages() if e.key.startswith("phase: ")}  # inclusive ms per step
         for event in prof.key_averages():
+            if event.key.startswith("phase: "):
+                continue
             t = float(getattr(event, attr, 0.0) or 0.0) / steps / 1e3  # ms per step
             c = categorize(event.key)
             totals[c] = totals.get(c, 0.0) + t
@@ -154,6 +162,7 @@ def profile_step(config, clips, batch_size: int, queries: int, device: str, step
         result[precision] = {
             "step_ms_wall": 1e3 * wall,
             "profiled_ms": profiled,
+            "phases_ms": phases,
             "categories": {c: {"ms": totals[c], "share": totals[c] / profiled if profiled else 0.0,
                                "ops_per_step": counts[c]} for c in sorted(totals, key=totals.get, reverse=True)},
             "top_ops": [(e.key, float(getattr(e, attr, 0.0)) / steps / 1e3, e.count // steps)
@@ -180,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smooth", type=int, default=20, help="moving-average window of the loss-curve comparison")
     p.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--curves-only", action="store_true",
+                   help="leave the timings out of the results (loss curves measured on a busy machine)")
     p.add_argument("--profile", action="store_true", help="also profile tiny steps (fp32 vs bf16) with torch.profiler")
     p.add_argument("--data", default=None, help="folder for the rendered clips (default: a temporary one)")
     p.add_argument("--out", default=None, help="results .json (default benchmarks/results/<date>-<device>-train-precision.json)")
@@ -208,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     writer = RowWriter(
         out, env, ["preset", "precision", "steps", "ms / step", "steps / s", "speed-up", "final loss",
                    "gap / noise"],
-        lambda r: [r["preset"], r["precision"], r["steps"], format_number(r["ms_per_step"]),
-                   format_number(r["steps_per_s"]), format_number(r.get("speedup")), format_number(r["final_loss"], 4),
+        lambda r: [r["preset"], r["precision"], r["steps"], format_number(r.get("ms_per_step")),
+                   format_number(r.get("steps_per_s")), format_number(r.get("speedup")), format_number(r["final_loss"], 4),
                    format_number(r.get("curve", {}).get("gap_over_noise"))],
         title=f"bf16 vs fp32 training ({tag})",
         notes=(f"fit() / `d4rt train --precision bf16` (Lightning bf16-mixed), batch {args.batch_size} x "
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             clip_sets[key] = generate_clips(work / f"T{key[0]}-S{key[1]}", range(TRAIN_SEED_BASE,
                                             TRAIN_SEED_BASE + args.clips), *key, progress=False)
         clips = TrainingClips(clip_sets[key])
-        rows = {}
+        rows, fp32_ms = {}, None
         for name in args.precisions:
             timer = make_step_timer(device)
             options = TrainOptions(
@@ -240,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             fit(config, clips, options, callbacks=[timer])
             times = np.asarray(timer.times[args.warmup:] or timer.times)
-            ms = 1e3 * float(np.median(times))
+            ms = 1e3 * float(np.median(times))  # (a row may drop it: --curves-only)
             tail = max(1, len(timer.losses) // 10)
             row = {"preset": preset, "precision": name, "lightning_precision": PRECISIONS[name],
                    "steps": len(timer.losses), "ms_per_step": ms, "steps_per_s": 1e3 / ms,
@@ -248,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                    "step_ms": [1e3 * t for t in timer.times], "frames": config.num_frames,
                    "image_size": config.image_size}
             rows[name] = row
-            if name == "bf16" and "fp32" in rows:
-                row["speedup"] = rows["fp32"]["ms_per_step"] / ms
+            if name == "fp32":
+                fp32_ms = ms
+            if name == "bf16" and fp32_ms is not None:
+                row["speedup"] = fp32_ms / ms
                 row["curve"] = compare_curves(rows["fp32"]["loss_curve"], timer.losses, args.smooth)
+            if args.curves_only:  # a busy machine's timings are not results
+                for key in ("ms_per_step", "steps_per_s", "speedup", "step_ms"):
+                    row.pop(key, None)
             writer.add(row)
     if args.profile:
         config = D4RTConfig.preset("tiny", **{k: v for k, v in (("num_frames", args.frames),
@@ -266,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{config.num_frames} x {config.image_size}^2): step fp32 {prof['fp32']['step_ms_wall']:.1f} ms, bf16 "
               f"{prof['bf16']['step_ms_wall']:.1f} ms ({prof['speedup_step']:.2f}x)")
         print(f"{'category':26s} {'fp32 ms':>9s} {'share':>6s} {'bf16 ms':>9s} {'share':>6s} {'x':>5s} {'ops':>5s}")
+        for phase, ms in prof["fp32"]["phases_ms"].items():
+            b = prof["bf16"]["phases_ms"].get(phase, float("nan"))
+            print(f"{'[' + phase + ']':26s} {ms:9.1f} {ms / prof['fp32']['step_ms_wall']:6.1%} {b:9.1f} "
+                  f"{b / prof['bf16']['step_ms_wall']:6.1%} {ms / b:5.2f}")
         for c, v in prof["fp32"]["categories"].items():
             b = prof["bf16"]["categories"].get(c, {"ms": 0.0, "share": 0.0, "ops_per_step": 0})
             print(f"{c:26s} {v['ms']:9.1f} {v['share']:6.1%} {b['ms']:9.1f} {b['share']:6.1%} "
