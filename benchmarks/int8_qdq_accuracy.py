@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=4096, help="random queries per held-out clip")
     p.add_argument("--methods", nargs="+", default=["max", "percentile"], choices=["max", "percentile"])
     p.add_argument("--data", default=None, help="folder for the rendered clips (default: a temporary one)")
-    p.add_argument("--out", default=None, help="results .json (default benchmarks/results/<date>-cpu-int8-qdq-accuracy.json)")
+    p.add_argument("--out", default=None,
+                   help="results .json (default benchmarks/results/<date>-cpu-int8-qdq-accuracy.json)")
     args = p.parse_args(argv)
 
     import torch
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                    "yes" if r["within_budget"] else "NO"],
         title="int8 Q/DQ graphs (for TensorRT) in ONNX Runtime CPU vs float32 eager: relative error",
         notes=(f"Model {args.checkpoint} ({cfg.name}, T={T}, S={S}); calibration on {args.calibration_clips} synthetic "
-               f"training clips, errors over {args.eval_clips} held-out synthetic clips x {args.queries} uniform random "
-               f"queries (||int8 - fp32|| / ||fp32|| over all of them, float64). Accuracy only: no timings. The bundled "
+               f"training clips, errors over {args.eval_clips} held-out synthetic clips x {args.queries} uniform "
+               f"random queries (||int8 - fp32|| / ||fp32|| over all of them, float64). Accuracy only: no timings. The "
+               f"bundled "
                f"model's displacement head answers ~1e-3 (RMS; xyz ~2.5): its relative error measures noise on a "
                f"near-zero output (fp32_rms in the JSON)."),
         checkpoint=args.checkpoint, budget=BUDGET,
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                       for n, v in found.items()}
             worst = max(per_clip, key=lambda c: c[1])
             rms = {n: float(np.sqrt(np.mean(np.concatenate([r for _, r in v]) ** 2))) for n, v in found.items()}
-            writer.add({"method": method, "errors": errors, "fp32_rms": rms, "worst_clip_xyz": worst[1], "worst_clip": worst[0],
+            writer.add({"method": method, "errors": errors, "fp32_rms": rms, "worst_clip_xyz": worst[1],
+                        "worst_clip": worst[0],
                         "per_clip_xyz": dict(per_clip), "within_budget": errors["xyz"] <= BUDGET,
                         "quantization": manifest.graphs["decoder"]["quantization"]})
             del backend

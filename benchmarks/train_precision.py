@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave the timings out of the results (loss curves measured on a busy machine)")
     p.add_argument("--profile", action="store_true", help="also profile tiny steps (fp32 vs bf16) with torch.profiler")
     p.add_argument("--data", default=None, help="folder for the rendered clips (default: a temporary one)")
-    p.add_argument("--out", default=None, help="results .json (default benchmarks/results/<date>-<device>-train-precision.json)")
+    p.add_argument("--out", default=None,
+                   help="results .json (default benchmarks/results/<date>-<device>-train-precision.json)")
     args = p.parse_args(argv)
 
     import torch
@@ -210,9 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if on_gpu else "cpu"
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     env = run_record()
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     env.update(load_average=" ".join(load), torch_threads=torch.get_num_threads(),
-               cpu_flags=sorted({f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_vnni")
-                                 if f in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "")}))
+               cpu_flags=sorted(f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_vnni")
+                                if f in cpuinfo))
     tag = "cuda" if on_gpu else "cpu"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
         f"{dt.date.today().isoformat()}-{tag}-train-precision.json")
@@ -220,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         out, env, ["preset", "precision", "steps", "ms / step", "steps / s", "speed-up", "final loss",
                    "gap / noise"],
         lambda r: [r["preset"], r["precision"], r["steps"], format_number(r.get("ms_per_step")),
-                   format_number(r.get("steps_per_s")), format_number(r.get("speedup")), format_number(r["final_loss"], 4),
+                   format_number(r.get("steps_per_s")), format_number(r.get("speedup")),
+                   format_number(r["final_loss"], 4),
                    format_number(r.get("curve", {}).get("gap_over_noise"))],
         title=f"bf16 vs fp32 training ({tag})",
         notes=(f"fit() / `d4rt train --precision bf16` (Lightning bf16-mixed), batch {args.batch_size} x "

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --precision int8-qdq: a video, a synthetic clip (.npz) or a folder of them to calibrate "
                         "the activations' int8 scales on (clips like the ones you will run)")
     p.add_argument("--calibration-method", choices=("max", "percentile"), default="percentile",
-                   help="int8-qdq activation scales: 99.999 %% of |x|'s histogram (default; measured more accurate), or the largest |x| seen")
+                   help="int8-qdq activation scales: 99.999 %% of |x|'s histogram (default; measured more "
+                        "accurate), or the largest |x| seen")
     p.add_argument("--calibration-windows", type=int, default=16,
                    help="int8-qdq: at most this many clip windows of T frames calibrate (round-robin over the files)")
     p.add_argument("--frames", type=int, default=None, help="the most frames a clip may have, T (default: the "

@@ -93,7 +93,8 @@ def _read_frames(path: Path, start: int, count: int) -> np.ndarray:
             with np.load(path, allow_pickle=False) as z:
                 return z["rgb"][start:start + count]
         except (OSError, EOFError, ValueError, KeyError) as e:
-            raise CalibrationError(f"calibration clip {path} is not a readable clip .npz with 'rgb' frames ({e})") from e
+            raise CalibrationError(f"calibration clip {path} is not a readable clip .npz with 'rgb' frames "
+                                   f"({e})") from e
     from d4rt.runtime.video import read_video
 
     try:
@@ -435,7 +436,8 @@ def quantize_export(
             del proto
             for kind in ("inputs", "outputs"):
                 if [s.to_dict() for s in found[kind]] != entry[kind]:
-                    raise RuntimeError(f"quantizing the {graph} graph changed its {kind}: an export bug, please report it")
+                    raise RuntimeError(f"quantizing the {graph} graph changed its {kind}: an export bug, please "
+                                       f"report it")
             if problems:
                 raise RuntimeError(f"the {graph} graph's Q/DQ placement is not TensorRT's: {problems[:5]}; an export "
                                    f"bug, please report it")

@@ -109,7 +109,8 @@ def engine_precision(manifest: Manifest, options: EngineBuildOptions) -> str:
     if options.fp16_flag:
         return "fp16 (TensorRT 10 FP16 builder flag on the fp32 graph, weak typing)"
     if manifest.precision == "int8-qdq":  # explicit quantization is built strongly typed, no INT8 flag
-        return "int8-qdq (explicit quantization: int8 where the graph's Q/DQ pairs are, float32 elsewhere; strongly typed)"
+        return ("int8-qdq (explicit quantization: int8 where the graph's Q/DQ pairs are, float32 elsewhere; "
+                "strongly typed)")
     return f"{manifest.precision} (strongly typed from the {manifest.precision} graph)"
 
 
