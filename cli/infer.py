@@ -1,6 +1,6 @@
 """``d4rt infer``: a whole video through an export folder -> depth maps, point cloud, camera trajectory, tracks, preview.
 
-    d4rt infer clip.mp4 --export export/ --out results/
+    d4rt infer clip.mp4 --export exported/ --out results/
 
 Any length: a video longer than the export's T frames runs in overlapping windows aligned by Sim(3) (paper
 App. B); --start / --stride / --max-frames select frames. Writes into --out (whole, at the end):

@@ -1,6 +1,6 @@
 """``d4rt serve``: Triton Inference Server with an ``encode`` and a ``query`` model over an export folder.
 
-    d4rt serve export/ --port 8000        # HTTP 8000, gRPC 8001, metrics 8002 (Triton's ports)
+    d4rt serve exported/ --port 8000        # HTTP 8000, gRPC 8001, metrics 8002 (Triton's ports)
 
 Clients: ``d4rt.serve.Client("127.0.0.1:8000")`` (the runtime's surface) or any Triton client. Readiness:
 ``GET /v2/health/ready``; Prometheus metrics: ``GET :8002/metrics``. Stops on Ctrl-C / SIGTERM.

@@ -1,7 +1,7 @@
 """The runtime: an export folder in, numpy out. Encode a clip once, then answer any number of queries in batches.
 
     >>> from d4rt.runtime import load
-    >>> rt = load("export/")                        # tensorrt > onnxruntime-cuda > onnxruntime-cpu
+    >>> rt = load("exported/")                        # tensorrt > onnxruntime-cuda > onnxruntime-cpu
     >>> scene = rt.encode(frames)                   # [T, H, W, 3] uint8 (any size) or a video path
     >>> res = rt.query(scene, uv, t_src, t_tgt, t_cam)
     >>> depth, K, T_wc = rt.depth(scene, 0), rt.intrinsics(scene), rt.camera_poses(scene)
