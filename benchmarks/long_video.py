@@ -83,7 +83,7 @@ def oracle_rows(rows: Rows, clips: dict) -> None:
         for (noise, outliers), trim in [(s, windows.TRIM) for s in settings] + [((0.0, 0.1), None)]:
             rt = oracle_runtime(clip, 32, WINDOW, noise=noise, outliers=outliers, seed=1)
             start = time.perf_counter()
-            video = rt.encode_video(clip.rgb, overlap=OVERLAP, pose_grid=16, depth_size=2, cloud_size=2,
+            video = rt.encode_video(clip.rgb, overlap=OVERLAP, pose_size=16, depth_size=2, cloud_size=2,
                                     align_trim=trim)
             seconds = time.perf_counter() - start
             scales = [s for _, s in rt.backend.windows]
@@ -118,13 +118,13 @@ def model_rows(rows: Rows, clips: dict, rt) -> None:
         gt = ground_truth_poses(clip)
         gt_depth = np.stack([clip.query(uv, f, f, f)["xyz_cam"][:, 2].reshape(n, n) for f in range(F)])
         start = time.perf_counter()
-        video = rt.encode_video(clip.rgb, overlap=OVERLAP, depth_size=n, cloud_size=2, pose_grid=16)
+        video = rt.encode_video(clip.rgb, overlap=OVERLAP, depth_size=n, cloud_size=2, pose_size=16)
         seconds = time.perf_counter() - start
         err, _ = centres_error(video.T_wc, gt, None)
         stride = -(-F // WINDOW)
         sub = np.arange(0, F, stride)[:WINDOW]
         scene = rt.encode(clip.rgb[sub])
-        one_poses = rt.camera_poses(scene, grid=16)
+        one_poses = rt.camera_poses(scene, size=16)
         one_depth = rt.depth(scene, None, n)
         one_err, _ = centres_error(one_poses, np.linalg.inv(gt[sub[0]]) @ gt[sub], None)
         same, _ = centres_error(video.T_wc[sub], gt[sub], None)
@@ -153,7 +153,7 @@ from benchmarks.long_video import render
 rt = load({ckpt!r}, backend="torch")
 clip = render({frames}, {seed}, 96, 128)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-video = rt.encode_video(clip.rgb, overlap={overlap}, depth_size=8, cloud_size=2, pose_grid=8, keep_memory={keep})
+video = rt.encode_video(clip.rgb, overlap={overlap}, depth_size=8, cloud_size=2, pose_size=8, keep_memory={keep})
 kv = 0
 for scene in video.scenes or []:
     kv += sum(x.numel() * x.element_size() for x in (scene.state.keys, scene.state.values))
@@ -179,7 +179,7 @@ def dense_rows(rows: Rows, clip, rt_model) -> None:
         if rt is None:
             continue
         scene = rt.encode(clip.rgb[:WINDOW])
-        dense = dense_tracks(rt, scene, grid=32)
+        dense = dense_tracks(rt, scene, size=32)
         rows.add({"part": "d-dense", "answers": name, "frames": WINDOW, **dense.summary()})
 
 
