@@ -70,6 +70,14 @@ def test_infer_command(cli_export, tmp_path, capsys):
     cloud = rt.point_cloud(scene, 0, 16)
     np.testing.assert_allclose(xyz, cloud["xyz"], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(rgb, cloud["rgb"])
+    points = np.load(out / "points.npz")  # the PLY's points with their confidence and frame (what d4rt view reads)
+    np.testing.assert_array_equal(points["xyz"], xyz)
+    np.testing.assert_array_equal(points["rgb"], rgb)
+    np.testing.assert_allclose(points["confidence"], cloud["confidence"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(points["frame"], cloud["frame"])
+    for t in range(2):  # the network's input frames, lossless
+        png = cv2.cvtColor(cv2.imread(str(out / "frames" / f"{t:04d}.png")), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(png, scene.frames[t])
     trajectory = json.loads((out / "trajectory.json").read_text())
     assert np.array_equal(trajectory["T_wc"][0], np.eye(4).tolist()) and np.array(trajectory["K"]).shape == (2, 3, 3)
     # frame 1's pose: its own-camera points fit rigidly to its camera-0 points, on the 85 % most confident pairs
@@ -85,6 +93,20 @@ def test_infer_command(cli_export, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["backend"] == "onnxruntime-cpu" and summary["original_size"] == [50, 80]
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_view_infers_a_video_and_records_it(cli_export, tmp_path, capsys):
+    """`d4rt view VIDEO --export DIR --record FOLDER`: the video inferred, then recorded (the browser tests of the
+    viewer are in test_viewer.py)."""
+    pytest.importorskip("viser", reason="the viewer extra is not installed: pip install '.[viewer]'")
+    frames = np.random.default_rng().integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames)
+    out = tmp_path / "recording"
+    assert main(["view", str(video), "--export", str(cli_export), "--record", str(out)]) == 0
+    assert "2 frames recorded" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    assert "__VISER_EMBED_DATA__" in page and (out / "scene.viser").stat().st_size > 1000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written beside it
 
 
 def test_bench_command(cli_export, tmp_path):
