@@ -32,13 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from d4rt.benchmarking import run_record
+from d4rt.data.oracle_video import ground_truth_poses, oracle_runtime
+from d4rt.data.synthetic import Room
+from d4rt.runtime.geometry import umeyama
 
-from d4rt.benchmarking import run_record  # noqa: E402
-from d4rt.data.synthetic import Room  # noqa: E402
-from d4rt.runtime.geometry import umeyama  # noqa: E402
-from tests.oracle_video import ground_truth_poses, oracle_runtime  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SEED_BASE = 3_000_000
 WINDOW, OVERLAP = 16, 4

@@ -1,7 +1,7 @@
 """One way to do each thing (issue #24): one pose estimator, one scene API, one validation, old spellings warn.
 
 References are independent of the code under test: the known ground-truth poses of a rigid synthetic scene and of a
-rendered room (tests/oracle_video.py answers queries exactly), and a Scene's own queries for what a VideoScene of
+rendered room (d4rt.data.oracle_video answers queries exactly), and a Scene's own queries for what a VideoScene of
 one window must answer.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from d4rt.runtime.geometry import grid_uv, poses_from_grid_points, rigid, transform_points, umeyama
 from d4rt.runtime.inputs import check_batch_size, check_times, check_uv
-from tests.oracle_video import OracleVideo, ground_truth_poses, oracle_runtime, render
+from d4rt.data.oracle_video import OracleVideo, ground_truth_poses, oracle_runtime, render
 from tests.test_geometry import random_rotation
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from d4rt.runtime.geometry import grid_uv
 from d4rt.runtime.windows import align_sim3, plan_windows
-from tests.oracle_video import ground_truth_poses, oracle_runtime, render
+from d4rt.data.oracle_video import ground_truth_poses, oracle_runtime, render
 
 
 @pytest.mark.parametrize(
