@@ -18,8 +18,9 @@ PACKAGES = {"d4rt": "d4rt", "kernels": "d4rt.kernels", "export": "d4rt.export", 
             "occupancy": "d4rt.occupancy", "serve": "d4rt.serve", "viewer": "d4rt.viewer", "cli": "d4rt.cli"}
 TORCH_WORLD = ("torch", "lightning", "pytorch_lightning", "triton", "d4rt.models", "d4rt.training",
                "d4rt.evaluation", "d4rt.kernels", "d4rt.export", "d4rt.checkpoint", "d4rt.opend4rt")
-# The runtime's optional torch backend is the one runtime module allowed to reach torch and the model.
-TORCH_BACKEND = "d4rt.runtime.backend_torch"
+# The runtime's optional torch backends (the eager model; AOTInductor packages) are the runtime modules allowed to
+# reach torch, each imported only when its backend is asked for.
+TORCH_BACKENDS = ("d4rt.runtime.backend_torch", "d4rt.runtime.backend_aoti")
 
 
 def library_modules():
@@ -70,7 +71,7 @@ def test_library_never_imports_the_cli(module):
 )
 def test_runtime_occupancy_serve_and_viewer_stay_torch_free(module):
     imported = imports_of(MODULES[module], module)
-    if module == TORCH_BACKEND:
+    if module in TORCH_BACKENDS:
         return
     bad = sorted(i for i in imported if under(i, TORCH_WORLD))
     assert not bad, f"{module} imports {bad}: the runtime must run with numpy and an engine library only"
