@@ -86,7 +86,7 @@ CORE = ("d4rt.config", "d4rt.data", "d4rt.models", "d4rt.training", "d4rt.evalua
         "d4rt.opend4rt", "d4rt.memory_plan", "d4rt.benchmarking")
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, ["d4rt.runtime"]) and m != TORCH_BACKEND))
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, ["d4rt.runtime"]) and m not in TORCH_BACKENDS))
 def test_imports_run_one_way_the_runtime_is_the_lowest_layer(module):
     """The runtime imports only itself (and numpy, engine libraries): not the core package, not even its version;
     the core may import the runtime (its geometry, files, Runtime), never the other way round."""
