@@ -149,7 +149,7 @@ def test_runtime_runs_with_torch_blocked(tmp_path):
         rt = load(directory)
         scene = rt.encode(np.load(tmp + "/frames.npy"))
         res = rt.query(scene, np.load(tmp + "/uv.npy"), 0, 1, 2)
-        poses, K = rt.camera_poses(scene, grid=6), rt.intrinsics(scene, grid=6)
+        poses, K = rt.camera_poses(scene, size=6), rt.intrinsics(scene, size=6)
         np.save(tmp + "/xyz.npy", res["xyz"])
         assert main(["infer", tmp + "/frames.npy", "--export", directory, "--out", tmp + "/out", "--depth-size", "16",
                      "--cloud-size", "8", "--track-grid", "2", "--pose-grid", "6"]) == 0

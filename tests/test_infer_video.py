@@ -12,7 +12,7 @@ import pytest
 from d4rt.cli import main
 from d4rt.runtime import load
 from tests.exported import small_export
-from tests.oracle_video import render
+from d4rt.data.oracle_video import render
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ sigmoid, poses). Per clip the video is encoded once; every answer below is a que
   TAPVid-3D's APD3D, 3D-AJ (median and per-trajectory scaling) and occlusion accuracy, thresholds at the
   benchmark's resolution (fx, fy times 256 / min(H, W)); synthetic clips: ``track_points`` random source pixels;
 - camera poses (when the clip has ground-truth poses): the runtime's estimator (:meth:`Runtime.camera_poses`, a
-  ``pose_grid`` x ``pose_grid`` grid, unweighted rigid Umeyama as OpenD4RT's); ATE and RPE after a Sim(3)
+  ``pose_grid`` x ``pose_grid`` grid, the house's one estimator: the 85 % most confident pairs, a trimmed refit;
+  the poses `d4rt infer` and the server give); ATE and RPE after a Sim(3)
   alignment.
 
 Which frames are scored: the model's ``num_frames`` consecutive frames of each clip (synthetic clips: the dataset's
@@ -158,7 +159,7 @@ def evaluate_clip(model, item: dict, clip, options: EvalOptions = EvalOptions())
     out.update(_track_scores(tracks["xyz"].reshape(n, T, 3), gt["xyz_cam"].reshape(n, T, 3),
                              (tracks["visibility"] > 0.5).reshape(n, T), gt["visible"].reshape(n, T),
                              f[0], f[1], t_src))
-    out.update(_pose_scores(rt.camera_poses(scene, grid=options.pose_grid, batch_size=options.batch_size),
+    out.update(_pose_scores(rt.camera_poses(scene, size=options.pose_grid, batch_size=options.batch_size),
                             item["T_wc"].numpy()))
     return out
 
@@ -212,7 +213,7 @@ def evaluate_tracks(model, tracks, options: EvalOptions = EvalOptions()) -> dict
         out.update(_depth_scores(depth, tracks.depth[:T][:, gy, gx].astype(np.float64)))
 
     if tracks.T_wc is not None:
-        out.update(_pose_scores(rt.camera_poses(scene, grid=options.pose_grid, batch_size=options.batch_size),
+        out.update(_pose_scores(rt.camera_poses(scene, size=options.pose_grid, batch_size=options.batch_size),
                                 tracks.T_wc[:T]))
     return out
 
