@@ -2,8 +2,8 @@
 in-process runtime on the same batches, a fault run (the server killed mid-load and restarted) and a memory run
 (more scenes encoded than the store holds).
 
-    d4rt export checkpoints/tiny-synthetic --out /tmp/tiny-engines
-    python benchmarks/serve_load.py --engines /tmp/tiny-engines --json benchmarks/results/serve_load_cpu.json
+    d4rt export checkpoints/tiny-synthetic --out /tmp/tiny-export
+    python benchmarks/serve_load.py --export /tmp/tiny-export --json benchmarks/results/serve_load_cpu.json
 
 Every loop is bounded (requests per client, seconds per phase); clients time out; the server is a child process
 that is stopped (or killed) at the end. Latency: one request = one query batch, end to end on the client.
@@ -174,7 +174,7 @@ def memory_run(engines: str, log: Path, local, frames, scenes_held: int, scenes_
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engines", required=True, help="an engine directory (d4rt export)")
+    ap.add_argument("--export", required=True, help="an export folder (d4rt export)")
     ap.add_argument("--batches", default="1024,8192", help="queries per request")
     ap.add_argument("--clients", default="1,4,16", help="concurrent clients")
     ap.add_argument("--requests", type=int, default=8, help="timed requests per client and phase")
@@ -190,9 +190,9 @@ def main() -> int:
     batches = [int(b) for b in args.batches.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
 
-    local = load(args.engines, backend="onnxruntime-cpu", threads=args.threads)
+    local = load(args.export, backend="onnxruntime-cpu", threads=args.threads)
     frames = clip(local)
-    record = {**run_record(), "engines": str(args.engines), "num_frames": local.num_frames,
+    record = {**run_record(), "export": str(args.export), "num_frames": local.num_frames,
               "image_size": local.image_size, "threads": args.threads, "loadavg_start": os.getloadavg(),
               }
     out = Path(args.json)
@@ -209,12 +209,12 @@ def main() -> int:
     if "load" in phases:
         load_runs(args, record, local, scene, frames, rng, logdir, batches, client_counts, save)
     if "fault" in phases:
-        with ServerProcess(args.engines, logdir / "fault.log", ["--threads", str(args.threads)]) as server:
+        with ServerProcess(args.export, logdir / "fault.log", ["--threads", str(args.threads)]) as server:
             record["fault"] = fault_run(server, frames, 1024, 4, args.fault_seconds)
         print("fault run:", json.dumps(record["fault"]), flush=True)
         save()
     if "memory" in phases:
-        record["memory"] = memory_run(args.engines, logdir / "memory.log", local, frames, 4, 16)
+        record["memory"] = memory_run(args.export, logdir / "memory.log", local, frames, 4, 16)
         print("memory run:", json.dumps({k: v for k, v in record["memory"].items() if k != "rss_after_each_mib"}),
               flush=True)
     record["loadavg_end"] = os.getloadavg()
@@ -232,7 +232,7 @@ def load_runs(args, record, local, scene, frames, rng, logdir, batches, client_c
         record["in_process"].append({"batch": b, "median_ms": s * 1e3, "queries_per_s": b / s})
         print(f"{'in-process':12s} {1:7d} {b:6d} {s * 1e3:9.1f} {'':9s} {b / s:11,.0f}", flush=True)
         save()
-    with ServerProcess(args.engines, logdir / "server.log", ["--threads", str(args.threads)]) as server:
+    with ServerProcess(args.export, logdir / "server.log", ["--threads", str(args.threads)]) as server:
         for b in batches:
             for c in client_counts:
                 row = load_phase(server, frames, b, c, args.requests, args.warmup, "http")

@@ -1,10 +1,10 @@
 """``d4rt export``: a checkpoint -> encoder.onnx + decoder.onnx + manifest.json, optionally verified against
 the eager model in ONNX Runtime.
 
-    d4rt export ckpt/ --out engines/ --verify                         # for ONNX Runtime (fused attention)
-    d4rt export ckpt/ --out engines/ --attention standard            # for TensorRT (`d4rt build-engine`)
-    d4rt export ckpt/ --out engines/ --precision fp16 --verify
-    d4rt export --preset tiny --random-init --out engines/     # a seeded random model (for trying things out)
+    d4rt export ckpt/ --out export/ --verify                         # for ONNX Runtime (fused attention)
+    d4rt export ckpt/ --out export/ --attention standard            # for TensorRT (`d4rt build-engine`)
+    d4rt export ckpt/ --out export/ --precision fp16 --verify
+    d4rt export --preset tiny --random-init --out export/     # a seeded random model (for trying things out)
 """
 
 from __future__ import annotations

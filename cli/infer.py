@@ -1,8 +1,8 @@
-"""``d4rt infer``: a whole video through the engines -> depth maps, point cloud, camera trajectory, tracks, preview.
+"""``d4rt infer``: a whole video through an export folder -> depth maps, point cloud, camera trajectory, tracks, preview.
 
-    d4rt infer clip.mp4 --engines engines/ --out results/
+    d4rt infer clip.mp4 --export export/ --out results/
 
-Any length: a video longer than the engines' T frames runs in overlapping windows aligned by Sim(3) (paper
+Any length: a video longer than the export's T frames runs in overlapping windows aligned by Sim(3) (paper
 App. B); --start / --stride / --max-frames select frames. Writes into --out (whole, at the end):
     depth/NNNN.png      16-bit depth per frame, named by source frame number; 65535 = depth_max
     depth.npz           depth [F, n, n] float32, confidence [F, n, n], depth_max, source_frames [F]
@@ -34,18 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from d4rt.runtime.runtime import BACKENDS
 
     p.add_argument("video", help="a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8")
-    p.add_argument("--engines", required=True, help="an engine directory (d4rt export / build-engine)")
+    p.add_argument("--export", required=True, metavar="DIR", help="an export folder (written by `d4rt export`, "
+                   "TensorRT engines added by `d4rt build-engine`); --engines is its deprecated old name")
     add_output_arguments(p, "output directory")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="engine backend (auto: tensorrt > "
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (auto: tensorrt > "
                    "onnxruntime-cuda > onnxruntime-cpu)")
     p.add_argument("--start", type=non_negative_int, default=0, help="first frame of the video to use")
     p.add_argument("--stride", type=positive_int, default=1, help="use every stride-th frame")
     p.add_argument("--max-frames", type=positive_int, default=None, help="use at most this many frames (default: "
                    "the whole video)")
-    p.add_argument("--window", type=positive_int, default=None, help="frames per window (default: the engines' T)")
+    p.add_argument("--window", type=positive_int, default=None, help="frames per window (default: the export's T)")
     p.add_argument("--overlap", type=positive_int, default=None, help="frames shared by consecutive windows "
                    "(default: window / 4)")
-    p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per engine call")
+    p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per decoder call")
     p.add_argument("--depth-size", type=grid_size, default=None, help="depth map resolution (default: S)")
     p.add_argument("--cloud-size", type=grid_size, default=None, help="point cloud grid per frame (default: S / 2)")
     p.add_argument("--track-grid", type=grid_size, default=16, help="track a grid x grid of first-frame pixels")
@@ -75,11 +76,11 @@ def count_frames(video: Path) -> int | None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    video, engines = Path(args.video), Path(args.engines)
+    video, export = Path(args.video), Path(args.export)
     if not video.is_file():
         raise UsageError(f"video {video} does not exist; give a video file or a .npy of frames [T, H, W, 3]")
-    if not (engines.is_dir() and (engines / "manifest.json").is_file()):
-        raise UsageError(f"--engines {engines} is not an engine directory (no manifest.json); make one with "
+    if not (export.is_dir() and (export / "manifest.json").is_file()):
+        raise UsageError(f"--export {export} is not an export folder (no manifest.json); make one with "
                          f"`d4rt export CKPT_DIR --out DIR`")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise UsageError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
@@ -101,11 +102,11 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from d4rt.cli.common import output_dir
     from d4rt.runtime import load
-    from d4rt.runtime.infer import infer_clip, load_frames
+    from d4rt.runtime.infer import infer_video, load_frames
 
-    rt = load(args.engines, backend=args.backend)
+    rt = load(args.export, backend=args.backend)
     with output_dir(args.out, args.overwrite) as tmp:
-        summary = infer_clip(
+        summary = infer_video(
             rt, load_frames(args.video), tmp, start=args.start, stride=args.stride, max_frames=args.max_frames,
             window=args.window, overlap=args.overlap, batch_size=args.batch_size, depth_size=args.depth_size,
             cloud_size=args.cloud_size, track_grid=args.track_grid, pose_grid=args.pose_grid,

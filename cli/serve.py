@@ -1,6 +1,6 @@
-"""``d4rt serve``: Triton Inference Server with an ``encode`` and a ``query`` model over engines.
+"""``d4rt serve``: Triton Inference Server with an ``encode`` and a ``query`` model over an export folder.
 
-    d4rt serve engines/ --port 8000        # HTTP 8000, gRPC 8001, metrics 8002 (Triton's ports)
+    d4rt serve export/ --port 8000        # HTTP 8000, gRPC 8001, metrics 8002 (Triton's ports)
 
 Clients: ``d4rt.serve.Client("127.0.0.1:8000")`` (the runtime's surface) or any Triton client. Readiness:
 ``GET /v2/health/ready``; Prometheus metrics: ``GET :8002/metrics``. Stops on Ctrl-C / SIGTERM.
@@ -17,7 +17,7 @@ from d4rt.cli.common import UsageError, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("engines", help="an engine directory (d4rt export / build-engine)")
+    p.add_argument("export", metavar="EXPORT_DIR", help="an export folder (d4rt export / build-engine)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=positive_int, default=8000, help="HTTP port")
     p.add_argument("--grpc-port", type=positive_int, default=None, help="gRPC port (default: --port + 1)")
@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    if not Path(args.engines).is_dir():
-        raise UsageError(f"{args.engines} is not a directory; export engines with `d4rt export CKPT --out DIR`")
+    if not Path(args.export).is_dir():
+        raise UsageError(f"{args.export} is not a directory; make an export folder with `d4rt export CKPT --out DIR`")
     if not 0.0 <= args.max_delay_ms <= 1000.0:
         raise UsageError(f"--max-delay-ms must be in [0, 1000], got {args.max_delay_ms}")
     if importlib.util.find_spec("pytriton") is None:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_scene_bytes=args.max_scene_bytes, max_queries=args.max_queries,
                              decoder_batch=args.decoder_batch, max_delay_s=args.max_delay_ms / 1000.0,
                              max_merged_requests=args.max_merged_requests)
-    serve(args.engines, host=args.host, http_port=args.port, grpc_port=args.grpc_port or args.port + 1,
+    serve(args.export, host=args.host, http_port=args.port, grpc_port=args.grpc_port or args.port + 1,
           metrics_port=args.metrics_port or args.port + 2, backend=args.backend, threads=args.threads,
           settings=settings, verbose=args.verbose)
     return 0

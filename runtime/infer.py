@@ -19,11 +19,11 @@ def load_frames(source: str | Path):
     return source
 
 
-def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
-               window: int | None = None, overlap: int | None = None, batch_size: int = 8192,
-               depth_size: int | None = None, cloud_size: int | None = None, track_grid: int = 16,
-               pose_grid: int | None = None, min_confidence: float = 0.0, dense_tracks: bool = False,
-               dense_grid: int | None = None, progress: bool = True) -> dict:
+def infer_video(rt, source, out_dir: str | Path, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
+                window: int | None = None, overlap: int | None = None, batch_size: int = 8192,
+                depth_size: int | None = None, cloud_size: int | None = None, track_grid: int = 16,
+                pose_grid: int | None = None, min_confidence: float = 0.0, dense_tracks: bool = False,
+                dense_grid: int | None = None, progress: bool = True) -> dict:
     """Run every output of ``d4rt infer`` for a whole video (or its start / stride / max_frames selection) and
     write them into ``out_dir``; returns the summary (also written as summary.json).
 
@@ -87,3 +87,11 @@ def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int =
         summary["dense_tracks"] = dense.summary()
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def infer_clip(*args, **kwargs) -> dict:
+    """Deprecated name of :func:`infer_video` (kept one release)."""
+    import warnings
+
+    warnings.warn("d4rt.runtime.infer.infer_clip is deprecated; use infer_video", DeprecationWarning, stacklevel=2)
+    return infer_video(*args, **kwargs)

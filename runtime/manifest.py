@@ -1,9 +1,9 @@
-"""``manifest.json``: what an engine directory holds, what it was made from and for which machine.
+"""``manifest.json``: what an export folder holds, what it was made from and for which machine.
 
 The runtime's lowest layer: ``d4rt export`` and ``d4rt build-engine`` write the manifest through this module and
 the runtime reads and checks it here, so the runtime never reaches up into ``d4rt.export``. No torch.
 
-An engine directory::
+An export folder::
 
     manifest.json      this file
     encoder.onnx       video [1, T, 3, S, S] float32, aspect_ratio [1] float32 -> keys, values [L, 1, H, M, Dh]
@@ -196,7 +196,7 @@ def check_export_ids(manifest: Manifest, found: dict[str, str | None], where: st
         if export_id != manifest.export_id:
             raise ValueError(
                 f"the {graph} in {where} comes from another export (export id {export_id or 'none'}) than this "
-                f"manifest ({manifest.export_id}); the encoder and decoder of one engine directory must be exported "
+                f"manifest ({manifest.export_id}); the encoder and decoder of one export folder must be exported "
                 f"together: {EXPORT_HINT}"
             )
 
@@ -209,10 +209,10 @@ def read_manifest(directory: str | Path) -> Manifest:
         directory = directory.parent  # the manifest's own path names its folder
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
-        raise FileNotFoundError(f"engine directory {directory} does not exist; {EXPORT_HINT}")
+        raise FileNotFoundError(f"export folder {directory} does not exist; {EXPORT_HINT}")
     if not path.is_file():
         raise FileNotFoundError(
-            f"no {MANIFEST_NAME} in {directory}: not an exported engine directory (or an export that did not "
+            f"no {MANIFEST_NAME} in {directory}: not an export folder (or an export that did not "
             f"finish); {EXPORT_HINT}"
         )
     try:

@@ -1,7 +1,7 @@
-"""The runtime: engines in, numpy out. Encode a clip once, then answer any number of queries in batches.
+"""The runtime: an export folder in, numpy out. Encode a clip once, then answer any number of queries in batches.
 
     >>> from d4rt.runtime import load
-    >>> rt = load("engines/")                       # tensorrt > onnxruntime-cuda > onnxruntime-cpu
+    >>> rt = load("export/")                        # tensorrt > onnxruntime-cuda > onnxruntime-cpu
     >>> scene = rt.encode(frames)                   # [T, H, W, 3] uint8 (any size) or a video path
     >>> res = rt.query(scene, uv, t_src, t_tgt, t_cam)
     >>> depth, K, T_wc = rt.depth(scene, 0), rt.intrinsics(scene), rt.camera_poses(scene)
@@ -468,7 +468,7 @@ def load(
     attention: str = "sdpa",
     dtype: str = "float32",
 ) -> Runtime:
-    """Open an engine directory (``d4rt export`` / ``d4rt build-engine``; or its manifest.json) on a backend.
+    """Open an export folder (``d4rt export`` / ``d4rt build-engine``; or its manifest.json) on a backend.
 
     Args:
         backend: "auto" (tensorrt > onnxruntime-cuda > onnxruntime-cpu, the first that is installed and has its
@@ -487,11 +487,11 @@ def load(
         directory = directory.parent
     elif directory.is_file():
         raise ValueError(
-            f"{directory} is a file; load(...) takes an engine directory (the folder holding {MANIFEST_NAME}, "
+            f"{directory} is a file; load(...) takes an export folder (the folder holding {MANIFEST_NAME}, "
             f"from `d4rt export CKPT_DIR --out DIR`)"
         )
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} does not exist; export engines with `d4rt export CKPT_DIR --out DIR`")
+        raise FileNotFoundError(f"{directory} does not exist; make an export folder with `d4rt export CKPT_DIR --out DIR`")
 
     if backend == "torch":
         from d4rt.runtime.backend_torch import TorchBackend

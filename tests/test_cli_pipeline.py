@@ -53,7 +53,7 @@ def test_infer_command(cli_export, tmp_path, capsys):
                        for k in range(2)])
     video = write_video(tmp_path / "clip.mp4", frames)
     out = tmp_path / "result"
-    args = ["infer", str(video), "--engines", str(cli_export), "--out", str(out), "--depth-size", "32",
+    args = ["infer", str(video), "--export", str(cli_export), "--out", str(out), "--depth-size", "32",
             "--cloud-size", "16", "--track-grid", "4", "--pose-grid", "8", "--batch-size", "300"]
     assert main(args) == 0
     assert "frames 0..1 (2) in 1 window(s) on onnxruntime-cpu" in capsys.readouterr().out
@@ -121,7 +121,7 @@ def reference_pose(src, dst, confidence, keep=0.85, trim=3.0) -> np.ndarray:
 def test_bench_command(cli_export, tmp_path):
     path = tmp_path / "bench.json"
     started = time.perf_counter()
-    assert main(["bench", "--engines", str(cli_export), "--backends", "onnxruntime-cpu,torch", "--repeats", "2",
+    assert main(["bench", "--export", str(cli_export), "--backends", "onnxruntime-cpu,torch", "--repeats", "2",
                  "--warmup", "1", "--batch-sizes", "16,64", "--json", str(path)]) == 0
     wall_s = time.perf_counter() - started
     report = json.loads(path.read_text())
@@ -161,7 +161,7 @@ def test_runtime_runs_with_torch_blocked(tmp_path):
         res = rt.query(scene, np.load(tmp + "/uv.npy"), 0, 1, 2)
         poses, K = rt.camera_poses(scene, grid=6), rt.intrinsics(scene, grid=6)
         np.save(tmp + "/xyz.npy", res["xyz"])
-        assert main(["infer", tmp + "/frames.npy", "--engines", directory, "--out", tmp + "/out", "--depth-size", "16",
+        assert main(["infer", tmp + "/frames.npy", "--export", directory, "--out", tmp + "/out", "--depth-size", "16",
                      "--cloud-size", "8", "--track-grid", "2", "--pose-grid", "6"]) == 0
         try:
             load(directory, backend="torch")
