@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=positive_int, default=None,
                    help="score at most this many frames of each TAPVid-3D / PointOdyssey clip from --start "
                         "(default: to the end of the clip; longer than the model's frames runs in aligned windows)")
+    p.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                   help="TAPVid-3D: also write each clip's predicted tracks into this new folder as tapnet's "
+                        "evaluate_model.py reads them (<clip>.npz: tracks_XYZ, visibility), to score them there too")
     p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per decoder call")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the model runs (auto: cuda when available)")
@@ -65,6 +68,13 @@ def validate(args: argparse.Namespace) -> None:
     if args.format == "clips" and (args.start or args.max_frames is not None):
         raise UsageError("--start / --max-frames select frames of TAPVid-3D / PointOdyssey clips; synthetic clips "
                          "are scored on the dataset's fixed window: drop them or pass --format tapvid3d/pointodyssey")
+    if args.save_predictions is not None:
+        if args.format != "tapvid3d" or args.start or args.max_frames is not None:
+            raise UsageError("--save-predictions writes TAPVid-3D predictions of whole clips: use it with --format "
+                             "tapvid3d, without --start / --max-frames")
+        folder = args.save_predictions
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise UsageError(f"--save-predictions {folder} exists and is not an empty folder; name a new folder")
     if args.output is not None and args.output.is_dir():
         raise UsageError(f"--output {args.output} is a folder; name a .json file")
 
@@ -86,7 +96,14 @@ def run(args: argparse.Namespace) -> int:
     options = EvalOptions(num_queries=args.num_queries, track_points=args.track_points,
                           depth_stride=args.depth_stride, pose_grid=args.pose_grid, seed=args.seed, start=args.start,
                           max_frames=args.max_frames, batch_size=args.batch_size)
-    report = evaluate(model, find_eval_paths(args.test_data, args.format), args.format, options, progress=print)
+    paths = find_eval_paths(args.test_data, args.format)
+    if args.save_predictions is None:
+        report = evaluate(model, paths, args.format, options, progress=print)
+    else:
+        from d4rt.cli.common import output_dir
+
+        with output_dir(args.save_predictions) as folder:  # written whole at the end, never half
+            report = evaluate(model, paths, args.format, options, progress=print, predictions_dir=folder)
     report["ckpt"] = str(args.ckpt) if args.ckpt else f"untrained {args.preset} (seed {args.seed})"
     report["run"] = run_record(device=device)
     n = len(report["clips"])
@@ -112,4 +129,6 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
         print(f"-> {args.output}")
+    if args.save_predictions is not None:
+        print(f"-> {args.save_predictions} (predictions in the official TAPVid-3D format)")
     return 0

@@ -158,17 +158,43 @@ def test_every_frame_and_track_scored_as_the_official_metric(long_clip):
 
 
 def test_evaluate_command_scores_whole_clips(long_clip, tmp_path, capsys):
-    """The command reports every frame, every track and the NaN points it scored as misses."""
+    """The command reports every frame, every track and the NaN points it scored as misses; the predictions it
+    saves in the official format score, by the official formula, exactly what it reports."""
     import json
 
     from d4rt.cli import main
 
-    path, _, _ = long_clip
+    path, arrays, _ = long_clip
+    saved = tmp_path / "predictions"
     rc = main(["evaluate", "--test-data", str(path), "--format", "tapvid3d", "--preset", "tiny", "--image-size",
-               "32", "--device", "cpu", "--pose-grid", "4", "--output", str(tmp_path / "eval.json")])
+               "32", "--device", "cpu", "--pose-grid", "4", "--output", str(tmp_path / "eval.json"),
+               "--save-predictions", str(saved)])
     assert rc == 0
     clip = json.loads((tmp_path / "eval.json").read_text())["per_clip"][0]
     assert clip["frames"] == [0, F] and clip["tracks_scored"] == N and clip["gt_nan_visible"] == 3
     printed = capsys.readouterr().out
     assert "every frame of each clip" in printed and f"tracks scored: {N} of {N}" in printed
     assert "3 visible (scored as misses" in printed
+    with np.load(saved / path.name) as pred:
+        assert pred["tracks_XYZ"].shape == (F, N, 3) and pred["visibility"].shape == (F, N)
+        fx, fy = arrays["fx_fy_cx_cy"][:2].astype(np.float64) * 256 / min(H, W)
+        ref = official_tapvid3d(arrays["tracks_XYZ"], arrays["visibility"], pred["tracks_XYZ"], pred["visibility"],
+                                fx, fy, None, "median")
+    assert clip["apd3d_median"] == pytest.approx(ref["apd3d"], abs=1e-12)
+    assert clip["aj3d_median"] == pytest.approx(ref["aj3d"], abs=1e-12)
+    assert clip["occlusion_acc"] == pytest.approx(ref["occlusion_acc"], abs=1e-12)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--format", "clips"], "use it with --format tapvid3d"),
+    (["--max-frames", "4"], "without --start / --max-frames"),
+    (["--save-predictions", "tests"], "exists and is not an empty folder"),
+])
+def test_save_predictions_refuses_in_one_line(long_clip, tmp_path, capsys, extra, message):
+    from d4rt.cli import main
+
+    path, _, _ = long_clip
+    argv = ["evaluate", "--test-data", str(path), "--format", "tapvid3d", "--save-predictions", str(tmp_path / "p")]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

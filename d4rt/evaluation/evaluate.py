@@ -295,6 +295,7 @@ def evaluate(
     fmt: str = "clips",
     options: EvalOptions = EvalOptions(),
     progress: Callable[[str], None] | None = None,
+    predictions_dir: str | Path | None = None,
 ) -> dict:
     """Score ``model`` on every clip in ``paths`` and return the report.
 
@@ -304,6 +305,9 @@ def evaluate(
             sequence folders ("pointodyssey"); :func:`find_eval_paths` lists them.
         options: :class:`EvalOptions`.
         progress: called with one line per clip (e.g. print).
+        predictions_dir: TAPVid-3D only, whole clips only: an existing folder where each clip's predicted tracks
+            are written as the official script reads them (``<clip name>.npz``: ``tracks_XYZ`` [F, N, 3] float32,
+            ``visibility`` [F, N] bool), so tapnet's ``evaluate_model.py`` can score them too.
     Returns:
         {"version", "format", "options", "num_frames", "clips": [str], "mean": {metric: float},
         "clips_per_metric": {metric: int}, "per_clip": [{metric: float, "frames": [start, stop], ...}],
@@ -316,6 +320,9 @@ def evaluate(
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no clips to evaluate: paths is empty")
+    if predictions_dir is not None and (fmt != "tapvid3d" or options.start or options.max_frames is not None):
+        raise ValueError("predictions_dir writes TAPVid-3D predictions of whole clips: use it with fmt='tapvid3d', "
+                         "start=0 and max_frames=None")
     cfg = model.config
     started = time.perf_counter()
     per_clip = []
@@ -334,7 +341,12 @@ def evaluate(
 
             reader = read_tapvid3d if fmt == "tapvid3d" else read_pointodyssey
             for i, p in enumerate(paths):
-                per_clip.append(evaluate_tracks(model, reader(p, options.start, options.max_frames), options))
+                predictions = None if predictions_dir is None else {}
+                per_clip.append(evaluate_tracks(model, reader(p, options.start, options.max_frames), options,
+                                                predictions))
+                if predictions:
+                    np.savez(Path(predictions_dir) / p.name, tracks_XYZ=predictions["tracks_XYZ"].astype(np.float32),
+                             visibility=predictions["visibility"])
                 if progress:
                     progress(f"[{i + 1}/{len(paths)}] {p.name}")
     mean, counts = _mean(per_clip)
