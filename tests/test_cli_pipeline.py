@@ -108,10 +108,11 @@ def kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def reference_pose(src, dst, confidence, keep=0.85, trim=3.0) -> np.ndarray:
-    """docs/video.md's pose rule by hand: the top ``keep`` most confident pairs, then one refit without the pairs
-    whose residual exceeds ``trim`` x the median."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    chosen = np.argsort(-np.asarray(confidence, np.float64), kind="stable")[: int(np.ceil(keep * len(src)))]
+    """The house's pose rule (paper App. B + one trimmed refit) by hand: the ``keep`` share of most confident pairs
+    (those tied with the last one kept too), then one refit without the pairs whose residual exceeds ``trim`` x the
+    median."""
+    src, dst, confidence = (np.asarray(a, np.float64) for a in (src, dst, confidence))
+    chosen = np.flatnonzero(confidence >= np.sort(confidence)[::-1][int(np.ceil(keep * len(src))) - 1])
     M = kabsch(src[chosen], dst[chosen])
     residual = np.linalg.norm(src[chosen] @ M[:3, :3].T + M[:3, 3] - dst[chosen], axis=1)
     inliers = chosen[residual <= trim * np.median(residual)]
