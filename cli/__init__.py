@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("d4rt.cli.export", "export a checkpoint to an export folder: encoder/decoder ONNX graphs + manifest"),
     "build-engine": ("d4rt.cli.build_engine", "build TensorRT engines into an export folder from its ONNX graphs"),
     "infer": ("d4rt.cli.infer", "depth, point cloud, cameras and tracks of a video from an export folder"),
+    "view": ("d4rt.cli.view", "show a result in the browser (point clouds, cameras, tracks over time), or record it"),
     "serve": ("d4rt.cli.serve", "serve an export folder from Triton Inference Server: encode once, batched queries"),
     "bench": ("d4rt.cli.bench", "encode latency and query throughput per backend (JSON)"),
     "train": ("d4rt.cli.train", "train D4RT with Lightning (synthetic clips or clip folders)"),

@@ -5,8 +5,10 @@
 Any length: a video longer than the export's T frames runs in overlapping windows aligned by Sim(3) (paper
 App. B); --start / --stride / --max-frames select frames. Writes into --out (whole, at the end):
     depth/NNNN.png      16-bit depth per frame, named by source frame number; 65535 = depth_max
+    frames/NNNN.png     the network's input frame (S x S RGB), named by source frame number
     depth.npz           depth [F, n, n] float32, confidence [F, n, n], depth_max, source_frames [F]
     points.ply          coloured point cloud: every frame's grid at its own time, in the first frame's camera
+    points.npz          the same points: xyz [P, 3], rgb [P, 3], confidence [P], frame [P] (index into source_frames)
     trajectory.json     T_wc [F, 4, 4] (camera-to-world, first frame = world, OpenCV axes), K [F, 3, 3], windows
     tracks.npz          3D tracks of a grid of first-frame pixels over the whole video (world frame)
     dense_tracks.npz    with --dense-tracks: Alg. 1's all-pixel tracks

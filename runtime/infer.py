@@ -55,10 +55,12 @@ def infer_video(rt, source, out_dir: str | Path, *, start: int = 0, stride: int 
     width = max(4, len(str(int(names.max()))))
     for i, f in enumerate(names):
         write_png(out_dir / "depth" / f"{int(f):0{width}d}.png", depth_to_uint16(depth[i], depth_max))
+        write_png(out_dir / "frames" / f"{int(f):0{width}d}.png", video.frames[i])
     write_npz(out_dir / "depth.npz", depth=depth, confidence=confidence, depth_max=np.float32(depth_max),
               source_frames=names)
     cloud = video.point_cloud(min_confidence)
     write_ply(out_dir / "points.ply", cloud["xyz"], cloud["rgb"])
+    write_npz(out_dir / "points.npz", **cloud)  # the same points with confidence and frame (index into source_frames)
     write_json(out_dir / "trajectory.json", {
         "convention": "T_wc camera-to-world 4x4, the first frame's camera is the world; OpenCV axes (+x right, "
                       "+y down, +z forward); K in pixels of the S x S network input; xyz up to one scale per video "

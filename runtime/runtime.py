@@ -33,6 +33,7 @@ from d4rt.runtime.video import Clip, prepare_clip, read_video
 
 BACKENDS = (
     "auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch",
+    "aoti",
 )
 OUTPUT_TAILS = {"xyz": (3,), "uv_tgt": (2,), "visibility": (), "displacement": (3,), "normal": (3,), "confidence": ()}
 DEFAULT_BATCH = 8192
@@ -474,11 +475,12 @@ def load(
         backend: "auto" (tensorrt > onnxruntime-cuda > onnxruntime-cpu, the first that is installed and has its
             files), or one of "tensorrt", "onnxruntime" (CUDA when present, else CPU), "onnxruntime-cpu",
             "onnxruntime-cuda", "onnxruntime-tensorrt", "torch" (the PyTorch model, sdpa attention unless
-            ``attention`` says otherwise; ``directory`` may also be a save_pretrained checkpoint).
+            ``attention`` says otherwise; ``directory`` may also be a save_pretrained checkpoint), "aoti" (the
+            AOTInductor packages of ``d4rt export --aoti``, in ``dtype`` "float32" or "bfloat16").
         verify_checksums: check every graph / engine file against the manifest's sha256 first.
         cuda_graphs: TensorRT backend: capture one CUDA graph per batch size.
         threads: ONNX Runtime intra-op threads (default: its own choice).
-        attention, dtype: torch backend: attention backend and weight dtype.
+        attention, dtype: torch backend: attention backend and weight dtype; aoti: which packages (dtype).
     """
     directory = Path(directory)
     if backend not in BACKENDS:
@@ -509,6 +511,12 @@ def load(
                        int(manifest.config["tubelet"][0]))
 
     def make(name: str):
+        if name == "aoti":
+            from d4rt.runtime.backend_aoti import PRECISION_OF_DTYPE, AotiBackend
+
+            if dtype not in PRECISION_OF_DTYPE:
+                raise ValueError(f"the aoti backend runs float32 or bfloat16 packages, got dtype={dtype!r}")
+            return AotiBackend(directory, manifest, PRECISION_OF_DTYPE[dtype], threads, verify_checksums)
         if name == "tensorrt":
             from d4rt.runtime.backend_tensorrt import TensorRTBackend
 

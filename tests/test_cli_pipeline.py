@@ -76,11 +76,21 @@ def test_infer_command(cli_export, tmp_path, capsys):
         assert np.abs(png[positive] * depth_max / 65535 - depth["depth"][t][positive]).max() <= depth_max / 65535
         assert (png[~positive] == 0).all()
     xyz, rgb = read_ply(out / "points.ply")  # every frame's 16 x 16 grid in camera 0 (the world), frame by frame
-    cloud = np.concatenate([ref.query(grid(16), t, t, 0)["xyz"] for t in range(2)])
+    answers = [ref.query(grid(16), t, t, 0) for t in range(2)]
+    cloud = np.concatenate([a["xyz"] for a in answers])
     np.testing.assert_allclose(xyz, cloud, rtol=1e-5, atol=1e-6 * np.abs(cloud).max())
     pixels = np.rint(grid(16) * 127).astype(int)  # each point's colour: its pixel of the 128 x 128 input
     resized = [cv2.resize(f, (128, 128), interpolation=cv2.INTER_AREA) for f in decoded]
     np.testing.assert_array_equal(rgb, np.concatenate([f[pixels[:, 1], pixels[:, 0]] for f in resized]))
+    points = np.load(out / "points.npz")  # the PLY's points with their confidence and frame (what d4rt view reads)
+    np.testing.assert_array_equal(points["xyz"], xyz)
+    np.testing.assert_array_equal(points["rgb"], rgb)
+    # confidences: float32 logits through a float32 sigmoid there, float64 here: ~1e-7 apart
+    np.testing.assert_allclose(points["confidence"], np.concatenate([a["confidence"] for a in answers]), atol=1e-6)
+    np.testing.assert_array_equal(points["frame"], np.repeat([0, 1], 256))
+    for t in range(2):  # the network's input frames, lossless
+        png = cv2.cvtColor(cv2.imread(str(out / "frames" / f"{t:04d}.png")), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(png, resized[t])
     trajectory = json.loads((out / "trajectory.json").read_text())
     assert np.array_equal(trajectory["T_wc"][0], np.eye(4).tolist()) and np.array(trajectory["K"]).shape == (2, 3, 3)
     # frame 1's pose by hand: the rigid fit of its own-camera grid points onto the same points in camera 0, on the
@@ -117,6 +127,20 @@ def reference_pose(src, dst, confidence, keep=0.85, trim=3.0) -> np.ndarray:
     residual = np.linalg.norm(src[chosen] @ M[:3, :3].T + M[:3, 3] - dst[chosen], axis=1)
     inliers = chosen[residual <= trim * np.median(residual)]
     return kabsch(src[inliers], dst[inliers]) if 3 <= len(inliers) < len(chosen) else M
+
+
+def test_view_infers_a_video_and_records_it(cli_export, tmp_path, capsys):
+    """`d4rt view VIDEO --export DIR --record FOLDER`: the video inferred, then recorded (the browser tests of the
+    viewer are in test_viewer.py)."""
+    pytest.importorskip("viser", reason="the viewer extra is not installed: pip install '.[viewer]'")
+    frames = np.random.default_rng().integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames)
+    out = tmp_path / "recording"
+    assert main(["view", str(video), "--export", str(cli_export), "--record", str(out)]) == 0
+    assert "2 frames recorded" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    assert "__VISER_EMBED_DATA__" in page and (out / "scene.viser").stat().st_size > 1000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written beside it
 
 
 def test_bench_command(cli_export, tmp_path):
