@@ -95,6 +95,7 @@ def test_infer_command(cli_export, tmp_path, capsys):
     assert np.array_equal(trajectory["T_wc"][0], np.eye(4).tolist()) and np.array(trajectory["K"]).shape == (2, 3, 3)
     # frame 1's pose by hand: the rigid fit of its own-camera grid points onto the same points in camera 0, on the
     # 85 % pairs of highest confidence (the product of both answers'), refit without residuals > 3x the median
+    # (docs/video.md)
     own, first = ref.query(grid(8), 1, 1, 1), ref.query(grid(8), 1, 1, 0)
     expected = reference_pose(own["xyz"], first["xyz"], own["confidence"] * first["confidence"])
     # measured 5e-9 apart (float32 confidences: the closest two of the 64 products were 1.5e-4 apart, so the
@@ -117,16 +118,20 @@ def kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.r_[np.c_[R, b - R @ a], [[0, 0, 0, 1]]]
 
 
-def reference_pose(src, dst, confidence, keep=0.85, trim=3.0) -> np.ndarray:
-    """The house's pose rule (paper App. B + one trimmed refit) by hand: the ``keep`` share of most confident pairs
-    (those tied with the last one kept too), then one refit without the pairs whose residual exceeds ``trim`` x the
-    median."""
+def reference_pose(src, dst, confidence, keep=0.85, trim=3.0, refits=1) -> np.ndarray:
+    """The house's pose rule (paper App. B + trimmed refits) by hand: a rigid fit on the ``keep`` share of most
+    confident pairs (those tied with the last one kept too); then, up to ``refits`` times, a refit on those of them
+    whose residual under the current fit is within ``trim`` x its median, until that set stops changing."""
     src, dst, confidence = (np.asarray(a, np.float64) for a in (src, dst, confidence))
     chosen = np.flatnonzero(confidence >= np.sort(confidence)[::-1][int(np.ceil(keep * len(src))) - 1])
-    M = kabsch(src[chosen], dst[chosen])
-    residual = np.linalg.norm(src[chosen] @ M[:3, :3].T + M[:3, 3] - dst[chosen], axis=1)
-    inliers = chosen[residual <= trim * np.median(residual)]
-    return kabsch(src[inliers], dst[inliers]) if 3 <= len(inliers) < len(chosen) else M
+    M, inliers = kabsch(src[chosen], dst[chosen]), chosen
+    for _ in range(refits):
+        residual = np.linalg.norm(src[chosen] @ M[:3, :3].T + M[:3, 3] - dst[chosen], axis=1)
+        kept = chosen[residual <= trim * np.median(residual)]
+        if len(kept) < 3 or np.array_equal(kept, inliers):
+            break
+        M, inliers = kabsch(src[kept], dst[kept]), kept
+    return M
 
 
 def test_view_infers_a_video_and_records_it(cli_export, tmp_path, capsys):
