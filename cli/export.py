@@ -1,12 +1,12 @@
 """``d4rt export``: a checkpoint -> encoder.onnx + decoder.onnx + manifest.json, optionally verified against
 the eager model in ONNX Runtime.
 
-    d4rt export ckpt/ --out export/ --verify                         # for ONNX Runtime (fused attention)
-    d4rt export ckpt/ --out export/ --attention standard            # for TensorRT (`d4rt build-engine`)
-    d4rt export ckpt/ --out export/ --precision fp16 --verify
-    d4rt export ckpt/ --out export-int8/ --precision int8-qdq --calibration clips/ --verify  # int8 for TensorRT
-    d4rt export --preset tiny --random-init --out export/     # a seeded random model (for trying things out)
-    d4rt export ckpt/ --out export/ --aoti                          # + AOTInductor packages (C++ runtime)
+    d4rt export ckpt/ --out exported/ --verify                         # for ONNX Runtime (fused attention)
+    d4rt export ckpt/ --out exported/ --attention standard            # for TensorRT (`d4rt build-engine`)
+    d4rt export ckpt/ --out exported/ --precision fp16 --verify
+    d4rt export ckpt/ --out exported-int8/ --precision int8-qdq --calibration clips/ --verify  # int8 for TensorRT
+    d4rt export --preset tiny --random-init --out exported/     # a seeded random model (for trying things out)
+    d4rt export ckpt/ --out exported/ --aoti                          # + AOTInductor packages (C++ runtime)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``d4rt infer``: a whole video through an export folder -> depth maps, point cloud, camera trajectory, tracks, preview.
 
-    d4rt infer clip.mp4 --export export/ --out results/
+    d4rt infer clip.mp4 --export exported/ --out results/
 
 Any length: a video longer than the export's T frames runs in overlapping windows aligned by Sim(3) (paper
 App. B); --start / --stride / --max-frames select frames. Writes into --out (whole, at the end):
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         summary = infer_video(
             rt, load_frames(args.video), tmp, start=args.start, stride=args.stride, max_frames=args.max_frames,
             window=args.window, overlap=args.overlap, batch_size=args.batch_size, depth_size=args.depth_size,
-            cloud_size=args.cloud_size, track_grid=args.track_grid, pose_grid=args.pose_grid,
-            min_confidence=args.min_confidence, dense_tracks=args.dense_tracks, dense_grid=args.dense_grid,
+            cloud_size=args.cloud_size, track_size=args.track_grid, pose_size=args.pose_grid,
+            min_confidence=args.min_confidence, dense_tracks=args.dense_tracks, dense_size=args.dense_grid,
         )
     t = summary["timings"]
     print(f"{args.video}: frames {summary['first_frame']}..{summary['last_frame']} ({summary['frames']}) in "

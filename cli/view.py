@@ -1,7 +1,7 @@
 """``d4rt view``: a ``d4rt infer`` result in the browser (viser), or a recording of it that needs no server.
 
     d4rt view results/                                  # http://127.0.0.1:8080/ until Ctrl-C
-    d4rt view clip.mp4 --export export/                 # infer (into a temporary folder), then show
+    d4rt view clip.mp4 --export exported/                 # infer (into a temporary folder), then show
     d4rt view results/ --record recording/              # recording/index.html opens from the disk
 
 Needs the viewer extra: pip install ".[viewer]".

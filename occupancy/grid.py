@@ -554,13 +554,13 @@ def occupancy_from_scene(
     Args:
         rt: a runtime from ``d4rt.runtime.load``; scene: ``rt.encode(frames)``.
         grid_size: n for an n x n query grid per frame (default: the scene's S, one query per input pixel).
-        pose_grid: ``rt.camera_poses(scene, pose_grid)``: a pose_grid x pose_grid grid per frame, queried twice.
+        pose_grid: ``rt.camera_poses(scene, size=pose_grid)``: a pose_grid x pose_grid grid per frame, queried twice.
         options: passed to ``occupancy_from_point_maps`` (metric_scale, min_confidence, max_range, grid, ...).
     Returns:
         Occupancy in frame 0's camera; its K [T, 3, 3] comes from the same point maps
         (:func:`intrinsics_from_point_maps`), its T_wc [T, 4, 4] from ``rt.camera_poses``.
     """
     xyz_cam, confidence, uv = dense_point_maps(rt, scene, grid_size, batch_size, progress)
-    T_wc = np.asarray(rt.camera_poses(scene, grid=pose_grid, batch_size=batch_size, progress=progress), np.float64)
+    T_wc = np.asarray(rt.camera_poses(scene, size=pose_grid, batch_size=batch_size, progress=progress), np.float64)
     K = intrinsics_from_point_maps(xyz_cam, uv, scene.image_size)
     return occupancy_from_point_maps(xyz_cam, T_wc, K, confidence, voxel_size=voxel_size, progress=progress, **options)

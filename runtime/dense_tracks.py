@@ -122,12 +122,14 @@ def _pad(a: np.ndarray, pad: int) -> np.ndarray:
     return np.pad(a.astype(np.float32), width, constant_values=np.nan)
 
 
-def dense_tracks(rt, scene, grid: int | None = None, batch_size: int = 8192, progress: bool = False) -> DenseTracks:
-    """Alg. 1 on one encoded clip: tracks from every pixel of a grid x grid (default S) of every frame, each pixel
-    tracked once; xyz in frame 0's camera. See :class:`DenseTracks`."""
-    from d4rt.runtime.runtime import check_grid_size
+def dense_tracks(rt, scene, size: int | None = None, batch_size: int = 8192, progress: bool = False,
+                 grid: int | None = None) -> DenseTracks:
+    """Alg. 1 on one encoded clip: tracks from every pixel of a size x size grid (default S) of every frame, each
+    pixel tracked once; xyz in frame 0's camera. See :class:`DenseTracks`. ``grid=``: the deprecated name of size."""
+    from d4rt.runtime.inputs import check_grid_size
+    from d4rt.runtime.runtime import renamed
 
-    n = check_grid_size("grid", grid, scene.image_size)
+    n = check_grid_size("size", renamed(size, grid, "grid", "size"), scene.image_size)
     tracker = DenseTracker(scene.num_frames, n, scene.num_frames)
     frames = range(scene.num_frames)
     tracker.window(rt, scene, frames, frames, None, batch_size, progress)

@@ -180,12 +180,21 @@ def sha256_file(path: str | Path, chunk_bytes: int = 16 * 1024 * 1024) -> str:
     return h.hexdigest()
 
 
+def package_version() -> str:
+    """The installed d4rt's version (pyproject's), read from the package metadata: the runtime never imports the
+    core package for it (``d4rt.__version__`` is the same string; tests/test_imports.py checks)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("d4rt")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
     """Write ``directory/manifest.json`` atomically."""
     if not manifest.d4rt_version:
-        from d4rt import __version__
-
-        manifest.d4rt_version = __version__
+        manifest.d4rt_version = package_version()
     return write_text_atomic(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 

@@ -5,8 +5,9 @@ Python, on the predictions the evaluation made. A visible NaN ground-truth point
 scores it.
 
 The clip is written in TAPVid-3D's layout with plain numpy / OpenCV (tests/test_formats.py's writer), from a
-synthetic scene; the answers come from an oracle backend (tests/oracle_video.py: the scene's own tracks, each window at
-its own scale, with noise), so the scores are neither 0 nor 1, through the same windows a model's would take.
+synthetic scene; the answers come from an oracle backend (d4rt/data/oracle_video.py: the scene's own tracks, each
+window at its own scale, with noise), so the scores are neither 0 nor 1, through the same windows a model's would
+take.
 """
 
 import math
@@ -126,7 +127,7 @@ def test_every_frame_and_track_scored_as_the_official_metric(long_clip):
     the ray: the scores lie strictly between 0 and 1, so the comparison with the official formula means something."""
     from d4rt.evaluation.evaluate import EvalOptions, score_track_set
     from d4rt.runtime.video import prepare_clip
-    from tests.oracle_video import oracle_runtime
+    from d4rt.data.oracle_video import oracle_runtime
 
     path, arrays, clip = long_clip
     tracks = read_tapvid3d(path)

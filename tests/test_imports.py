@@ -99,6 +99,39 @@ def test_runtime_occupancy_serve_and_viewer_stay_torch_free(module):
         assert not upward, f"{module} imports {upward}: the runtime is the lowest layer"
 
 
+# The core package's modules (d4rt/, installed as d4rt.*): the layer above the runtime.
+CORE = ("d4rt.config", "d4rt.data", "d4rt.models", "d4rt.training", "d4rt.evaluation", "d4rt.checkpoint",
+        "d4rt.opend4rt", "d4rt.memory_plan", "d4rt.benchmarking")
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, ["d4rt.runtime"]) and m not in TORCH_BACKENDS))
+def test_imports_run_one_way_the_runtime_is_the_lowest_layer(module):
+    """The runtime imports only itself (and numpy, engine libraries): not the core package, not even its version;
+    the core may import the runtime (its geometry, files, Runtime), never the other way round."""
+    imported = imports_of(MODULES[module], module)
+    upward = sorted(i for i in imported if i == "d4rt" or (i.startswith("d4rt.") and not under(i, ["d4rt.runtime"])))
+    assert not upward, f"{module} imports {upward}: the runtime is the lowest layer, move what it needs down into it"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if under(m, ["d4rt.occupancy", "d4rt.serve", "d4rt.viewer"])))
+def test_occupancy_serve_and_viewer_stand_on_the_runtime_only(module):
+    bad = sorted(i for i in imports_of(MODULES[module], module) if i == "d4rt" or under(i, CORE))
+    assert not bad, f"{module} imports {bad}: occupancy, serve and viewer use the runtime, not the core package"
+
+
+def test_the_walk_sees_the_core():
+    assert all(any(under(m, [c]) for m in MODULES) for c in CORE)
+
+
+def test_one_version():
+    from importlib.metadata import version
+
+    import d4rt
+    from d4rt.runtime.manifest import package_version
+
+    assert d4rt.__version__ == version("d4rt") == package_version()
+
+
 @pytest.mark.parametrize("module", ["d4rt", "d4rt.runtime", "d4rt.occupancy", "d4rt.viewer", "d4rt.config",
                                     "d4rt.cli"])
 def test_no_torch_at_import_time(module):

@@ -12,8 +12,8 @@ import pytest
 from d4rt.cli import main
 from d4rt.runtime import load
 from tests.exported import small_export
+from d4rt.data.oracle_video import render
 from tests.onnx_reference import OnnxReference, grid
-from tests.oracle_video import render
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,10 @@ sigmoid, poses). Per clip the video is encoded once; every answer below is a que
 - tracks: each track from its query point through every scored frame in that frame's camera (t_tgt = t_cam):
   TAPVid-3D's APD3D, 3D-AJ (median and per-trajectory scaling) and occlusion accuracy, thresholds at the
   benchmark's resolution (fx, fy times 256 / min(H, W)); synthetic clips: ``track_points`` random source pixels;
-- camera poses (when the clip has ground-truth poses): synthetic clips the runtime's estimator
-  (:meth:`Runtime.camera_poses` on a ``pose_grid`` x ``pose_grid`` grid), TAPVid-3D / PointOdyssey the video's
-  (:func:`d4rt.runtime.windows.encode_video`, the poses ``d4rt infer`` writes); ATE and RPE after a Sim(3)
+- camera poses (when the clip has ground-truth poses): the house's one estimator (the 85 % most confident pairs, a
+  trimmed refit; the poses `d4rt infer` and the server give): synthetic clips through :meth:`Runtime.camera_poses`
+  on a ``pose_grid`` x ``pose_grid`` grid, TAPVid-3D / PointOdyssey the video's (:func:`d4rt.runtime.windows.
+  encode_video`, the same estimator inside each window, windows chained by Sim(3)); ATE and RPE after a Sim(3)
   alignment.
 
 Which frames are scored: TAPVid-3D / PointOdyssey: every frame of each clip and every track queried in it (the
@@ -164,7 +165,7 @@ def evaluate_clip(model, item: dict, clip, options: EvalOptions = EvalOptions())
     out.update(_track_scores(tracks["xyz"].reshape(n, T, 3), gt["xyz_cam"].reshape(n, T, 3),
                              (tracks["visibility"] > 0.5).reshape(n, T), gt["visible"].reshape(n, T),
                              f[0], f[1], t_src))
-    out.update(_pose_scores(rt.camera_poses(scene, grid=options.pose_grid, batch_size=options.batch_size),
+    out.update(_pose_scores(rt.camera_poses(scene, size=options.pose_grid, batch_size=options.batch_size),
                             item["T_wc"].numpy()))
     return out
 
@@ -203,7 +204,7 @@ def score_track_set(rt, tracks, options: EvalOptions = EvalOptions(), prediction
     S = rt.image_size
     has_tracks = tracks.tracks_cam is not None
     depth_size = len(range(0, S, options.depth_stride)) if tracks.depth is not None else 2
-    video = encode_video(rt, tracks.rgb, aspect_ratio=W / H, pose_grid=options.pose_grid,
+    video = encode_video(rt, tracks.rgb, aspect_ratio=W / H, pose_size=options.pose_grid,
                          depth_size=max(depth_size, 2), cloud_size=2, keep_memory=has_tracks,
                          batch_size=options.batch_size)
     out: dict = {"frames": [tracks.start, tracks.start + F], "frames_in_file": tracks.frames_in_file,
@@ -239,7 +240,7 @@ def score_track_set(rt, tracks, options: EvalOptions = EvalOptions(), prediction
         out.update(_depth_scores(video.depth_maps.astype(np.float64), tracks.depth[:, gy, gx].astype(np.float64)))
 
     if tracks.T_wc is not None:
-        out.update(_pose_scores(video.camera_poses(), tracks.T_wc))
+        out.update(_pose_scores(video.T_wc, tracks.T_wc))
     return out
 
 
