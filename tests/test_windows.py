@@ -112,7 +112,10 @@ def test_noise_degrades_gracefully(room):
         video = rt.encode_video(room.rgb, overlap=2, pose_size=8, depth_size=4, cloud_size=2)
         pred = rt.camera_poses(video)[:, :3, 3] / rt.backend.windows[0][1]
         errors.append(np.abs(pred - ground_truth_poses(room)[:, :3, 3]).max())
-    assert errors[0] < 1e-5 and errors[0] < errors[1] < 0.5
+    # 1 % noise along each ray: over 60 random rooms the largest camera-centre error was 0.036 (median), 0.059
+    # (95th percentile), 0.077 (max) in the room's units (trajectories span ~2.2); 0.15 is twice the worst draw,
+    # so a chain that lost a factor 2 (a window's scale or a handover wrong) fails it
+    assert errors[0] < 1e-5 and errors[0] < errors[1] < 0.15
 
 
 # ----- dense tracking (Alg. 1) -----------------------------------------------------------------------------------
