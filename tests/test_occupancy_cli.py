@@ -40,7 +40,7 @@ def direct(engines):
     uv = grid_uv(GRID)
     answers = [rt.query(scene, uv, t, t, t) for t in range(FRAMES)]
     return {
-        "T_wc": rt.encode_video(SAMPLE_CLIP, max_frames=FRAMES, pose_grid=POSE_GRID).T_wc,
+        "T_wc": rt.encode_video(SAMPLE_CLIP, max_frames=FRAMES, pose_size=POSE_GRID).T_wc,
         "xyz": np.stack([a["xyz"] for a in answers]).astype(np.float64),  # [T, GRID^2, 3], camera t
         "confidence": np.stack([a["confidence"] for a in answers]),
         "uv": uv,
@@ -160,7 +160,7 @@ def test_occupancy_runs_a_long_clip_in_windows_without_matplotlib(engines, tmp_p
     assert "--grid is deprecated" in captured.err and "no bev.png: `pip install matplotlib`" in captured.out
     assert not (out / "bev.png").exists()
     summary = json.loads((out / "summary.json").read_text())
-    video = load(engines, backend="onnxruntime-cpu").encode_video(SAMPLE_CLIP, max_frames=frames, pose_grid=POSE_GRID)
+    video = load(engines, backend="onnxruntime-cpu").encode_video(SAMPLE_CLIP, max_frames=frames, pose_size=POSE_GRID)
     assert len(video.windows) > 1 and summary["windows"] == [[r.start, r.stop - 1] for r in video.windows]
     assert summary["frames"] == frames and summary["depth_size"] == 8 and summary["bev_png"] is False
     occ = load_occupancy(out / "occupancy.npz")
