@@ -4,6 +4,7 @@ the eager model in ONNX Runtime.
     d4rt export ckpt/ --out engines/ --verify                         # for ONNX Runtime (fused attention)
     d4rt export ckpt/ --out engines/ --attention standard            # for TensorRT (`d4rt build-engine`)
     d4rt export ckpt/ --out engines/ --precision fp16 --verify
+    d4rt export ckpt/ --out engines-int8/ --precision int8 --verify  # int8 for ONNX Runtime (dynamic quantization)
     d4rt export --preset tiny --random-init --out engines/     # a seeded random model (for trying things out)
 """
 
@@ -18,7 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from d4rt.cli.common import add_output_arguments
 
     add_output_arguments(p, "output directory for the graphs and manifest.json")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    from d4rt.runtime.manifest import PRECISIONS
+
+    p.add_argument("--precision", default="fp32", metavar="{" + ",".join(PRECISIONS) + "}",
+                   help="fp32; fp16 (for TensorRT); int8: dynamically quantized graphs for ONNX Runtime (int8 "
+                        "per-channel weights on every MatMul / Gemm, attention fp32; not for TensorRT). bf16 is not an "
+                        "export precision: it runs on the torch backend (`d4rt infer --backend torch --precision bf16`)")
     p.add_argument("--frames", type=int, default=None, help="the most frames a clip may have, T (default: the "
                    "model's); the graphs take any even count from --min-frames to T, longer videos run in windows")
     p.add_argument("--min-frames", type=int, default=None, help="the fewest frames a clip may have (default: the "
@@ -45,8 +51,23 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("give either a checkpoint directory or --random-init --preset NAME (not both, not neither)")
     if args.random_init and not args.preset:
         raise UsageError("--random-init needs --preset (tiny, base or g)")
-    if args.attention == "onnxruntime" and args.precision != "fp32":
-        raise UsageError("--attention onnxruntime is exported for fp32 only; use --attention standard with fp16")
+    from d4rt.runtime.manifest import PRECISIONS
+
+    if args.precision == "bf16":
+        raise UsageError("bf16 is not an export precision: it runs the checkpoint on the torch backend (`d4rt infer "
+                         "--backend torch --precision bf16`); for ONNX Runtime export --precision int8")
+    if args.precision not in PRECISIONS:
+        raise UsageError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if args.attention == "onnxruntime" and args.precision == "fp16":
+        raise UsageError("--attention onnxruntime is exported for fp32 / int8 only; use --attention standard with fp16")
+    if args.attention == "standard" and args.precision == "int8":
+        raise UsageError("int8 graphs are ONNX Runtime's and keep its fused attention: drop --attention standard "
+                         "(for TensorRT export fp16)")
+    if args.precision == "int8":
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise UsageError("--precision int8 needs ONNX Runtime's quantization package: `pip install onnxruntime`")
     check_output(args.out, args.overwrite)
 
 

@@ -34,7 +34,7 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 GRAPH_FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
 ENGINE_FILES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: ONNX Runtime dynamic quantization (graphs.<name>.quantization)
 
 # The two graphs' tensor names (design.md). The decoder's "uv_tgt" is the model's output "uv" (an ONNX graph
 # cannot have an input and an output of the same name).
