@@ -89,9 +89,6 @@ def validate(args: argparse.Namespace) -> None:
     video, engines = Path(args.video), Path(args.engines)
     if not video.is_file():
         raise UsageError(f"video {video} does not exist; give a video file or a .npy of frames [T, H, W, 3]")
-    if not (engines.is_dir() and (engines / "manifest.json").is_file()):
-        raise UsageError(f"--engines {engines} is not an engine directory (no manifest.json); make one with "
-                         f"`d4rt export CKPT_DIR --out DIR`")
     if args.precision in ("bf16", "fp16") and args.backend == "auto":
         args.backend = "torch"  # the only backend that runs them (ONNX Runtime has no bf16 path)
     elif args.precision == "bf16" and args.backend != "torch":
@@ -100,6 +97,10 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--precision bf16 with --backend {args.backend}: {BF16_ON_ONNXRUNTIME}")
     if args.compile and args.backend not in ("torch", "auto"):
         raise UsageError(f"--compile compiles the torch backend's decoder; --backend {args.backend} runs graphs")
+    checkpoint_here = args.backend == "torch" and (engines / "config.json").is_file()  # the torch backend's own
+    if not (engines.is_dir() and ((engines / "manifest.json").is_file() or checkpoint_here)):
+        raise UsageError(f"--engines {engines} is not an engine directory (no manifest.json); make one with "
+                         f"`d4rt export CKPT_DIR --out DIR` (the torch backend also takes a checkpoint directory)")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise UsageError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
     if args.window is not None and args.overlap is not None and args.overlap >= args.window:

@@ -27,8 +27,10 @@ INSTALL_HINT = "`pip install onnxruntime` (its quantization package, onnxruntime
 
 def import_quantization():
     """onnxruntime.quantization, or ImportError saying how to install it."""
+    import importlib
+
     try:
-        from onnxruntime import quantization
+        quantization = importlib.import_module("onnxruntime.quantization")
     except ImportError as e:
         raise ImportError(f"int8 export needs ONNX Runtime's quantization package: {INSTALL_HINT} ({e})") from e
     return quantization
