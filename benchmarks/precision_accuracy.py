@@ -130,13 +130,10 @@ def main() -> int:
     p.add_argument("--tag", default="", help="suffix of the results file name")
     args = p.parse_args()
 
-    import torch
-
-    from d4rt.benchmarking import format_number, run_record
+    from d4rt.benchmarking import RowWriter, format_number, run_record
     from d4rt.checkpoint import load_pretrained, random_model
     from d4rt.data.synthetic import TEST_SEED_BASE, generate_clips
     from d4rt.evaluation.evaluate import EvalOptions, evaluate
-    from d4rt.benchmarking import RowWriter
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     header = ["model", "precision", "xyz rel. error", "budget", *JUDGED, "within budget"]
