@@ -21,7 +21,7 @@ last line, one JSON object with encode_ms, decode_s and peak_rss_gb (the same as
     python benchmarks/precision_speed.py --preset base --workdir /tmp/d4rt_precision_speed      # the table
     python benchmarks/precision_speed.py --preset tiny --frames 4 --queries 2048 --batch 1024 --repeats 1   # smoke
 
-Writes benchmarks/results/<date>-cpu-precision-<preset>.json and .md row by row (d4rt.benchmarking.RowWriter),
+Writes benchmarks/results/<date>-<device>-precision-<preset>.json and .md row by row (d4rt.benchmarking.RowWriter),
 each row with the load average when it finished.
 """
 
@@ -78,12 +78,14 @@ def child(args: argparse.Namespace) -> None:
         from d4rt.runtime.backend_torch import TorchBackend
 
         precision = "bf16" if "bf16" in args.runner else "fp32"
-        backend = TorchBackend.open(args.checkpoint, None, "cpu", "sdpa", precision,
+        backend = TorchBackend.open(args.checkpoint, None, args.device, "sdpa", precision,
                                     compile_decoder=args.runner.endswith("compiled"))
     state = {}
+    sync = getattr(backend, "synchronize", lambda: None)
 
     def encode():
         state["scene"] = backend.encode(video, aspect)
+        sync()  # (decode returns host arrays: it synchronizes itself)
 
     def decode():
         for i in range(0, n, B):
@@ -131,6 +133,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/d4rt_precision_speed"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the torch rows run (cuda: scripts/gpu_check.sh's rows; ORT rows are CPU-only)")
     p.add_argument("--cpp-command", default=None, help="the cpp-bf16 row's command template (see above)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--tag", default="", help="suffix of the results file name")
@@ -142,6 +146,8 @@ def main() -> int:
     if args.child:
         child(args)
         return 0
+    if args.device == "cuda" and any(r.startswith("ort-") for r in args.runners):
+        p.error("--device cuda runs the torch rows only: pass --runners torch-fp32 torch-bf16 torch-bf16-compiled")
     if "cpp-bf16" in args.runners and not args.cpp_command:
         p.error("the cpp-bf16 row needs --cpp-command (the C++ runtime's benchmark, see --help)")
 
@@ -158,12 +164,12 @@ def main() -> int:
                 format_number(r["encode_ms"]), format_number(r["queries_per_s"]), format_number(r["peak_rss_gb"]),
                 format_number(r["warmup_s"]), r["load_average"]]
 
-    path = args.out / f"{time.strftime('%Y-%m-%d', time.gmtime())}-cpu-precision-{args.preset}{args.tag}.json"
-    writer = RowWriter(path, run_record(), header, cells, title=f"CPU precision table ({args.preset})",
+    path = args.out / f"{time.strftime('%Y-%m-%d', time.gmtime())}-{args.device}-precision-{args.preset}{args.tag}.json"
+    writer = RowWriter(path, run_record(), header, cells, title=f"{args.device.upper()} precision table ({args.preset})",
                        notes=f"encode {args.frames} x S^2 once + {args.queries} queries in {args.batch}-query "
                              f"batches; medians of {args.repeats}; one child process per row; CPU bf16: "
                              f"{cpu_bf16_kind() or 'none'}; load average at start {load_average()}",
-                       preset=args.preset, frames=args.frames, queries=args.queries, batch=args.batch,
+                       device=args.device, preset=args.preset, frames=args.frames, queries=args.queries, batch=args.batch,
                        repeats=args.repeats, load_average_start=load_average())
     print(f"{'runner':20s} {'job s':>7s} {'vs ort':>7s} {'encode ms':>10s} {'q/s':>8s} {'RSS GB':>7s} "
           f"{'warm-up s':>9s}  load")
@@ -176,7 +182,7 @@ def main() -> int:
             proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=REPO)
         else:
             cmd = [sys.executable, __file__, "--child", "--runner", runner, "--checkpoint", str(paths["checkpoint"]),
-                   "--frames", str(args.frames), "--queries", str(args.queries), "--batch", str(args.batch),
+                   "--device", args.device, "--frames", str(args.frames), "--queries", str(args.queries), "--batch", str(args.batch),
                    "--repeats", str(args.repeats)]
             cmd += ["--export", str(paths[runner])] if runner in paths else []
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ})
