@@ -43,7 +43,7 @@ def checkpoint_dir_of(directory: Path, manifest: Manifest | None) -> Path:
 
 class TorchBackend:
     """An eager model as a runtime backend. :meth:`open` loads one from a checkpoint (``attention`` "sdpa" (default)
-    | "eager" | "triton", ``precision`` "fp32" | "bf16" | "fp16", the decoder optionally under torch.compile); the
+    | "eager" | "triton", ``precision`` "fp32" | "bf16" | "fp16" | "auto", the decoder optionally under torch.compile); the
     constructor wraps a model in memory (the evaluation runs a model being trained this way).
 
     With ``compile_decoder`` the decoder (``model.decode_kv``) runs under ``torch.compile`` (inductor); if the
@@ -83,10 +83,14 @@ class TorchBackend:
         from d4rt.config import D4RTConfig
         from d4rt.runtime.precision import torch_dtype_name
 
+        from d4rt.runtime.precision import default_precision
+
         directory = Path(directory)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if precision == "auto":  # bf16 on a CPU with AMX, else fp32 (docs/precision.md)
+            precision = default_precision(cuda=device.startswith("cuda"))
         dtype = torch_dtype_name(precision)
         ckpt = checkpoint_dir_of(directory, manifest)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if precision == "fp16" and not device.startswith("cuda"):
             raise ValueError(
                 "precision 'fp16' on the torch backend needs a CUDA GPU (CPU float16 matmuls are slower than fp32); "

@@ -521,8 +521,7 @@ def load(
         from d4rt.runtime.backend_torch import TorchBackend
 
         manifest = read_manifest(directory) if (directory / MANIFEST_NAME).is_file() else None
-        if precision in (None, "auto"):
-            precision = "fp32" if precision is None else _torch_auto_precision()
+        precision = precision or "fp32"  # ("auto": the backend decides from the machine)
         impl = TorchBackend.open(directory, manifest, attention=attention, precision=precision,
                                  compile_decoder=compile_decoder)
         cfg = impl.model.config
@@ -578,15 +577,6 @@ def load(
             continue
         return runtime(impl)
     raise RuntimeError("no backend could be loaded:\n  " + "\n  ".join(failures))  # pragma: no cover
-
-
-def _torch_auto_precision() -> str:
-    """precision="auto" on the torch backend: bf16 on a CPU with AMX, fp32 otherwise (d4rt.runtime.precision)."""
-    import torch
-
-    from d4rt.runtime.precision import default_precision
-
-    return default_precision(cuda=torch.cuda.is_available())
 
 
 def _auto_runs_torch_bf16(directory: Path) -> bool:
