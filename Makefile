@@ -1,12 +1,13 @@
 # Two commands, each setting itself up on a fresh machine:
 #   make demo   the main job end to end on the embedded default
-#   make test   the test suite (CPU only; Triton kernels run in the interpreter)
+#   make test   the test suite (CPU only; Triton kernels run in the interpreter), the C++ runtime built first
+#   make cpp    the C++ runtime (docs/cpp.md): libd4rt_runtime, d4rt-query, its tests, into build/cpp
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean gpu-check compat compat-install
+.PHONY: demo test install clean gpu-check compat compat-install cpp
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,9 +21,24 @@ demo: $(STAMP)
 	@start=$$(date +%s); $(PY) scripts/demo.py; rc=$$?; \
 	echo "make demo: $$(( $$(date +%s) - start )) s (exit $$rc)"; exit $$rc
 
-test: $(STAMP)
-	@start=$$(date +%s); $(PY) -m pytest -q tests; rc=$$?; \
+test: $(STAMP) cpp
+	@start=$$(date +%s); ctest --test-dir $(CPP_BUILD) --output-on-failure && $(PY) -m pytest -q tests; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s of tests (exit $$rc)"; exit $$rc
+
+# The C++ runtime against the libtorch of the venv's torch wheel (needs cmake, g++, nlohmann-json3-dev,
+# libgtest-dev). Paths are the repository's even when this Makefile is reached through a link (docs/cpp.md's
+# commands run in a scratch folder); a second call only rebuilds what changed.
+ROOT      := $(patsubst %/,%,$(dir $(realpath $(firstword $(MAKEFILE_LIST)))))
+CPP_BUILD ?= $(ROOT)/build/cpp
+CPP_JOBS  ?= 2
+cpp:
+	@$(MAKE) -s -C $(ROOT) install
+	@mkdir -p $(CPP_BUILD)
+	@test -f $(CPP_BUILD)/CMakeCache.txt || cmake -S $(ROOT) -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_PREFIX_PATH="$$(cd $(ROOT) && $(PY) -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" \
+		> $(CPP_BUILD).configure.log 2>&1 || { cat $(CPP_BUILD).configure.log; exit 1; }
+	@cmake --build $(CPP_BUILD) -j $(CPP_JOBS) > $(CPP_BUILD).build.log 2>&1 || { cat $(CPP_BUILD).build.log; exit 1; }
+	@test -x $(CPP_BUILD)/d4rt-query && echo "C++ runtime: $(CPP_BUILD)/d4rt-query"
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_out

@@ -17,7 +17,7 @@ the clip; the mean per-frame IoU; the same over the "moving" voxels (those holdi
 frame); F with a 1-voxel tolerance. Means over clips. Prints Markdown, writes JSON + Markdown to
 benchmarks/results/<date>-<device>-occupancy-synthetic.{json,md} (date, machine, commit, command, per-frame scores).
 
-    python benchmarks/occupancy_synthetic.py [--engines DIR] [--scenes 4] [--voxel 0.1] [--out DIR]
+    python benchmarks/occupancy_synthetic.py [--export DIR] [--scenes 4] [--voxel 0.1] [--out DIR]
 """
 
 from __future__ import annotations
@@ -202,10 +202,10 @@ def markdown(table: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
-        "--engines",
+        "--export",
         type=Path,
         default=None,
-        help="engines of checkpoints/tiny-synthetic (default: `d4rt export` it into a temporary folder)",
+        help="an export folder of checkpoints/tiny-synthetic (default: `d4rt export` it into a temporary folder)",
     )
     p.add_argument("--backend", default="auto", help="runtime backend (auto, onnxruntime-cpu, tensorrt, ...)")
     p.add_argument("--scenes", type=int, default=4, help="held-out synthetic scenes beside the sample clip")
@@ -219,7 +219,7 @@ def main() -> int:
     from d4rt.runtime import load
 
     with tempfile.TemporaryDirectory(prefix="d4rt-occupancy-") as tmp:
-        engines = args.engines or export_engines(Path(tmp) / "engines")
+        engines = args.export or export_engines(Path(tmp) / "export")
         rt = load(engines, backend=args.backend)
         rng = np.random.default_rng(args.seed)
         per_clip = []
@@ -233,7 +233,7 @@ def main() -> int:
             per_clip.append(
                 {
                     "clip": name,
-                    "objects": len(clip.scene.objects),
+                    "objects": len(clip.room.objects),
                     "grid_shape": list(gt["occ"].grid.shape),
                     "gt_occupied_per_frame": float(counts[:, 0].mean()),
                     "gt_free_per_frame": float(counts[:, 1].mean()),

@@ -1,9 +1,12 @@
 """Load test of ``d4rt serve`` on loopback: query throughput and latency from concurrent clients against the
-in-process runtime on the same batches, a fault run (the server killed mid-load and restarted) and a memory run
-(more scenes encoded than the store holds).
+in-process runtime on the same batches, a fault run (the server killed mid-load and restarted), a memory run
+(more scenes encoded than the store holds) and a replicas run (``d4rt serve --replicas N`` behind nginx, 1 vs 2
+replicas, each client with its own scene so that the routing keys spread over the replicas).
 
-    d4rt export checkpoints/tiny-synthetic --out /tmp/tiny-engines
-    python benchmarks/serve_load.py --engines /tmp/tiny-engines --json benchmarks/results/serve_load_cpu.json
+    d4rt export checkpoints/tiny-synthetic --out /tmp/tiny-export
+    python benchmarks/serve_load.py --export /tmp/tiny-export --json benchmarks/results/serve_load_cpu.json
+    python benchmarks/serve_load.py --export /tmp/tiny-export --phases replicas --replicas 1,2 \\
+        --json benchmarks/results/serve_replicas_cpu.json
 
 Every loop is bounded (requests per client, seconds per phase); clients time out; the server is a child process
 that is stopped (or killed) at the end. Latency: one request = one query batch, end to end on the client.
@@ -15,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import urllib.request
 import sys
 import tempfile
 import threading
@@ -27,11 +32,12 @@ import numpy as np
 from d4rt.benchmarking import median_seconds, run_record
 from d4rt.runtime import load
 from d4rt.runtime.files import write_text_atomic
-from d4rt.serve import ServerUnavailableError, UnknownSceneError
-from d4rt.serve.process import ServerProcess
+from d4rt.serve import Client, ReplicaSet, ServerUnavailableError, UnknownSceneError
+from d4rt.serve.process import ServerProcess, free_port_block
 from d4rt.serve.scene_store import scene_nbytes
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "sample_clip.mp4"
+PHASES = ("load", "fault", "memory", "replicas")
 
 
 def clip(rt) -> np.ndarray:
@@ -52,12 +58,16 @@ def percentiles(ms: list[float]) -> dict:
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(a)}
 
 
-def load_phase(server: ServerProcess, scene_frames, batch: int, clients: int, requests: int, warmup: int,
-               protocol: str) -> dict:
-    """``clients`` threads, each with its own Client, sending ``warmup`` + ``requests`` batches on one scene."""
-    with server.client(protocol, timeout_s=120.0) as c:
-        scene = c.encode(scene_frames)
-    barrier = threading.Barrier(clients, timeout=120)
+def load_phase(server, scene_frames, batch: int, clients: int, requests: int, warmup: int, protocol: str,
+               own_scenes: bool = False) -> dict:
+    """``clients`` threads, each with its own Client, sending ``warmup`` + ``requests`` batches on one scene (each
+    on a scene of its own with ``own_scenes``: the frames with a little noise of its own). ``server``: anything
+    with ``client(protocol, **kwargs)``."""
+    shared = None
+    if not own_scenes:
+        with server.client(protocol, timeout_s=120.0) as c:
+            shared = c.encode(scene_frames)
+    barrier = threading.Barrier(clients, timeout=300)
 
     spans = []
 
@@ -65,6 +75,10 @@ def load_phase(server: ServerProcess, scene_frames, batch: int, clients: int, re
         rng = np.random.default_rng(seed)
         lat = []
         with server.client(protocol, timeout_s=120.0) as c:
+            scene = shared
+            if scene is None:
+                noisy = scene_frames.astype(np.int16) + rng.integers(-8, 9, scene_frames.shape)
+                scene = c.encode(np.clip(noisy, 0, 255).astype(np.uint8))
             q = queries(rng, batch, c.num_frames)
             for _ in range(warmup):
                 c.query(scene, *q, batch_size=batch)
@@ -84,6 +98,55 @@ def load_phase(server: ServerProcess, scene_frames, batch: int, clients: int, re
     timed = sum(lats, [])
     return {"clients": clients, "batch": batch, "protocol": protocol, "requests": len(timed),
             "queries_per_s": clients * requests * batch / wall, **percentiles(timed)}
+
+
+class _Front:
+    """nginx in front of a ReplicaSet, with ServerProcess's ``client`` (HTTP only)."""
+
+    def __init__(self, replica_set: ReplicaSet):
+        self.replica_set = replica_set
+
+    def client(self, protocol: str = "http", **kwargs) -> Client:
+        assert protocol == "http"
+        return Client(f"127.0.0.1:{self.replica_set.port}", **kwargs)
+
+    def query_requests(self) -> list[int]:
+        """Successful query requests of each replica since its start (its Prometheus metrics)."""
+        out = []
+        for r in self.replica_set.replicas:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{r.metrics}/metrics", timeout=10).read().decode()
+            m = re.search(r'nv_inference_request_success\{model="query",version="1"\} (\d+)', text)
+            out.append(int(m.group(1)) if m else 0)
+        return out
+
+
+def replicas_runs(args, record, frames, logdir, batches, client_counts, replica_counts, save) -> None:
+    """``d4rt serve --replicas N`` (a ReplicaSet and nginx) for each N; every client encodes a scene of its own."""
+    record["replicas"] = []
+    print(f"{'replicas':>8s} {'clients':>7s} {'batch':>6s} {'p50 ms':>9s} {'p99 ms':>9s} {'queries/s':>11s}  "
+          f"query requests per replica", flush=True)
+    for n in replica_counts:
+        base = free_port_block(2 + 3 * n)
+        rs = ReplicaSet(args.export, n, base, base_port=base + 2,
+                        serve_args=["--threads", str(args.threads), "--backend", args.backend],
+                        log_dir=logdir / f"replicas-{n}", gpus=None if args.gpus is None else
+                        [g for g in args.gpus.split(",") if g])
+        with_gpus = [r.gpu for r in rs.replicas]
+        rs.start()
+        try:
+            front = _Front(rs)
+            for b in batches:
+                for c in client_counts:
+                    before = front.query_requests()
+                    row = load_phase(front, frames, b, c, args.requests, args.warmup, "http", own_scenes=True)
+                    row.update(replicas=n, gpus=with_gpus, backend=args.backend,
+                               query_requests_per_replica=[a - z for a, z in zip(front.query_requests(), before)])
+                    record["replicas"].append(row)
+                    print(f"{n:8d} {c:7d} {b:6d} {row['p50_ms']:9.1f} {row['p99_ms']:9.1f} "
+                          f"{row['queries_per_s']:11,.0f}  {row['query_requests_per_replica']}", flush=True)
+                    save()
+        finally:
+            rs.stop()
 
 
 def fault_run(server: ServerProcess, frames, batch: int, clients: int, seconds: float) -> dict:
@@ -174,7 +237,7 @@ def memory_run(engines: str, log: Path, local, frames, scenes_held: int, scenes_
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--engines", required=True, help="an engine directory (d4rt export)")
+    ap.add_argument("--export", required=True, help="an export folder (d4rt export)")
     ap.add_argument("--batches", default="1024,8192", help="queries per request")
     ap.add_argument("--clients", default="1,4,16", help="concurrent clients")
     ap.add_argument("--requests", type=int, default=8, help="timed requests per client and phase")
@@ -183,20 +246,27 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads, in-process and in the server")
     ap.add_argument("--fault-seconds", type=float, default=40.0, help="length of the fault run per client")
     ap.add_argument("--json", default="benchmarks/results/serve_load_cpu.json", help="results file")
-    ap.add_argument("--phases", default="load,fault,memory",
+    ap.add_argument("--phases", default=",".join(PHASES),
                     help="which runs; a subset updates those parts of an existing --json file")
+    ap.add_argument("--replicas", default="1,2", help="replica counts of the replicas run")
+    ap.add_argument("--backend", default="onnxruntime-cpu",
+                    help="replicas run: the replicas' runtime backend (tensorrt, onnxruntime-cuda on a GPU machine)")
+    ap.add_argument("--gpus", default=None,
+                    help="replicas run: GPU ids to pin replicas to (default: every GPU; '' for the CPU only)")
     args = ap.parse_args()
     phases = set(args.phases.split(","))
+    if not phases <= set(PHASES):
+        ap.error(f"--phases takes {', '.join(PHASES)}; got {args.phases}")
     batches = [int(b) for b in args.batches.split(",")]
     client_counts = [int(c) for c in args.clients.split(",")]
 
-    local = load(args.engines, backend="onnxruntime-cpu", threads=args.threads)
+    local = load(args.export, backend="onnxruntime-cpu", threads=args.threads)
     frames = clip(local)
-    record = {**run_record(), "engines": str(args.engines), "num_frames": local.num_frames,
+    record = {**run_record(), "export": str(args.export), "num_frames": local.num_frames,
               "image_size": local.image_size, "threads": args.threads, "loadavg_start": os.getloadavg(),
               }
     out = Path(args.json)
-    if phases != {"load", "fault", "memory"} and out.is_file():  # keep the other runs' results, say when
+    if phases != set(PHASES) and out.is_file():  # keep the other runs' results, say when
         record = {**json.loads(out.read_text()), **{f"{k}_{'+'.join(sorted(phases))}": v for k, v in record.items()
                                                    if k in ("date", "commit", "command", "loadavg_start")}}
 
@@ -209,14 +279,17 @@ def main() -> int:
     if "load" in phases:
         load_runs(args, record, local, scene, frames, rng, logdir, batches, client_counts, save)
     if "fault" in phases:
-        with ServerProcess(args.engines, logdir / "fault.log", ["--threads", str(args.threads)]) as server:
+        with ServerProcess(args.export, logdir / "fault.log", ["--threads", str(args.threads)]) as server:
             record["fault"] = fault_run(server, frames, 1024, 4, args.fault_seconds)
         print("fault run:", json.dumps(record["fault"]), flush=True)
         save()
     if "memory" in phases:
-        record["memory"] = memory_run(args.engines, logdir / "memory.log", local, frames, 4, 16)
+        record["memory"] = memory_run(args.export, logdir / "memory.log", local, frames, 4, 16)
         print("memory run:", json.dumps({k: v for k, v in record["memory"].items() if k != "rss_after_each_mib"}),
               flush=True)
+    if "replicas" in phases:
+        replicas_runs(args, record, frames, logdir, batches, client_counts,
+                      [int(n) for n in args.replicas.split(",")], save)
     record["loadavg_end"] = os.getloadavg()
     save()
     print(f"wrote {out}")
@@ -232,7 +305,7 @@ def load_runs(args, record, local, scene, frames, rng, logdir, batches, client_c
         record["in_process"].append({"batch": b, "median_ms": s * 1e3, "queries_per_s": b / s})
         print(f"{'in-process':12s} {1:7d} {b:6d} {s * 1e3:9.1f} {'':9s} {b / s:11,.0f}", flush=True)
         save()
-    with ServerProcess(args.engines, logdir / "server.log", ["--threads", str(args.threads)]) as server:
+    with ServerProcess(args.export, logdir / "server.log", ["--threads", str(args.threads)]) as server:
         for b in batches:
             for c in client_counts:
                 row = load_phase(server, frames, b, c, args.requests, args.warmup, "http")

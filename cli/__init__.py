@@ -15,12 +15,13 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("d4rt.cli.demo", "the main job end to end: export, verify, (build an engine), infer on a sample clip"),
     "convert-opend4rt": ("d4rt.cli.convert_opend4rt", "convert an OpenD4RT checkpoint into a save_pretrained dir"),
-    "memory-plan": ("d4rt.cli.memory_plan", "memory of the engines per device, and the largest query batch"),
-    "occupancy": ("d4rt.cli.occupancy", "per-frame 4D occupancy grids of a video from D4RT engines"),
-    "export": ("d4rt.cli.export", "export a checkpoint to encoder/decoder ONNX graphs + manifest"),
-    "build-engine": ("d4rt.cli.build_engine", "build TensorRT engines from exported ONNX graphs"),
-    "infer": ("d4rt.cli.infer", "depth, point cloud, cameras and tracks of a video from engines"),
-    "serve": ("d4rt.cli.serve", "serve engines from Triton Inference Server: encode once, batched queries"),
+    "memory-plan": ("d4rt.cli.memory_plan", "memory of the exported model per device, and the largest query batch"),
+    "occupancy": ("d4rt.cli.occupancy", "per-frame 4D occupancy grids of a video from an export folder"),
+    "export": ("d4rt.cli.export", "export a checkpoint to an export folder: encoder/decoder ONNX graphs + manifest"),
+    "build-engine": ("d4rt.cli.build_engine", "build TensorRT engines into an export folder from its ONNX graphs"),
+    "infer": ("d4rt.cli.infer", "depth, point cloud, cameras and tracks of a video from an export folder"),
+    "view": ("d4rt.cli.view", "show a result in the browser (point clouds, cameras, tracks over time), or record it"),
+    "serve": ("d4rt.cli.serve", "serve an export folder from Triton Inference Server: encode once, batched queries"),
     "bench": ("d4rt.cli.bench", "encode latency and query throughput per backend (JSON)"),
     "train": ("d4rt.cli.train", "train D4RT with Lightning (synthetic clips or clip folders)"),
     "evaluate": ("d4rt.cli.evaluate", "evaluate a checkpoint: depth, 3-D points, tracks, poses, visibility"),
@@ -78,13 +79,29 @@ def kebab_flags(argv: list[str]) -> list[str]:
 
 # old spellings -> today's flag
 ALIASES = {"--img-size": "--image-size", "--test-data-path": "--test-data"}
+# deprecated flags -> today's flag: accepted one more release, with a one-line warning
+DEPRECATED = {"--engines": "--export"}
+
+
+def deprecated_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Today's spelling of each deprecated flag in ``argv``, and one warning line per deprecated flag used."""
+    out, warnings = [], []
+    for a in argv:
+        name, eq, value = a.partition("=")
+        if name in DEPRECATED:
+            warnings.append(f"warning: {name} is deprecated and goes in the next release; use {DEPRECATED[name]}")
+            a = DEPRECATED[name] + eq + value
+        out.append(a)
+    return out, warnings
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error is one line on stderr (exit 2 for usage, 1 for a failed run); the traceback
     only with ``--debug`` or ``D4RT_DEBUG=1``."""
-    argv = kebab_flags(list(sys.argv[1:] if argv is None else argv))
+    argv, warnings = deprecated_flags(kebab_flags(list(sys.argv[1:] if argv is None else argv)))
     args = build_parser().parse_args(argv)
+    for line in dict.fromkeys(warnings):
+        print(f"d4rt {args.command}: {line}", file=sys.stderr)
     debug = getattr(args, "debug", False) or os.environ.get("D4RT_DEBUG", "") not in ("", "0")
     module = importlib.import_module(args._module)
     prog = f"d4rt {args.command}"

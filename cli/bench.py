@@ -1,10 +1,10 @@
 """``d4rt bench``: encode latency and query throughput of each backend beside eager PyTorch.
 
-    d4rt bench --engines engines/ --batch-sizes 1024,8192 --repeats 10 --json bench.json
+    d4rt bench --export export/ --batch-sizes 1024,8192 --repeats 10 --json bench.json
     d4rt bench --model g --batch-sizes 65536 --json bench-g.json          # a preset, random weights, no export
     d4rt bench --model checkpoints/tiny-synthetic --backends torch-triton-float32
 
-``--engines`` times an engine directory on every backend that loads here (and eager PyTorch from the checkpoint its
+``--export`` times an export folder on every backend that loads here (and eager PyTorch from the checkpoint its
 manifest names). ``--model`` times the PyTorch model itself, with no ONNX export: a preset name (seeded random weights,
 built directly on the GPU) or a ``save_pretrained`` directory, with the attention backends eager / sdpa / triton in
 ``--dtype`` (triton only where the kernels can run: a CUDA GPU, or the interpreter with TRITON_INTERPRET=1).
@@ -30,11 +30,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--engines", help="an engine directory (d4rt export / build-engine)")
+    src.add_argument("--export", metavar="DIR", help="an export folder (d4rt export / build-engine); --engines is "
+                     "its deprecated old name")
     src.add_argument("--model", help="time the PyTorch model without an export: a preset (tiny, base, g; random "
                      "weights) or a save_pretrained directory")  # fmt: skip
     p.add_argument("--backends", default="auto", help="comma list, e.g. onnxruntime-cpu,torch,torch-sdpa-bfloat16 "
-                   "(auto: with --engines every backend that loads here and eager PyTorch; with --model "
+                   "(auto: with --export every backend that loads here and eager PyTorch; with --model "
                    "torch-eager, torch-sdpa and torch-triton in --dtype)")  # fmt: skip
     p.add_argument("--dtype", default="bfloat16", choices=DTYPES, help="weight dtype of --model's auto backends")
     p.add_argument("--batch-sizes", default="1024,8192", help="query batch sizes to time")
@@ -42,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights (--model PRESET)")
-    p.add_argument("--json", default=None, help="where to write the results (default: ENGINES/bench.json with "
-                   "--engines, ./bench-MODEL.json with --model); a .md table is written beside it")  # fmt: skip
+    p.add_argument("--json", default=None, help="where to write the results (default: EXPORT/bench.json with "
+                   "--export, ./bench-MODEL.json with --model); a .md table is written beside it")  # fmt: skip
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -62,7 +63,7 @@ def _model_backends(args: argparse.Namespace) -> list[str]:
         wrong = [n for n in names if not n.startswith("torch")]
         if wrong:
             raise UsageError(f"--model times the PyTorch model only: use torch[-ATTENTION[-DTYPE]] backends, not "
-                             f"{wrong}; time engines with --engines")  # fmt: skip
+                             f"{wrong}; time an export folder with --export")  # fmt: skip
         return names
     names = [f"torch-eager-{args.dtype}", f"torch-sdpa-{args.dtype}"]
     interpreting = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
@@ -89,8 +90,8 @@ def validate(args: argparse.Namespace) -> None:
                              "save_pretrained directory (one holding config.json)")  # fmt: skip
         if args.backends != "auto":
             _model_backends(args)
-    elif not Path(args.engines).is_dir():
-        raise UsageError(f"--engines {args.engines} is not a directory; export one with `d4rt export CKPT --out DIR`")
+    elif not Path(args.export).is_dir():
+        raise UsageError(f"--export {args.export} is not a directory; export one with `d4rt export CKPT --out DIR`")
 
 
 def _row_cells(batch_sizes: list[int]):
@@ -123,14 +124,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         from d4rt.runtime.manifest import read_manifest
 
-        manifest = read_manifest(args.engines)
+        manifest = read_manifest(args.export)
         names = list(CANDIDATES) if args.backends == "auto" else [n.strip() for n in args.backends.split(",")]
         model_info = {"name": manifest.config["name"], "precision": manifest.precision,
                       "frames": manifest.num_frames, "image_size": manifest.image_size}  # fmt: skip
-        path = Path(args.json) if args.json else Path(args.engines) / "bench.json"
+        path = Path(args.json) if args.json else Path(args.export) / "bench.json"
 
         def open_backend(name: str):
-            return load_for_bench(args.engines, name, args.threads)
+            return load_for_bench(args.export, name, args.threads)
 
     header = ["backend", "encode ms", *[f"q/s @ {b}" for b in batch_sizes]]
     writer = RowWriter(

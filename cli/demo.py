@@ -63,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
     from d4rt.export.onnx_export import export_onnx
     from d4rt.export.parity import verify_export
     from d4rt.runtime import load
-    from d4rt.runtime.infer import infer_clip
+    from d4rt.runtime.infer import infer_video
 
     started = time.perf_counter()
     final = Path(args.out)
     # The demo's own folder: replaced whole by each run (never a mix of two runs), nothing left if it fails.
     with output_dir(final, overwrite=True) as out:
-        engines = out / "engines"
+        engines = out / "export"
         engines.mkdir(parents=True, exist_ok=True)
 
         # 1. the model
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         manifest = export_onnx(model, engines, precision="fp32", checkpoint=info, progress=False)
         print(f"[2/6] exported encoder.onnx + decoder.onnx (opset {manifest.opset}, T={manifest.num_frames}, "
-              f"S={manifest.image_size}) to {final / 'engines'} in {time.perf_counter() - t0:.1f} s")
+              f"S={manifest.image_size}) to {final / 'export'} in {time.perf_counter() - t0:.1f} s")
 
         # 3. parity
         report = verify_export(model, engines, queries=2048, raise_on_failure=False)
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             np.save(out / "sample_clip.npy", clip)
             clip_name = f"a generated {clip.shape[0]}-frame {clip.shape[2]}x{clip.shape[1]} moving-texture clip"
         rt = load(engines, backend=args.backend)
-        summary = infer_clip(rt, clip, out / "results", depth_size=args.depth_size, progress=False)
+        summary = infer_video(rt, clip, out / "results", depth_size=args.depth_size, progress=False)
         timing = ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in summary["timings"].items())
         print(f"[5/6] {clip_name} on {rt.name}: {timing}")
         print(f"      wrote depth maps, points.ply ({summary['cloud_points']} points), trajectory.json, tracks.npz and "

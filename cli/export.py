@@ -1,11 +1,12 @@
 """``d4rt export``: a checkpoint -> encoder.onnx + decoder.onnx + manifest.json, optionally verified against
 the eager model in ONNX Runtime.
 
-    d4rt export ckpt/ --out engines/ --verify                         # for ONNX Runtime (fused attention)
-    d4rt export ckpt/ --out engines/ --attention standard            # for TensorRT (`d4rt build-engine`)
-    d4rt export ckpt/ --out engines/ --precision fp16 --verify
-    d4rt export ckpt/ --out engines-int8/ --precision int8 --verify  # int8 for ONNX Runtime (dynamic quantization)
-    d4rt export --preset tiny --random-init --out engines/     # a seeded random model (for trying things out)
+    d4rt export ckpt/ --out export/ --verify                         # for ONNX Runtime (fused attention)
+    d4rt export ckpt/ --out export/ --attention standard            # for TensorRT (`d4rt build-engine`)
+    d4rt export ckpt/ --out export/ --precision fp16 --verify
+    d4rt export ckpt/ --out export-int8/ --precision int8 --verify  # int8 for ONNX Runtime (dynamic quantization)
+    d4rt export --preset tiny --random-init --out export/     # a seeded random model (for trying things out)
+    d4rt export ckpt/ --out export/ --aoti                          # + AOTInductor packages (C++ runtime)
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, default=2048, help="queries used by --verify")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                    help="weights in *.onnx.data beside the graphs (auto: when above ~1.8 GB)")
+    p.add_argument("--aoti", action="store_true", help="also compile AOTInductor packages (encoder.pt2, decoder.pt2 "
+                   "and their bf16 twins) for this machine, for the C++ runtime (docs/cpp.md) and backend 'aoti'")
+    p.add_argument("--aoti-precisions", default="fp32,bf16", help="with --aoti: comma list of fp32, bf16")
+    p.add_argument("--aoti-device", default="cpu", help="with --aoti: cpu, or cuda (Triton attention kernels "
+                   "inside; needs a CUDA torch on the GPU that will run them)")
     p.add_argument("--preset", default=None, help="with --random-init: the model preset (tiny, base, g)")
     p.add_argument("--random-init", action="store_true", help="export a seeded random model instead of a checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init")
@@ -68,6 +74,15 @@ def validate(args: argparse.Namespace) -> None:
 
         if importlib.util.find_spec("onnxruntime") is None:
             raise UsageError("--precision int8 needs ONNX Runtime's quantization package: `pip install onnxruntime`")
+    if args.aoti:
+        from d4rt.runtime.manifest import AOTI_PRECISIONS
+
+        args.aoti_precisions = tuple(p.strip() for p in args.aoti_precisions.split(",") if p.strip())
+        bad = [p for p in args.aoti_precisions if p not in AOTI_PRECISIONS]
+        if bad or not args.aoti_precisions:
+            raise UsageError(f"--aoti-precisions takes a comma list of {', '.join(AOTI_PRECISIONS)}, got {bad}")
+        if args.aoti_device not in ("cpu", "cuda") and not args.aoti_device.startswith("cuda:"):
+            raise UsageError(f"--aoti-device is cpu or cuda, got {args.aoti_device!r}")
     check_output(args.out, args.overwrite)
 
 
@@ -90,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported {manifest.config['name']} ({manifest.precision}, opset {manifest.opset}, T={manifest.frame_range}, "
               f"S={manifest.image_size}) to {args.out} in {time.perf_counter() - start:.1f} s; keys/values {list(kv.shape)} "
               f"{kv.dtype}")
+        if args.aoti:
+            from d4rt.export.aoti import export_aoti
+
+            export_aoti(model, out_dir, precisions=args.aoti_precisions, device=args.aoti_device)
         if args.verify:
             report = verify_export(model, out_dir, queries=args.queries, raise_on_failure=False)
             print(report.table())

@@ -1,12 +1,14 @@
-"""``d4rt infer``: a whole video through the engines -> depth maps, point cloud, camera trajectory, tracks, preview.
+"""``d4rt infer``: a whole video through an export folder -> depth maps, point cloud, camera trajectory, tracks, preview.
 
-    d4rt infer clip.mp4 --engines engines/ --out results/
+    d4rt infer clip.mp4 --export export/ --out results/
 
-Any length: a video longer than the engines' T frames runs in overlapping windows aligned by Sim(3) (paper
+Any length: a video longer than the export's T frames runs in overlapping windows aligned by Sim(3) (paper
 App. B); --start / --stride / --max-frames select frames. Writes into --out (whole, at the end):
     depth/NNNN.png      16-bit depth per frame, named by source frame number; 65535 = depth_max
+    frames/NNNN.png     the network's input frame (S x S RGB), named by source frame number
     depth.npz           depth [F, n, n] float32, confidence [F, n, n], depth_max, source_frames [F]
     points.ply          coloured point cloud: every frame's grid at its own time, in the first frame's camera
+    points.npz          the same points: xyz [P, 3], rgb [P, 3], confidence [P], frame [P] (index into source_frames)
     trajectory.json     T_wc [F, 4, 4] (camera-to-world, first frame = world, OpenCV axes), K [F, 3, 3], windows
     tracks.npz          3D tracks of a grid of first-frame pixels over the whole video (world frame)
     dense_tracks.npz    with --dense-tracks: Alg. 1's all-pixel tracks
@@ -38,9 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from d4rt.runtime.runtime import BACKENDS
 
     p.add_argument("video", help="a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8")
-    p.add_argument("--engines", required=True, help="an engine directory (d4rt export / build-engine)")
+    p.add_argument("--export", required=True, metavar="DIR", help="an export folder (written by `d4rt export`, "
+                   "TensorRT engines added by `d4rt build-engine`); --engines is its deprecated old name")
     add_output_arguments(p, "output directory")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="engine backend (auto: tensorrt > "
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (auto: tensorrt > "
                    "onnxruntime-cuda > onnxruntime-cpu)")
     p.add_argument("--precision", default=os.environ.get("D4RT_PRECISION", "auto"), choices=PRECISION_CHOICES,
                    help="auto (default, or the environment's D4RT_PRECISION): the fastest path within the accuracy "
@@ -53,10 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=positive_int, default=1, help="use every stride-th frame")
     p.add_argument("--max-frames", type=positive_int, default=None, help="use at most this many frames (default: "
                    "the whole video)")
-    p.add_argument("--window", type=positive_int, default=None, help="frames per window (default: the engines' T)")
+    p.add_argument("--window", type=positive_int, default=None, help="frames per window (default: the export's T)")
     p.add_argument("--overlap", type=positive_int, default=None, help="frames shared by consecutive windows "
                    "(default: window / 4)")
-    p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per engine call")
+    p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per decoder call")
     p.add_argument("--depth-size", type=grid_size, default=None, help="depth map resolution (default: S)")
     p.add_argument("--cloud-size", type=grid_size, default=None, help="point cloud grid per frame (default: S / 2)")
     p.add_argument("--track-grid", type=grid_size, default=16, help="track a grid x grid of first-frame pixels")
@@ -86,7 +89,7 @@ def count_frames(video: Path) -> int | None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    video, engines = Path(args.video), Path(args.engines)
+    video, export = Path(args.video), Path(args.export)
     if not video.is_file():
         raise UsageError(f"video {video} does not exist; give a video file or a .npy of frames [T, H, W, 3]")
     if args.precision in ("bf16", "fp16") and args.backend == "auto":
@@ -97,9 +100,9 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--precision bf16 with --backend {args.backend}: {BF16_ON_ONNXRUNTIME}")
     if args.compile and args.backend not in ("torch", "auto"):
         raise UsageError(f"--compile compiles the torch backend's decoder; --backend {args.backend} runs graphs")
-    checkpoint_here = args.backend == "torch" and (engines / "config.json").is_file()  # the torch backend's own
-    if not (engines.is_dir() and ((engines / "manifest.json").is_file() or checkpoint_here)):
-        raise UsageError(f"--engines {engines} is not an engine directory (no manifest.json); make one with "
+    checkpoint_here = args.backend == "torch" and (export / "config.json").is_file()  # the torch backend's own
+    if not (export.is_dir() and ((export / "manifest.json").is_file() or checkpoint_here)):
+        raise UsageError(f"--export {export} is not an export folder (no manifest.json); make one with "
                          f"`d4rt export CKPT_DIR --out DIR` (the torch backend also takes a checkpoint directory)")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise UsageError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
@@ -121,15 +124,15 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from d4rt.cli.common import output_dir
     from d4rt.runtime import load
-    from d4rt.runtime.infer import infer_clip, load_frames
+    from d4rt.runtime.infer import infer_video, load_frames
 
     precision = None if args.precision == "export" else args.precision
-    rt = load(args.engines, backend=args.backend, precision=precision, compile_decoder=args.compile)
+    rt = load(args.export, backend=args.backend, precision=precision, compile_decoder=args.compile)
     if args.precision == "auto" and args.backend == "auto" and rt.name.startswith("torch"):
         print(f"this CPU has AMX: running the export's checkpoint in bf16 on torch ({rt.name}; docs/precision.md); "
               f"--precision fp32 runs the export's graphs instead")
     with output_dir(args.out, args.overwrite) as tmp:
-        summary = infer_clip(
+        summary = infer_video(
             rt, load_frames(args.video), tmp, start=args.start, stride=args.stride, max_frames=args.max_frames,
             window=args.window, overlap=args.overlap, batch_size=args.batch_size, depth_size=args.depth_size,
             cloud_size=args.cloud_size, track_grid=args.track_grid, pose_grid=args.pose_grid,

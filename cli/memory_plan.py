@@ -1,4 +1,4 @@
-"""``d4rt memory-plan``: memory of the engines per device, and the largest query batch."""
+"""``d4rt memory-plan``: memory of the exported model per device, and the largest query batch."""
 
 from __future__ import annotations
 

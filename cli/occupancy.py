@@ -1,4 +1,4 @@
-"""``d4rt occupancy``: per-frame 4D occupancy of a video from exported D4RT engines.
+"""``d4rt occupancy``: per-frame 4D occupancy of a video from a D4RT export folder.
 
 Encodes the clip once, queries a dense point map per frame (t_src = t_tgt = t_cam = t), poses the frames with the
 recovered cameras and ray-casts one occupied / free / unobserved grid per frame. Writes into --out:
@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from d4rt.cli.common import add_output_arguments
 
     p.add_argument("video", help="the clip: a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8")
-    p.add_argument("--engines", required=True, help="engine directory written by the export")
+    p.add_argument("--export", required=True, metavar="DIR", help="an export folder (written by `d4rt export`); "
+                   "--engines is its deprecated old name")
     add_output_arguments(p)
     p.add_argument("--start", type=int, default=0, help="first frame of the video to use")
     p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
@@ -27,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--voxel", type=float, default=0.05, help="voxel edge in scene units (metres with --metric-scale)")
     p.add_argument("--metric-scale", type=float, default=1.0, help="metres per scene unit, when known (default 1)")
-    p.add_argument("--grid", type=int, default=None, help="n x n queries per frame (default: the engine's S)")
+    p.add_argument("--grid", type=int, default=None, help="n x n queries per frame (default: the export's S)")
     p.add_argument("--pose-grid", type=int, default=32, help="n x n queries per frame for the camera poses")
     p.add_argument("--min-confidence", type=float, default=0.5, help="drop points below this confidence")
     p.add_argument("--max-range", type=float, default=None, help="drop points farther than this from the camera")
@@ -61,15 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def validate(args: argparse.Namespace) -> None:
-    """Every argument checked before the engines load; a problem is one line (exit 2)."""
+    """Every argument checked before the export loads; a problem is one line (exit 2)."""
     from pathlib import Path
 
     from d4rt.cli.common import UsageError, check_output
 
     if not Path(args.video).exists():
         raise UsageError(f"no video at {args.video}")
-    if not Path(args.engines).is_dir():
-        raise UsageError(f"no engine directory at {args.engines}; make one with `d4rt export CKPT_DIR --out DIR`")
+    if not Path(args.export).is_dir():
+        raise UsageError(f"no export folder at {args.export}; make one with `d4rt export CKPT_DIR --out DIR`")
     if not (args.voxel > 0 and args.voxel < float("inf")):
         raise UsageError(f"--voxel must be a positive voxel edge in scene units, got {args.voxel}")
     if args.start < 0 or args.stride < 1 or (args.max_frames is not None and args.max_frames < 1):
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     timings = {}
     t0 = time.perf_counter()
-    rt = load(args.engines, backend=args.backend)
+    rt = load(args.export, backend=args.backend)
     scene = rt.encode(load_frames(args.video), start=args.start, stride=args.stride, max_frames=args.max_frames)
     print(
         f"{scene.num_frames} frames of {args.video} ({scene.original_size[1]} x {scene.original_size[0]}) "
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         counts = occ.counts()
         summary = {
             "video": str(args.video),
-            "engines": str(args.engines),
+            "export": str(args.export),
             "backend": rt.name,
             "start": args.start,
             "stride": args.stride,

@@ -181,7 +181,7 @@ def parse_torch_backend(name: str) -> tuple[str, str]:
 
 
 def load_for_bench(directory: str, name: str, threads: int | None):
-    """A runtime over an engine directory (or a save_pretrained directory for the torch backends) on backend
+    """A runtime over an export folder (or a save_pretrained directory for the torch backends) on backend
     ``name``: an engine backend, or ``torch[-attention[-dtype]]`` (e.g. ``torch-triton-bfloat16``)."""
     from d4rt.runtime import load
     from d4rt.runtime.precision import precision_from_dtype

@@ -13,7 +13,7 @@ import math
 import torch
 
 from d4rt.kernels.ops import attention_op
-from d4rt.kernels.tiling import MAX_HEAD_DIM, interpreting
+from d4rt.kernels.launch_plan import MAX_HEAD_DIM, interpreting
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_GRID_Y = 65535  # CUDA's limit on the second grid dimension, which holds batch x heads

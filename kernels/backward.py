@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 
 from d4rt.kernels.forward import LOG2_E, dot_precision
-from d4rt.kernels.tiles import INTERPRETED, columns, drop_overlap, last_columns, load_rows, seek, store_rows
-from d4rt.kernels.tiling import (
+from d4rt.kernels.tile_access import INTERPRETED, columns, drop_overlap, last_columns, load_rows, seek, store_rows
+from d4rt.kernels.launch_plan import (
     backward_kv_configs,
     backward_q_configs,
     bucket,
@@ -101,7 +101,7 @@ def _dkdv_query_range(
 ):  # fmt: skip
     """Accumulate the key block's dK, dV over the queries ``[lo, hi)`` (in ``BLOCK_M`` steps). Works on transposed
     tiles ([keys, queries]) so the key block stays in registers."""
-    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tiles.INTERPRETED
+    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tile_access.INTERPRETED
         start = lo
         while start < hi:
             dk0, dk1, dv0, dv1 = _dkdv_query_block(
@@ -234,7 +234,7 @@ def _dq_key_range(
     D1: tl.constexpr, BLOCK_N: tl.constexpr, MASK_KEYS: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Accumulate the query block's dQ over the keys ``[lo, hi)`` (in ``BLOCK_N`` steps)."""
-    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tiles.INTERPRETED
+    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tile_access.INTERPRETED
         start = lo
         while start < hi:
             dq0, dq1 = _dq_key_block(

@@ -11,7 +11,7 @@ registers (float32). Query blocks never straddle two groups, so any window size 
 the last query block and the last key block of a group are masked.
 
 The head dim is covered by two power-of-two column chunks, the first ``D0`` and the last ``D1`` columns (see
-``tiling.head_dim_chunks`` and ``tiles.last_columns``), so the loads of the inner loops carry no column mask.
+``launch_plan.head_dim_chunks`` and ``tile_access.last_columns``), so the loads of the inner loops carry no column mask.
 Log-sum-exp values are kept in base 2 (``m + log2(l)`` of the scores times ``scale * log2(e)``) for ``exp2``.
 """
 
@@ -23,8 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from d4rt.kernels.tiles import INTERPRETED, aligned, columns, drop_overlap, last_columns, load_rows, seek, store_rows
-from d4rt.kernels.tiling import bucket, forward_configs, head_dim_chunks, prune_configs, stride_alignment
+from d4rt.kernels.tile_access import INTERPRETED, aligned, columns, drop_overlap, last_columns, load_rows, seek, store_rows
+from d4rt.kernels.launch_plan import bucket, forward_configs, head_dim_chunks, prune_configs, stride_alignment
 
 LOG2_E = 1.0 / math.log(2.0)
 
@@ -76,7 +76,7 @@ def _attend_key_range(
 ):  # fmt: skip
     """Online softmax over the keys ``[lo, hi)`` of ``K``, ``V`` (in ``BLOCK_N`` steps; keys >= ``n_keys`` are
     masked when ``MASK_KEYS``). Returns the updated ``acc0 [BLOCK_M, D0]``, ``acc1 [BLOCK_M, D1]``, ``l_i``, ``m_i``."""
-    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tiles.INTERPRETED
+    if INTERPRETED:  # Triton 3.6's interpreter cannot take a tensor as a range() bound: tile_access.INTERPRETED
         start = lo
         while start < hi:
             acc0, acc1, l_i, m_i = _attend_key_block(
@@ -233,7 +233,7 @@ def attention_forward(
         q: [B, H, Nq, D]; k, v: [B, H, Nk, D]; any strides. Nq and Nk are ``groups`` whole groups.
         groups: 1 for cross-attention, N / window for local attention.
         scale: multiplies q k^T.
-        splits, keys_per_split: the split-K plan (``tiling.plan_splits``); 1 split runs without the combine step.
+        splits, keys_per_split: the split-K plan (``launch_plan.plan_splits``); 1 split runs without the combine step.
         out: [B, H, Nq, D] in q's dtype, any strides (written). lse: [B, H, Nq] float32 contiguous (written; base 2).
         alloc: allocator of the split-K workspaces (tests pass one that fills them with NaN).
     """

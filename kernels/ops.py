@@ -8,7 +8,7 @@ tests; a custom op behaves the same in the interpreter and on a GPU. What it cos
 kernels (it would not fuse into attention anyway).
 
 ``window = 0`` means cross-attention (every query sees every key); ``window > 0`` means local attention over
-consecutive windows of that many tokens (Nq == Nk). ``num_splits = 0`` lets ``tiling.plan_splits`` decide split-K.
+consecutive windows of that many tokens (Nq == Nk). ``num_splits = 0`` lets ``launch_plan.plan_splits`` decide split-K.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import triton
 
 from d4rt.kernels.backward import attention_backward
 from d4rt.kernels.forward import attention_forward
-from d4rt.kernels.tiling import plan_splits, processor_count, smallest_query_block
+from d4rt.kernels.launch_plan import plan_splits, processor_count, smallest_query_block
 
 #: Allocator of every buffer the kernels write (outputs, log-sum-exp, workspaces). The tests replace it with one
 #: that fills buffers with NaN, so an element a kernel fails to write cannot pass as a valid zero.

@@ -23,8 +23,8 @@ class TorchSceneState:
 
 
 def checkpoint_dir_of(directory: Path, manifest: Manifest | None) -> Path:
-    """The checkpoint behind an engine directory: the directory itself when it holds config.json, else the one
-    the manifest records (relative to the engine directory)."""
+    """The checkpoint behind an export folder: the directory itself when it holds config.json, else the one
+    the manifest records (relative to the export folder)."""
     if (directory / "config.json").is_file():
         return directory
     if manifest is None or not manifest.checkpoint.get("path"):

@@ -19,11 +19,11 @@ def load_frames(source: str | Path):
     return source
 
 
-def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
-               window: int | None = None, overlap: int | None = None, batch_size: int = 8192,
-               depth_size: int | None = None, cloud_size: int | None = None, track_grid: int = 16,
-               pose_grid: int | None = None, min_confidence: float = 0.0, dense_tracks: bool = False,
-               dense_grid: int | None = None, progress: bool = True) -> dict:
+def infer_video(rt, source, out_dir: str | Path, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
+                window: int | None = None, overlap: int | None = None, batch_size: int = 8192,
+                depth_size: int | None = None, cloud_size: int | None = None, track_grid: int = 16,
+                pose_grid: int | None = None, min_confidence: float = 0.0, dense_tracks: bool = False,
+                dense_grid: int | None = None, progress: bool = True) -> dict:
     """Run every output of ``d4rt infer`` for a whole video (or its start / stride / max_frames selection) and
     write them into ``out_dir``; returns the summary (also written as summary.json).
 
@@ -55,10 +55,12 @@ def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int =
     width = max(4, len(str(int(names.max()))))
     for i, f in enumerate(names):
         write_png(out_dir / "depth" / f"{int(f):0{width}d}.png", depth_to_uint16(depth[i], depth_max))
+        write_png(out_dir / "frames" / f"{int(f):0{width}d}.png", video.frames[i])
     write_npz(out_dir / "depth.npz", depth=depth, confidence=confidence, depth_max=np.float32(depth_max),
               source_frames=names)
     cloud = video.point_cloud(min_confidence)
     write_ply(out_dir / "points.ply", cloud["xyz"], cloud["rgb"])
+    write_npz(out_dir / "points.npz", **cloud)  # the same points with confidence and frame (index into source_frames)
     write_json(out_dir / "trajectory.json", {
         "convention": "T_wc camera-to-world 4x4, the first frame's camera is the world; OpenCV axes (+x right, "
                       "+y down, +z forward); K in pixels of the S x S network input; xyz up to one scale per video "
@@ -87,3 +89,11 @@ def infer_clip(rt, source, out_dir: str | Path, *, start: int = 0, stride: int =
         summary["dense_tracks"] = dense.summary()
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def infer_clip(*args, **kwargs) -> dict:
+    """Deprecated name of :func:`infer_video` (kept one release)."""
+    import warnings
+
+    warnings.warn("d4rt.runtime.infer.infer_clip is deprecated; use infer_video", DeprecationWarning, stacklevel=2)
+    return infer_video(*args, **kwargs)

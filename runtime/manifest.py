@@ -1,9 +1,9 @@
-"""``manifest.json``: what an engine directory holds, what it was made from and for which machine.
+"""``manifest.json``: what an export folder holds, what it was made from and for which machine.
 
 The runtime's lowest layer: ``d4rt export`` and ``d4rt build-engine`` write the manifest through this module and
 the runtime reads and checks it here, so the runtime never reaches up into ``d4rt.export``. No torch.
 
-An engine directory::
+An export folder::
 
     manifest.json      this file
     encoder.onnx       video [1, T, 3, S, S] float32, aspect_ratio [1] float32 -> keys, values [L, 1, H, M, Dh]
@@ -15,6 +15,8 @@ dynamic frame axis have no ``min_frames`` and take exactly ``num_frames`` frames
     *.onnx.data        the weights, beside the graph, when a graph is too big for one protobuf (> 2 GB)
     encoder.engine     TensorRT engines, when ``d4rt build-engine`` has run on this machine
     decoder.engine
+    encoder.pt2        AOTInductor packages (``d4rt export --aoti``; encoder.bf16.pt2 / decoder.bf16.pt2 for bf16),
+    decoder.pt2        listed in the ``aoti`` section with the machine they were compiled for
 
 Paths inside the manifest are relative to the manifest's directory.
 """
@@ -132,6 +134,7 @@ class Manifest:
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
     min_frames: int | None = None  # the dynamic frame axis' minimum (None: exactly num_frames, older exports)
+    aoti: dict[str, Any] | None = None  # AOTInductor packages (``d4rt export --aoti``), see ``aoti_files``
 
     @property
     def frame_range(self) -> tuple[int, int]:
@@ -196,7 +199,7 @@ def check_export_ids(manifest: Manifest, found: dict[str, str | None], where: st
         if export_id != manifest.export_id:
             raise ValueError(
                 f"the {graph} in {where} comes from another export (export id {export_id or 'none'}) than this "
-                f"manifest ({manifest.export_id}); the encoder and decoder of one engine directory must be exported "
+                f"manifest ({manifest.export_id}); the encoder and decoder of one export folder must be exported "
                 f"together: {EXPORT_HINT}"
             )
 
@@ -209,10 +212,10 @@ def read_manifest(directory: str | Path) -> Manifest:
         directory = directory.parent  # the manifest's own path names its folder
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
-        raise FileNotFoundError(f"engine directory {directory} does not exist; {EXPORT_HINT}")
+        raise FileNotFoundError(f"export folder {directory} does not exist; {EXPORT_HINT}")
     if not path.is_file():
         raise FileNotFoundError(
-            f"no {MANIFEST_NAME} in {directory}: not an exported engine directory (or an export that did not "
+            f"no {MANIFEST_NAME} in {directory}: not an export folder (or an export that did not "
             f"finish); {EXPORT_HINT}"
         )
     try:
@@ -372,3 +375,88 @@ def version_compatible_runs(built_version: str, runtime_version: str) -> bool:
     if built[0] == runtime[0]:
         return runtime >= built
     return (built[0], runtime[0]) in CROSS_MAJOR_VERSION_COMPAT
+
+
+# ----- AOTInductor packages ----------------------------------------------------------------------------------------
+# ``d4rt export --aoti`` (d4rt.export.aoti) writes them; the runtime's "aoti" backend and the C++ runtime
+# (cpp/src/manifest.cpp, the same checks and wording) read them. The ``aoti`` section:
+#   {"export_id", "torch_version", "device": "cpu" | "cuda", "attention", "max_queries",
+#    "machine": {"arch", "cpu_flags": [...] (cpu) | "gpu_name", "compute_capability" (cuda)},
+#    "packages": {"fp32" | "bf16": {"kv_dtype", "encoder": {"file", "sha256"}, "decoder": {...}}}}
+AOTI_PRECISIONS = ("fp32", "bf16")
+AOTI_HINT = "rebuild the packages on this machine with `d4rt export CKPT_DIR --out DIR --aoti`"
+# The instruction-set extensions a package compiled with -march=native may use (x86 and Arm names as the kernel
+# writes them in /proc/cpuinfo). A package needs every one of these the build machine had; the others (virtualisation,
+# security, power flags) say nothing about the code.
+ISA_FLAGS = (
+    "sse3", "pni", "ssse3", "sse4_1", "sse4_2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe",
+    "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
+    "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile",
+    "amx_bf16", "amx_int8", "gfni", "vaes", "vpclmulqdq", "sha_ni",
+    "asimd", "asimdhp", "asimddp", "sve", "sve2", "bf16", "i8mm", "fphp", "atomics",
+)
+
+
+def aoti_package_name(graph: str, precision: str) -> str:
+    """encoder.pt2, decoder.pt2 (fp32); encoder.bf16.pt2, decoder.bf16.pt2."""
+    return f"{graph}.pt2" if precision == "fp32" else f"{graph}.{precision}.pt2"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags ("flags" on x86, "Features" on Arm) from /proc/cpuinfo (empty where there is none)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def machine_isa() -> dict[str, Any]:
+    """What a CPU package compiled here needs: the CPU architecture and its ISA extensions (a CUDA package's GPU
+    and compute capability are recorded by ``d4rt.export.aoti``, which has torch)."""
+    import platform
+
+    return {"arch": platform.machine(), "cpu_flags": sorted(cpu_flags() & set(ISA_FLAGS))}
+
+
+def check_aoti_compat(aoti: dict[str, Any] | None, precision: str, arch: str, flags: set[str],
+                      torch_version: str, compute_capability: str | None = None) -> None:
+    """Refuse, in one line, packages this machine cannot run: none exported, not in this precision, another CPU
+    architecture or missing ISA extensions, another GPU compute capability, another torch version."""
+    if not aoti:
+        raise FileNotFoundError(f"{MANIFEST_NAME} lists no AOTInductor packages; export them with "
+                                f"`d4rt export CKPT_DIR --out DIR --aoti`")
+    if precision not in aoti.get("packages", {}):
+        raise ValueError(f"no {precision} AOTInductor packages in this export (it has "
+                         f"{sorted(aoti.get('packages', {}))}); {AOTI_HINT}")
+    machine = aoti.get("machine", {})
+    if machine.get("arch") != arch:
+        raise ValueError(f"the AOTInductor packages were compiled for {machine.get('arch')}, this machine is "
+                         f"{arch}; {AOTI_HINT}")
+    if aoti.get("device") == "cuda":
+        if compute_capability is None:
+            raise ValueError(f"the AOTInductor packages were compiled for CUDA ({machine.get('gpu_name')}), this "
+                             f"machine has no CUDA GPU; {AOTI_HINT}")
+        if compute_capability != machine.get("compute_capability"):
+            raise ValueError(f"the AOTInductor packages were compiled for compute capability "
+                             f"{machine.get('compute_capability')} ({machine.get('gpu_name')}), this GPU has "
+                             f"{compute_capability}; {AOTI_HINT}")
+    else:
+        missing = sorted(set(machine.get("cpu_flags", [])) - set(flags))
+        if missing:
+            raise ValueError(f"the AOTInductor packages were compiled for a CPU with {' '.join(missing)}, which this "
+                             f"CPU lacks; {AOTI_HINT}")
+    if str(aoti.get("torch_version")).split("+")[0] != torch_version.split("+")[0]:
+        raise ValueError(f"the AOTInductor packages were compiled with torch {aoti.get('torch_version')}, this is "
+                         f"torch {torch_version}; {AOTI_HINT}")
+
+
+def aoti_files(manifest: Manifest, directory: str | Path, precision: str) -> dict[str, tuple[Path, str]]:
+    """{"encoder": (path, sha256), "decoder": ...} of the packages of one precision."""
+    entry = manifest.aoti["packages"][precision]
+    return {g: (Path(directory) / entry[g]["file"], entry[g]["sha256"]) for g in GRAPH_FILES}

@@ -1,7 +1,7 @@
-"""The runtime: engines in, numpy out. Encode a clip once, then answer any number of queries in batches.
+"""The runtime: an export folder in, numpy out. Encode a clip once, then answer any number of queries in batches.
 
     >>> from d4rt.runtime import load
-    >>> rt = load("engines/")                       # tensorrt > onnxruntime-cuda > onnxruntime-cpu
+    >>> rt = load("export/")                        # tensorrt > onnxruntime-cuda > onnxruntime-cpu
     >>> scene = rt.encode(frames)                   # [T, H, W, 3] uint8 (any size) or a video path
     >>> res = rt.query(scene, uv, t_src, t_tgt, t_cam)
     >>> depth, K, T_wc = rt.depth(scene, 0), rt.intrinsics(scene), rt.camera_poses(scene)
@@ -33,6 +33,7 @@ from d4rt.runtime.video import Clip, prepare_clip, read_video
 
 BACKENDS = (
     "auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch",
+    "aoti",
 )
 OUTPUT_TAILS = {"xyz": (3,), "uv_tgt": (2,), "visibility": (), "displacement": (3,), "normal": (3,), "confidence": ()}
 DEFAULT_BATCH = 8192
@@ -470,13 +471,14 @@ def load(
     compile_decoder: bool = False,
     dtype: str | None = None,
 ) -> Runtime:
-    """Open an engine directory (``d4rt export`` / ``d4rt build-engine``; or its manifest.json) on a backend.
+    """Open an export folder (``d4rt export`` / ``d4rt build-engine``; or its manifest.json) on a backend.
 
     Args:
         backend: "auto" (tensorrt > onnxruntime-cuda > onnxruntime-cpu, the first that is installed and has its
             files), or one of "tensorrt", "onnxruntime" (CUDA when present, else CPU), "onnxruntime-cpu",
             "onnxruntime-cuda", "onnxruntime-tensorrt", "torch" (the PyTorch model, sdpa attention unless
-            ``attention`` says otherwise; ``directory`` may also be a save_pretrained checkpoint).
+            ``attention`` says otherwise; ``directory`` may also be a save_pretrained checkpoint), "aoti" (the
+            AOTInductor packages of ``d4rt export --aoti``, in ``precision`` "fp32" or "bf16").
         verify_checksums: check every graph / engine file against the manifest's sha256 first.
         cuda_graphs: TensorRT backend: capture one CUDA graph per batch size.
         threads: ONNX Runtime intra-op threads (default: its own choice).
@@ -491,6 +493,7 @@ def load(
             per process, then 1.24x faster in bf16: for long jobs); a failed compilation warns once and runs
             eagerly.
         dtype: deprecated spelling of ``precision`` ("float32" | "bfloat16" | "float16").
+        (aoti: ``precision`` picks the packages, "fp32" (default) or "bf16".)
     """
     from d4rt.runtime.precision import LOAD_PRECISIONS, check_graph_precision, precision_from_dtype
 
@@ -509,11 +512,11 @@ def load(
         directory = directory.parent
     elif directory.is_file():
         raise ValueError(
-            f"{directory} is a file; load(...) takes an engine directory (the folder holding {MANIFEST_NAME}, "
+            f"{directory} is a file; load(...) takes an export folder (the folder holding {MANIFEST_NAME}, "
             f"from `d4rt export CKPT_DIR --out DIR`)"
         )
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} does not exist; export engines with `d4rt export CKPT_DIR --out DIR`")
+        raise FileNotFoundError(f"{directory} does not exist; make an export folder with `d4rt export CKPT_DIR --out DIR`")
     if precision == "auto" and backend == "auto" and _auto_runs_torch_bf16(directory):
         backend, precision = "torch", "bf16"
 
@@ -529,13 +532,22 @@ def load(
         return Runtime(impl, hi, cfg.image_size, manifest, lo, cfg.tubelet[0])
 
     manifest = read_manifest(directory)
-    check_graph_precision(precision, manifest.precision, backend, directory)
+    if backend != "aoti":  # (the aoti backend picks its packages by precision)
+        check_graph_precision(precision, manifest.precision, backend, directory)
 
     def runtime(impl) -> Runtime:
         return Runtime(impl, manifest.num_frames, manifest.image_size, manifest, manifest.frame_range[0],
                        int(manifest.config["tubelet"][0]))
 
     def make(name: str):
+        if name == "aoti":
+            from d4rt.runtime.backend_aoti import PRECISION_OF_DTYPE, AotiBackend
+            from d4rt.runtime.precision import default_precision
+
+            packages = default_precision() if precision == "auto" else (precision or "fp32")
+            if packages not in PRECISION_OF_DTYPE.values():
+                raise ValueError(f"the aoti backend runs fp32 or bf16 packages, got precision={packages!r}")
+            return AotiBackend(directory, manifest, packages, threads, verify_checksums)
         if name == "tensorrt":
             from d4rt.runtime.backend_tensorrt import TensorRTBackend
 

@@ -52,7 +52,7 @@ export PYTHONUNBUFFERED=1 D4RT_COMMIT
 pack() {  # the work folder into $OUT (atomically: a kill mid-pack leaves the previous archive)
     steps_md > "$OUT/steps.md.tmp" && mv "$OUT/steps.md.tmp" "$OUT/steps.md"
     tar -czf "$OUT/gpu_check.tar.gz.tmp" -C "$WORK" --exclude='*.safetensors' --exclude='*.ckpt' \
-        --exclude='*.npz' --exclude='*.onnx*' . 2>/dev/null && mv "$OUT/gpu_check.tar.gz.tmp" "$OUT/gpu_check.tar.gz"
+        --exclude='*.npz' --exclude='*.onnx*' --exclude='cpp-bench' . 2>/dev/null && mv "$OUT/gpu_check.tar.gz.tmp" "$OUT/gpu_check.tar.gz"
 }
 
 steps_md() {
@@ -162,7 +162,8 @@ if [ $SMOKE = 1 ]; then  # the GPU steps in their --cpu-smoke forms: same plumbi
     BENCH_G="$D4RT bench --model checkpoints/tiny-synthetic --backends torch-eager-float32,torch-sdpa-float32 --batch-sizes 64 --repeats 2 --warmup 1 --json $R/bench-model.json"
     ATTENTION_REST="$PY benchmarks/attention.py --cpu-smoke --name attention-more --out $R"
     PRECISION="$PY benchmarks/precision_speed.py --device cpu --preset tiny --frames 4 --queries 2048 --batch 1024 --repeats 1 --runners torch-fp32 torch-bf16 --workdir $WORK/precision --out $R"
-    B_TESTS=300; B_TRAIN=300; B_ATT=120; B_E2E=180; B_BENCH=120
+    CPP_VS_PY="$PY benchmarks/cpp_vs_python.py --cpu-smoke --work $WORK/cpp-bench --out $R"
+    B_TESTS=300; B_TRAIN=300; B_ATT=120; B_E2E=180; B_BENCH=120; B_CPP=420
 else
     GPU_TESTS="TRITON_INTERPRET=0 $PY -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_kernels_model.py --junitxml=$WORK/logs/kernel_tests.xml"
     TRAIN="$D4RT train --synthetic 64 --num-workers 8 --preset tiny --max-minutes 1.5 --accelerator gpu --output-dir $WORK/train"
@@ -176,7 +177,10 @@ else
     ATTENTION_REST="$PY benchmarks/attention.py --presets tiny base --name attention-tiny-base --out $R"
     # bf16 rows: the base whole job (encode 16 x 256^2 + 32k queries) in fp32, bf16 and bf16 compiled on the GPU
     PRECISION="$PY benchmarks/precision_speed.py --device cuda --preset base --runners torch-fp32 torch-bf16 torch-bf16-compiled --workdir $WORK/precision --out $R"
-    B_TESTS=180; B_TRAIN=180; B_ATT=180; B_E2E=150; B_BENCH=120
+    # the C++ runtime on CUDA AOTInductor packages with our Triton attention kernels inside (docs/cpp.md), against
+    # the Python torch path: builds the C++ (cmake, this torch's libtorch), exports base, times the whole job
+    CPP_VS_PY="$PY benchmarks/cpp_vs_python.py --device cuda --work $WORK/cpp-bench --out $R"
+    B_TESTS=180; B_TRAIN=180; B_ATT=180; B_E2E=150; B_BENCH=120; B_CPP=300
 fi
 # the training step: a time-boxed run, then held-out evaluation and the diagnostics of the trained weights
 TRAIN_STEP="$TRAIN && $D4RT evaluate --ckpt $WORK/train/pretrained --synthetic $EVAL_CLIPS --test-data $WORK/heldout --output $R/eval.json && $PY scripts/diagnose_training.py --ckpt $WORK/train/pretrained --clips $WORK/heldout --json $R/diagnostics.json"
@@ -199,6 +203,7 @@ else
     step attention_tiny_base $B_ATT "$ATTENTION_REST"
     step end_to_end_g_compile $B_E2E "$E2E_COMPILE"
     step bench_model_g $B_BENCH "$BENCH_G"
+    step cpp_vs_python $B_CPP "$CPP_VS_PY"
 fi
 
 {

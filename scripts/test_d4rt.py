@@ -1,12 +1,9 @@
-"""Evaluate D4RT on clips (the seed's command line): the same as `d4rt evaluate` (d4rt/cli/evaluate.py), whose
-flags it takes (the seed's snake_case spellings are accepted).
-
-    python scripts/test_d4rt.py --test-data runs/test20 --synthetic 20 --ckpt checkpoints/tiny-synthetic
-"""
+"""Deprecated name of scripts/evaluate_d4rt.py (kept one release): warns, then evaluates as it does."""
 
 import sys
 
 from d4rt.cli import main
 
 if __name__ == "__main__":
+    print("scripts/test_d4rt.py is deprecated; use scripts/evaluate_d4rt.py (same flags)", file=sys.stderr)
     sys.exit(main(["evaluate", *sys.argv[1:]]))

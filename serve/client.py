@@ -11,11 +11,21 @@ over Triton's HTTP or gRPC protocol, so code moves between the two unchanged.
 here (the runtime's own code), the server encodes it and keeps its keys / values; ``query`` sends batches of
 ``batch_size`` queries. ``depth``, ``tracks``, ``camera_poses``, ``intrinsics``, ``point_cloud`` are the runtime's
 methods, made of queries. A client holds one connection: use one per thread.
+
+Scene affinity: ``encode`` makes a random 128-bit routing key for the scene and sends it as the header
+``x-d4rt-route`` with the encode and every query of that scene, so a balancer that hashes the header (nginx in
+``d4rt serve --replicas N``, an ingress) sends them all to the replica that encoded it; servers keep their own scene
+ids. When the replica that answers does not hold the scene (the one that encoded it died and the balancer moved its
+keys, or the scene was evicted), the client encodes the clip again there, once per call, logs it and counts it in
+``Client.reencodes``; ``failover=False`` raises :class:`UnknownSceneError` instead.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,7 +35,22 @@ from d4rt.runtime.manifest import DECODER_OUTPUTS
 from d4rt.serve.scene_store import UnknownSceneError
 
 DEFAULT_BATCH = 8192
+DEFAULT_TIMEOUT_S = 300.0  # one request, network and inference; nginx's proxy time-outs in front of replicas match it
 MODELS = ("encode", "query")
+ROUTE_HEADER = "x-d4rt-route"  # lower case: gRPC metadata keys must be; nginx reads it as $http_x_d4rt_route
+LOG = logging.getLogger("d4rt.serve.client")
+
+
+@dataclass(eq=False)
+class RemoteScene:
+    """Where a served scene lives: the id the server gave it and the routing key (32 hex digits) that pins its
+    requests to one replica. The id changes when the client encodes the clip again after a failover."""
+
+    scene_id: str
+    route: str
+
+    def __str__(self) -> str:
+        return self.scene_id
 
 
 class ServerUnavailableError(ConnectionError):
@@ -40,12 +65,14 @@ class _RemoteBackend:
     def __init__(self, client: "Client", name: str):
         self.client, self.name, self.max_queries = client, name, None
 
-    def encode(self, video: np.ndarray, aspect_ratio: np.ndarray) -> str:
-        """video [1, T, 3, S, S] float32 (uint8 / 255, from the runtime's prepare_clip) -> the server's scene id."""
+    def encode(self, video: np.ndarray, aspect_ratio: np.ndarray, route: str | None = None) -> RemoteScene:
+        """video [1, T, 3, S, S] float32 (uint8 / 255, from the runtime's prepare_clip) -> the scene on the server
+        that the routing key ``route`` (default: a new random one) leads to."""
+        route = route or secrets.token_hex(16)
         frames = np.rint(video[0].transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)  # exact: video = uint8 / 255
         out = self.client._infer("encode", {"frames": frames, "aspect_ratio": aspect_ratio.astype(np.float32)},
-                                 ("scene_id",))
-        return out["scene_id"].reshape(-1)[0].decode()
+                                 ("scene_id",), route=route)
+        return RemoteScene(out["scene_id"].reshape(-1)[0].decode(), route)
 
     def decode(self, state, uv, t):  # pragma: no cover - Client.query does not call it
         raise NotImplementedError("the server answers whole query batches: use Client.query")
@@ -59,15 +86,18 @@ class Client(Runtime):
         protocol: "http" or "grpc".
         timeout_s: the longest one request may take (network and inference).
         ready_timeout_s: how long to wait for the server to become ready before giving up.
+        failover: when the server that answers does not hold a scene, encode its clip there again (once per call,
+            logged, counted in ``reencodes``) and answer; False raises :class:`UnknownSceneError`.
     """
 
-    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", timeout_s: float = 300.0,
-                 ready_timeout_s: float = 30.0):
+    def __init__(self, url: str = "127.0.0.1:8000", protocol: str = "http", timeout_s: float = DEFAULT_TIMEOUT_S,
+                 ready_timeout_s: float = 30.0, failover: bool = True):
         if protocol not in ("http", "grpc"):
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         if not timeout_s > 0 or not ready_timeout_s >= 0:
             raise ValueError(f"timeouts must be positive, got timeout_s={timeout_s!r}, ready_timeout_s={ready_timeout_s!r}")
         self.url, self.protocol, self.timeout_s = url, protocol, float(timeout_s)
+        self.failover, self.reencodes = bool(failover), 0
         if protocol == "http":
             import tritonclient.http as triton_client
 
@@ -119,25 +149,35 @@ class Client(Runtime):
             time.sleep(0.2)
 
     def _call(self, fn, *args, **kwargs):
-        """A tritonclient call; Triton's own refusals (shape, dtype) -> ValueError, no answer -> ConnectionError."""
-        try:
-            return fn(*args, **kwargs)
-        except self._tc.InferenceServerException as exc:
-            status = str(exc.status() or "")
-            message = exc.message() or str(exc)
-            if status in ("400", "StatusCode.INVALID_ARGUMENT"):
-                raise ValueError(f"the server refused the request: {message}") from None
-            raise ServerUnavailableError(
-                f"the D4RT server at {self.url} did not answer ({status or 'no status'}: {message}); if it stopped, "
-                f"restart it and encode the clip again (scenes do not survive a restart)"
-            ) from None
-        except self._transport_errors as exc:
-            raise ServerUnavailableError(
-                f"the D4RT server at {self.url} did not answer ({type(exc).__name__}: {exc}); if it stopped, "
-                f"restart it and encode the clip again (scenes do not survive a restart)"
-            ) from None
+        """A tritonclient call; Triton's own refusals (shape, dtype) -> ValueError, no answer -> ConnectionError.
 
-    def _infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        A connection closed under the request (not a time-out) is tried once more at once: a balancer that reloads
+        its config (nginx in front of replicas) closes idle keep-alive connections, and a request may just have
+        been sent on one. Queries are read-only; a repeated encode at worst leaves an unused scene behind."""
+        for attempt in (0, 1):
+            try:
+                return fn(*args, **kwargs)
+            except self._tc.InferenceServerException as exc:
+                status = str(exc.status() or "")
+                message = exc.message() or str(exc)
+                if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+                    raise ValueError(f"the server refused the request: {message}") from None
+                raise ServerUnavailableError(
+                    f"the D4RT server at {self.url} did not answer ({status or 'no status'}: {message}); if it "
+                    f"stopped, restart it and encode the clip again (scenes do not survive a restart)"
+                ) from None
+            except self._transport_errors as exc:
+                if attempt == 0 and not isinstance(exc, TimeoutError):
+                    LOG.debug("connection to %s closed under a request (%s: %s); trying once more", self.url,
+                              type(exc).__name__, exc)
+                    continue
+                raise ServerUnavailableError(
+                    f"the D4RT server at {self.url} did not answer ({type(exc).__name__}: {exc}); if it stopped, "
+                    f"restart it and encode the clip again (scenes do not survive a restart)"
+                ) from None
+
+    def _infer(self, model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...],
+               route: str | None = None) -> dict[str, np.ndarray]:
         from tritonclient.utils import np_to_triton_dtype
 
         tc = self._tc
@@ -149,6 +189,8 @@ class Client(Runtime):
         names = (*outputs, "error")
         wanted = [tc.InferRequestedOutput(n) for n in names]
         extra = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        if route:
+            extra["headers"] = {ROUTE_HEADER: route}
         result = self._call(self._client.infer, model, infer_inputs, outputs=wanted, **extra)
         kind, message = (v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy("error").reshape(-1))
         if kind == "unknown_scene":
@@ -162,7 +204,7 @@ class Client(Runtime):
     # ----- the runtime surface ----------------------------------------------------------------------------------
     def _check_scene(self, scene: Scene) -> None:
         """Any client of the server may query a scene encoded there (its id travels, not its keys / values)."""
-        if not isinstance(scene, Scene) or not isinstance(scene.state, str):
+        if not isinstance(scene, Scene) or not isinstance(scene.state, RemoteScene):
             raise ValueError(
                 f"scene must be a Scene from a d4rt.serve Client's encode(...), got "
                 f"{type(scene).__name__}{' encoded in-process' if isinstance(scene, Scene) else ''}; encode the clip "
@@ -204,12 +246,35 @@ class Client(Runtime):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if N == 0:
             return {name: np.empty((0, *OUTPUT_TAILS[name]), np.float32) for name in DECODER_OUTPUTS}
-        t = np.stack(columns, -1)
-        uv = np.ascontiguousarray(uv, np.float32)
-        scene_id = np.array([[scene.state.encode()]], dtype=object)  # [1, 1]: Triton's batch dimension first
-        parts = [
-            self._infer("query", {"scene_id": scene_id, "uv": uv[None, s:s + batch_size],
-                                  "t": t[None, s:s + batch_size]}, DECODER_OUTPUTS)
-            for s in range(0, N, batch_size)
-        ]
+        return self._query_batches(scene, np.ascontiguousarray(uv, np.float32), np.stack(columns, -1), batch_size)
+
+    def _query_batches(self, scene: Scene, uv: np.ndarray, t: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+        """uv [N, 2] float32, t [N, 3] int32 -> the outputs, ``batch_size`` queries per request, on the scene's
+        route; a scene the answering server does not hold is encoded there again once (``failover``)."""
+        state: RemoteScene = scene.state
+        parts, reencoded = [], False
+        for s in range(0, len(uv), batch_size):
+            while True:
+                scene_id = np.array([[state.scene_id.encode()]], dtype=object)  # [1, 1]: Triton's batch dim first
+                try:
+                    parts.append(self._infer("query", {"scene_id": scene_id, "uv": uv[None, s:s + batch_size],
+                                                       "t": t[None, s:s + batch_size]}, DECODER_OUTPUTS, state.route))
+                    break
+                except UnknownSceneError:
+                    if not self.failover or reencoded:
+                        raise
+                    self._reencode(scene)
+                    reencoded = True
         return {name: np.concatenate([p[name][0] for p in parts]) for name in DECODER_OUTPUTS}
+
+    def _reencode(self, scene: Scene) -> None:
+        """Encode the scene's clip again on the server its routing key now leads to (same key, new scene id)."""
+        state: RemoteScene = scene.state
+        old = state.scene_id
+        LOG.warning("scene %s (route %s) is not on the server that answered (its replica restarted or left, or the "
+                    "scene was evicted); encoding the clip again there", old, state.route)
+        state.scene_id = self.backend.encode(scene.video, np.array([scene.aspect_ratio], np.float32),
+                                             route=state.route).scene_id
+        self.reencodes += 1
+        LOG.warning("scene %s is now %s (route %s); %d re-encodes by this client", old, state.scene_id, state.route,
+                    self.reencodes)

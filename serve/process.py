@@ -29,6 +29,27 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
+def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 50) -> int:
+    """The first of n consecutive ports nobody listens on now (for --replicas' port layout)."""
+    import random
+
+    for _ in range(tries):
+        base = random.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports on {host} after {tries} tries")
+
+
 class ServerProcess:
     """One ``d4rt serve ENGINES`` child on loopback ports of its own; ``args``: more command-line flags."""
 

@@ -62,4 +62,4 @@ def test_bench_arguments_are_checked_before_loading(tmp_path, capsys):
     assert "neither a preset" in capsys.readouterr().err
     assert main(["bench", "--model", "tiny", "--backends", "onnxruntime-cpu"]) == 2
     assert main(["bench", "--model", "tiny", "--batch-sizes", "0"]) == 2
-    assert main(["bench", "--engines", str(tmp_path / "missing")]) == 2
+    assert main(["bench", "--export", str(tmp_path / "missing")]) == 2

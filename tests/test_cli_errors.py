@@ -76,6 +76,22 @@ def test_snake_case_flags_are_aliases(engines):
     assert_one_line(d4rt("build-engine", engines, "--min_queries", "5", "--opt_queries", "2"), 2, "got 5, 2, 65536")
 
 
+def test_engines_is_a_deprecated_alias_of_export(tmp_path, capsys):
+    from d4rt.cli import main
+
+    missing, video = str(tmp_path / "missing"), tmp_path / "v.npy"
+    video.write_bytes(b"")
+    for argv in (["bench", "--engines", missing], ["bench", f"--engines={missing}"],
+                 ["infer", str(video), "--engines", missing, "--out", missing]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        # one warning line that names the new flag, then the refusal, which reached --export's own check
+        assert err[0] == f"d4rt {argv[0]}: warning: --engines is deprecated and goes in the next release; use --export"
+        assert len(err) == 2 and f"--export {missing} is not" in err[1], err
+    assert main(["bench", "--export", missing]) == 2
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_help_shows_defaults():
     out = " ".join(d4rt("occupancy", "--help").stdout.split())
     assert "(default: 0.05)" in out and "(default: 32)" in out and "(default: None)" not in out

@@ -50,7 +50,7 @@ def test_infer_command(cli_export, tmp_path, capsys):
                        for k in range(2)])
     video = write_video(tmp_path / "clip.mp4", frames)
     out = tmp_path / "result"
-    args = ["infer", str(video), "--engines", str(cli_export), "--out", str(out), "--depth-size", "32",
+    args = ["infer", str(video), "--export", str(cli_export), "--out", str(out), "--depth-size", "32",
             "--cloud-size", "16", "--track-grid", "4", "--pose-grid", "8", "--batch-size", "300"]
     assert main(args) == 0
     assert "frames 0..1 (2) in 1 window(s) on onnxruntime-cpu" in capsys.readouterr().out
@@ -70,6 +70,14 @@ def test_infer_command(cli_export, tmp_path, capsys):
     cloud = rt.point_cloud(scene, 0, 16)
     np.testing.assert_allclose(xyz, cloud["xyz"], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(rgb, cloud["rgb"])
+    points = np.load(out / "points.npz")  # the PLY's points with their confidence and frame (what d4rt view reads)
+    np.testing.assert_array_equal(points["xyz"], xyz)
+    np.testing.assert_array_equal(points["rgb"], rgb)
+    np.testing.assert_allclose(points["confidence"], cloud["confidence"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(points["frame"], cloud["frame"])
+    for t in range(2):  # the network's input frames, lossless
+        png = cv2.cvtColor(cv2.imread(str(out / "frames" / f"{t:04d}.png")), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(png, scene.frames[t])
     trajectory = json.loads((out / "trajectory.json").read_text())
     assert np.array_equal(trajectory["T_wc"][0], np.eye(4).tolist()) and np.array(trajectory["K"]).shape == (2, 3, 3)
     # frame 1's pose: its own-camera points fit rigidly to its camera-0 points, on the 85 % most confident pairs
@@ -87,9 +95,23 @@ def test_infer_command(cli_export, tmp_path, capsys):
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
 
 
+def test_view_infers_a_video_and_records_it(cli_export, tmp_path, capsys):
+    """`d4rt view VIDEO --export DIR --record FOLDER`: the video inferred, then recorded (the browser tests of the
+    viewer are in test_viewer.py)."""
+    pytest.importorskip("viser", reason="the viewer extra is not installed: pip install '.[viewer]'")
+    frames = np.random.default_rng().integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+    video = write_video(tmp_path / "clip.mp4", frames)
+    out = tmp_path / "recording"
+    assert main(["view", str(video), "--export", str(cli_export), "--record", str(out)]) == 0
+    assert "2 frames recorded" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    assert "__VISER_EMBED_DATA__" in page and (out / "scene.viser").stat().st_size > 1000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-written beside it
+
+
 def test_bench_command(cli_export, tmp_path):
     path = tmp_path / "bench.json"
-    assert main(["bench", "--engines", str(cli_export), "--backends", "onnxruntime-cpu,torch", "--repeats", "2",
+    assert main(["bench", "--export", str(cli_export), "--backends", "onnxruntime-cpu,torch", "--repeats", "2",
                  "--warmup", "1", "--batch-sizes", "16,64", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert [r["backend"] for r in report["results"]] == ["onnxruntime-cpu", "torch"]
@@ -129,7 +151,7 @@ def test_runtime_runs_with_torch_blocked(tmp_path):
         res = rt.query(scene, np.load(tmp + "/uv.npy"), 0, 1, 2)
         poses, K = rt.camera_poses(scene, grid=6), rt.intrinsics(scene, grid=6)
         np.save(tmp + "/xyz.npy", res["xyz"])
-        assert main(["infer", tmp + "/frames.npy", "--engines", directory, "--out", tmp + "/out", "--depth-size", "16",
+        assert main(["infer", tmp + "/frames.npy", "--export", directory, "--out", tmp + "/out", "--depth-size", "16",
                      "--cloud-size", "8", "--track-grid", "2", "--pose-grid", "6"]) == 0
         try:
             load(directory, backend="torch")

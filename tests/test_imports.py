@@ -15,11 +15,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # folder -> the package it installs as (pyproject's package-dir)
 PACKAGES = {"d4rt": "d4rt", "kernels": "d4rt.kernels", "export": "d4rt.export", "runtime": "d4rt.runtime",
-            "occupancy": "d4rt.occupancy", "serve": "d4rt.serve", "cli": "d4rt.cli"}
+            "occupancy": "d4rt.occupancy", "serve": "d4rt.serve", "viewer": "d4rt.viewer", "cli": "d4rt.cli"}
 TORCH_WORLD = ("torch", "lightning", "pytorch_lightning", "triton", "d4rt.models", "d4rt.training",
                "d4rt.evaluation", "d4rt.kernels", "d4rt.export", "d4rt.checkpoint", "d4rt.opend4rt")
-# The runtime's optional torch backend is the one runtime module allowed to reach torch and the model.
-TORCH_BACKEND = "d4rt.runtime.backend_torch"
+# The runtime's optional torch backends (the eager model; AOTInductor packages) are the runtime modules allowed to
+# reach torch, each imported only when its backend is asked for.
+TORCH_BACKENDS = ("d4rt.runtime.backend_torch", "d4rt.runtime.backend_aoti")
 
 
 def library_modules():
@@ -55,7 +56,8 @@ MODULES = dict(library_modules())
 
 
 def test_the_walk_sees_the_house():
-    assert {"d4rt.runtime.runtime", "d4rt.occupancy.grid", "d4rt.cli.infer", "d4rt.training.fit"} <= set(MODULES)
+    assert {"d4rt.runtime.runtime", "d4rt.occupancy.grid", "d4rt.viewer.app", "d4rt.cli.infer",
+            "d4rt.training.fit"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.startswith("d4rt.cli")))
@@ -65,20 +67,22 @@ def test_library_never_imports_the_cli(module):
 
 
 @pytest.mark.parametrize(
-    "module", sorted(m for m in MODULES if under(m, ["d4rt.runtime", "d4rt.occupancy", "d4rt.serve"]))
+    "module", sorted(m for m in MODULES if under(m, ["d4rt.runtime", "d4rt.occupancy", "d4rt.serve", "d4rt.viewer"]))
 )
-def test_runtime_occupancy_and_serve_stay_torch_free(module):
+def test_runtime_occupancy_serve_and_viewer_stay_torch_free(module):
     imported = imports_of(MODULES[module], module)
-    if module == TORCH_BACKEND:
+    if module in TORCH_BACKENDS:
         return
     bad = sorted(i for i in imported if under(i, TORCH_WORLD))
     assert not bad, f"{module} imports {bad}: the runtime must run with numpy and an engine library only"
     if under(module, ["d4rt.runtime"]):
-        upward = sorted(i for i in imported if under(i, ["d4rt.occupancy", "d4rt.serve", "d4rt.benchmarking"]))
+        upward = sorted(i for i in imported if under(i, ["d4rt.occupancy", "d4rt.serve", "d4rt.viewer",
+                                                                "d4rt.benchmarking"]))
         assert not upward, f"{module} imports {upward}: the runtime is the lowest layer"
 
 
-@pytest.mark.parametrize("module", ["d4rt", "d4rt.runtime", "d4rt.occupancy", "d4rt.config", "d4rt.cli"])
+@pytest.mark.parametrize("module", ["d4rt", "d4rt.runtime", "d4rt.occupancy", "d4rt.viewer", "d4rt.config",
+                                    "d4rt.cli"])
 def test_no_torch_at_import_time(module):
     code = f"import sys, {module}; bad = [m for m in ('torch', 'lightning', 'd4rt.models') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

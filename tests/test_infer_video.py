@@ -1,4 +1,4 @@
-"""`d4rt infer` on whole videos with nothing but --engines and --out (ONNX Runtime CPU): a 200-frame rendered video
+"""`d4rt infer` on whole videos with nothing but --export and --out (ONNX Runtime CPU): a 200-frame rendered video
 in aligned windows, a 7-frame one (odd, shorter than T), and every argument error as one line before any work."""
 
 import json
@@ -24,7 +24,7 @@ def test_200_frames_in_windows(engines, tmp_path, capsys):
     clip = render(200, seed=int(np.random.default_rng().integers(1 << 30)))
     np.save(tmp_path / "video.npy", clip.rgb)
     out = tmp_path / "result"
-    assert main(["infer", str(tmp_path / "video.npy"), "--engines", str(engines), "--out", str(out)]) == 0
+    assert main(["infer", str(tmp_path / "video.npy"), "--export", str(engines), "--out", str(out)]) == 0
     assert "frames 0..199 (200) in 33 window(s) on onnxruntime-cpu" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "depth").iterdir()) == [f"{f:04d}.png" for f in range(200)]
     trajectory = json.loads((out / "trajectory.json").read_text())
@@ -53,7 +53,7 @@ def test_7_frames_every_frame_answered(engines, tmp_path, capsys):
     clip = render(7, seed=int(np.random.default_rng().integers(1 << 30)), height=36, width=48)
     video = write_video(tmp_path / "clip.avi", clip.rgb)
     out = tmp_path / "result"
-    assert main(["infer", str(video), "--engines", str(engines), "--out", str(out)]) == 0
+    assert main(["infer", str(video), "--export", str(engines), "--out", str(out)]) == 0
     assert "frames 0..6 (7) in 2 window(s)" in capsys.readouterr().out
     assert len(list((out / "depth").iterdir())) == 7
     depth = np.load(out / "depth.npz")["depth"]
@@ -79,7 +79,7 @@ def test_7_frames_every_frame_answered(engines, tmp_path, capsys):
 def test_bad_arguments_are_one_line(engines, tmp_path, capsys, extra, match):
     np.save(tmp_path / "v.npy", np.zeros((5, 8, 8, 3), np.uint8))
     try:  # argparse's own errors exit, validate's return 2: both before the engines load
-        code = main(["infer", str(tmp_path / "v.npy"), "--engines", str(engines), "--out", str(tmp_path / "o"),
+        code = main(["infer", str(tmp_path / "v.npy"), "--export", str(engines), "--out", str(tmp_path / "o"),
                      *extra])
     except SystemExit as e:
         code = e.code
@@ -101,7 +101,7 @@ def test_errors_in_a_subprocess_and_nothing_left(engines, tmp_path):
         (["nan.npy", "--out", "o"], 1, "NaN or infinite"),  # fails inside the run: nothing is left behind
     ]
     for args, code, message in cases:
-        run = subprocess.run([sys.executable, "-c", "import sys; from d4rt.cli import main; sys.exit(main())", "infer", *args, "--engines", str(engines)],
+        run = subprocess.run([sys.executable, "-c", "import sys; from d4rt.cli import main; sys.exit(main())", "infer", *args, "--export", str(engines)],
                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert run.returncode == code, run.stderr
         assert "Traceback" not in run.stderr and message in run.stderr and len(run.stderr.strip().splitlines()) == 1

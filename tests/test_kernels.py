@@ -17,8 +17,8 @@ import torch
 
 from d4rt.kernels import cross_attention, local_attention
 from d4rt.kernels import ops
-from d4rt.kernels import tiling
-from d4rt.kernels.tiling import SPLIT_GRANULE, head_dim_chunks, interpreting, plan_splits
+from d4rt.kernels import launch_plan
+from d4rt.kernels.launch_plan import SPLIT_GRANULE, head_dim_chunks, interpreting, plan_splits
 
 INTERPRETING = interpreting()
 DEVICE = "cpu" if INTERPRETING else "cuda"
@@ -221,11 +221,11 @@ def test_split_plan_covers_every_key_once(programs, keys, processors):
 
 
 def test_autotune_pruning():
-    gpu = tiling._configs(tiling._GPU_FORWARD, ("BLOCK_M", "BLOCK_N"))
+    gpu = launch_plan._configs(launch_plan._GPU_FORWARD, ("BLOCK_M", "BLOCK_N"))
     q16, q32 = torch.empty(0, dtype=torch.bfloat16), torch.empty(0)
 
     def blocks(q, rows, keys):
-        return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in tiling.prune_configs(gpu, {"Q": q, "Q_GROUP": rows, "K_GROUP": keys})}
+        return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in launch_plan.prune_configs(gpu, {"Q": q, "Q_GROUP": rows, "K_GROUP": keys})}
 
     assert blocks(q16, 65536, 6145) == {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in gpu}
     assert {m for m, _ in blocks(q16, 1, 6145)} == {64}  # one query: the smallest query block only

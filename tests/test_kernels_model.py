@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from d4rt import D4RT
-from d4rt.kernels.tiling import interpreting
+from d4rt.kernels.launch_plan import interpreting
 from tests.conftest import make_queries
 
 DEVICE = "cpu" if interpreting() else "cuda"

@@ -51,7 +51,7 @@ def occupancy_command(engines, out, voxel, *extra):
         [
             "occupancy",
             str(SAMPLE_CLIP),
-            "--engines",
+            "--export",
             str(engines),
             "--out",
             str(out),
@@ -130,9 +130,9 @@ def test_occupancy_command_bad_input(engines, tmp_path, capsys):
         err = capsys.readouterr().err
         assert re.search(message, err) and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
-    refused(["occupancy", str(video), "--engines", str(engines), "--out", out], "no video")
-    refused(["occupancy", str(SAMPLE_CLIP), "--engines", str(tmp_path / "none"), "--out", out], "no engine directory")
-    base = ["occupancy", str(SAMPLE_CLIP), "--engines", str(engines), "--out", out]
+    refused(["occupancy", str(video), "--export", str(engines), "--out", out], "no video")
+    refused(["occupancy", str(SAMPLE_CLIP), "--export", str(tmp_path / "none"), "--out", out], "no export folder")
+    base = ["occupancy", str(SAMPLE_CLIP), "--export", str(engines), "--out", out]
     refused(base + ["--voxel", "0"], "--voxel must be a positive")
     refused(base + ["--pose-grid", "1"], "--pose-grid must be at least 2")
     refused(base + ["--grid", "1"], "--grid must be at least 2")

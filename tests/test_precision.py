@@ -82,7 +82,7 @@ def test_infer_int8_from_the_command_line(int8_export, tmp_path, capsys):
     frames, _, _ = random_clip(6, 40, 1)
     np.save(tmp_path / "clip.npy", frames)
     result = tmp_path / "result"
-    assert main(["infer", str(tmp_path / "clip.npy"), "--engines", str(int8_export[1]), "--out", str(result),
+    assert main(["infer", str(tmp_path / "clip.npy"), "--export", str(int8_export[1]), "--out", str(result),
                  "--depth-size", "16", "--track-grid", "4", "--precision", "int8"]) == 0
     summary = json.loads((result / "summary.json").read_text())
     assert summary["backend"] == "onnxruntime-cpu" and summary["frames"] == 6
@@ -96,7 +96,7 @@ def test_infer_bf16_from_the_command_line(tmp_path, capsys):
     frames, _, _ = random_clip(4, 40, 1)
     np.save(tmp_path / "clip.npy", frames)
     result = tmp_path / "result"
-    assert main(["infer", str(tmp_path / "clip.npy"), "--engines", str(BUNDLED), "--out", str(result),
+    assert main(["infer", str(tmp_path / "clip.npy"), "--export", str(BUNDLED), "--out", str(result),
                  "--depth-size", "16", "--track-grid", "4", "--precision", "bf16"]) == 0
     summary = json.loads((result / "summary.json").read_text())
     assert summary["backend"] == "torch-sdpa-bfloat16"
@@ -172,7 +172,7 @@ def test_bf16_refused_on_onnxruntime(int8_export, tmp_path, capsys):
     frames, _, _ = random_clip(4, 32, 1)
     np.save(tmp_path / "clip.npy", frames)
     out = tmp_path / "out"
-    assert main(["infer", str(tmp_path / "clip.npy"), "--engines", str(directory), "--out", str(out),
+    assert main(["infer", str(tmp_path / "clip.npy"), "--export", str(directory), "--out", str(out),
                  "--backend", "onnxruntime-cpu", "--precision", "bf16"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "ONNX Runtime has no bf16 path" in err and "--backend torch" in err

@@ -8,10 +8,10 @@ from d4rt.benchmarking import git_commit, median_seconds, run_record
 
 
 def test_run_record_names_commit_date_device_and_command():
-    record = run_record(command="d4rt bench --engines e")
+    record = run_record(command="d4rt bench --export e")
     assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?|unknown", record["commit"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["date"])
-    assert "CPU" in record["device"] and record["command"] == "d4rt bench --engines e"
+    assert "CPU" in record["device"] and record["command"] == "d4rt bench --export e"
     assert record["versions"]["numpy"] and record["versions"]["python"]
     assert run_record(device="NVIDIA H200")["device"] == "NVIDIA H200"
 

@@ -217,7 +217,7 @@ def test_smallest_grids_work(rt):
 def test_manifest_path_names_its_directory(private_export):
     rt = load(private_export / "manifest.json", backend="onnxruntime-cpu")
     assert rt.frame_range == (2, T)
-    with pytest.raises(ValueError, match="is a file; load.* takes an engine directory"):
+    with pytest.raises(ValueError, match="is a file; load.* takes an export folder"):
         load(private_export / "encoder.onnx", backend="onnxruntime-cpu")
 
 

@@ -105,15 +105,15 @@ def test_bad_inputs_are_refused_and_the_server_keeps_serving(server, local):
         bad_uv = uv.copy()
         bad_uv[3, 1] = np.nan
         with pytest.raises(ValueError, match="NaN"):
-            _raw_query(c, scene.state, bad_uv, t)
+            _raw_query(c, scene.state.scene_id, bad_uv, t)
         with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
-            _raw_query(c, scene.state, uv + 1.0, t)
+            _raw_query(c, scene.state.scene_id, uv + 1.0, t)
         with pytest.raises(ValueError, match=r"t_tgt has frame indices .* expected \[0, 4\)"):
-            _raw_query(c, scene.state, uv, t + np.array([0, 4, 0], np.int32))
+            _raw_query(c, scene.state.scene_id, uv, t + np.array([0, 4, 0], np.int32))
         with pytest.raises(ValueError, match=f"at most {MAX_QUERIES}"):
             c.query(scene, rng.random((MAX_QUERIES + 1, 2)), 0, 0, 0, batch_size=MAX_QUERIES + 1)
         with pytest.raises(ValueError, match="FP64"):  # Triton's own dtype check: a 400
-            c._infer("query", {"scene_id": np.array([[scene.state.encode()]], dtype=object),
+            c._infer("query", {"scene_id": np.array([[scene.state.scene_id.encode()]], dtype=object),
                                "uv": uv[None].astype(np.float64), "t": t[None]}, ("xyz",))
         with pytest.raises(ValueError, match="frames"):  # a clip of the wrong length: Triton's shape check
             c._infer("encode", {"frames": np.zeros((5, 128, 128, 3), np.uint8),
@@ -131,16 +131,23 @@ def test_bad_inputs_are_refused_and_the_server_keeps_serving(server, local):
 def test_evicted_scene_is_a_clear_error_and_reencoding_works(server, local):
     rng = np.random.default_rng()
     uv = rng.random((50, 2))
-    with server.client() as c:
+    with server.client(failover=False) as c:
         first, second, third = (c.encode(rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)) for _ in range(3))
         with pytest.raises(UnknownSceneError, match="encode the clip again"):
             c.query(first, uv, 0, 1, 2)
         for scene in (second, third):  # the two most recent fit
             assert np.isfinite(c.query(scene, uv, 0, 1, 2)["xyz"]).all()
         again = c.encode(first.frames)
-        assert again.state != first.state
+        assert again.state.scene_id != first.state.scene_id
         ref = local.encode(first.frames)
         assert_same(c.query(again, uv, 0, 1, 2), local.query(ref, uv, 0, 1, 2))
+        assert c.reencodes == 0
+    with server.client() as c:  # failover (the default): the evicted scene is encoded again, once, transparently
+        old_id = second.state.scene_id  # evicted by `again` above
+        assert_same(c.query(second, uv, 0, 1, 2), local.query(local.encode(second.frames), uv, 0, 1, 2))
+        assert c.reencodes == 1 and second.state.scene_id != old_id
+        c.query(second, uv, 0, 1, 2)
+        assert c.reencodes == 1  # the new id sticks to the scene
 
 
 def test_restart_clients_get_a_clear_error_then_succeed_after_reencoding(server, local):
@@ -154,7 +161,7 @@ def test_restart_clients_get_a_clear_error_then_succeed_after_reencoding(server,
         c.query(scene, uv, 0, 0, 0)
     c.close()
     server.start()
-    with server.client() as c:
+    with server.client(failover=False) as c:
         with pytest.raises(UnknownSceneError, match="restarted"):
             c.query(scene, uv, 0, 0, 0)
         scene = c.encode(frames)

@@ -49,7 +49,7 @@ def rays_world(clip, t):
 
 def test_room_depth_is_the_nearest_plane(random_clip):
     """Background pixels: depth = the nearest of the room's six planes along the ray (computed per plane here)."""
-    clip, scene = random_clip, random_clip.scene
+    clip, scene = random_clip, random_clip.room
     hx, hy = scene.room_half
     for t in (0, clip.num_frames - 1):
         origin, d = rays_world(clip, t)
@@ -121,7 +121,7 @@ def test_tracked_object_point_follows_the_object(random_clip):
     assert vis.sum() >= 5
     for t in np.unique(t_tgt[vis]):
         m = vis & (t_tgt == t)
-        hit = clip.scene.cast(int(t), ans["uv_tgt"][m] * [W - 1, H - 1], clip.K, shade=False)
+        hit = clip.room.cast(int(t), ans["uv_tgt"][m] * [W - 1, H - 1], clip.K, shade=False)
         np.testing.assert_array_equal(hit["instance"], inst[m])
         np.testing.assert_allclose(hit["point_world"], ans["xyz_world_tgt"][m], atol=1e-6)
     # normals stay unit and face the target camera where visible
@@ -206,9 +206,9 @@ def test_deterministic_from_seed_and_json_round_trip(tmp_path):
     for key in ("rgb", "depth", "normal", "instance", "T_wc", "T_wo"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
     assert not np.array_equal(a.rgb, c.rgb)
-    rebuilt = Room.from_dict(json.loads(json.dumps(a.scene.to_dict())))
+    rebuilt = Room.from_dict(json.loads(json.dumps(a.room.to_dict())))
     np.testing.assert_array_equal(rebuilt.render_clip(32, 32).rgb, a.rgb)
-    assert 2 <= len(a.scene.objects) <= 6
+    assert 2 <= len(a.room.objects) <= 6
 
 
 def test_clip_file_round_trip_and_errors(tmp_path, random_clip):

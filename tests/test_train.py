@@ -166,7 +166,7 @@ def test_export_errors(tmp_path):
     ("train_d4rt.py", ["--train-data-path", "--val-data-path", "--num-queries", "--image-size", "--batch-size", "--lr",
                        "--weight-decay", "--max-epochs", "--devices", "--preset", "--synthetic", "--max-steps",
                        "--token-depth-weight", "--own-token-weight", "--depth-fraction"]),
-    ("test_d4rt.py", ["--test-data", "--ckpt", "--synthetic", "--format"]),
+    ("evaluate_d4rt.py", ["--test-data", "--ckpt", "--synthetic", "--format"]),
 ])
 def test_script_help(script, flags):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True, text=True,

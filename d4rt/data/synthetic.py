@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,7 +529,7 @@ class RenderedClip:
 
     rgb [T, H, W, 3] uint8; depth [T, H, W] float32 (camera z, metres); normal [T, H, W, 3] float32 (unit, in each
     frame's camera); instance [T, H, W] uint8 (0 room, k object k); K [3, 3]; T_wc [T, 4, 4] camera-to-world;
-    T_wo [T, I, 4, 4] object-to-world per instance; scene: the parameters that answer queries exactly.
+    T_wo [T, I, 4, 4] object-to-world per instance; room: the :class:`Room` (its parameters answer queries exactly).
     """
 
     rgb: np.ndarray
@@ -538,7 +539,13 @@ class RenderedClip:
     K: np.ndarray
     T_wc: np.ndarray
     T_wo: np.ndarray
-    scene: Room
+    room: Room
+
+    @property
+    def scene(self) -> Room:
+        """Deprecated name of :attr:`room` (kept one release)."""
+        warnings.warn("RenderedClip.scene is deprecated; use RenderedClip.room", DeprecationWarning, stacklevel=2)
+        return self.room
 
     @property
     def num_frames(self) -> int:
@@ -552,11 +559,11 @@ class RenderedClip:
     @property
     def aspect_ratio(self) -> float:
         """Width / height of the original video this clip shows (1 / 1 renders keep the original's ratio)."""
-        return self.scene.aspect
+        return self.room.aspect
 
     def query(self, uv, t_src, t_tgt, t_cam) -> dict[str, np.ndarray]:
         """Exact answers (see :meth:`Room.query`) for this clip's size and intrinsics."""
-        return self.scene.query(self.K, *self.size, uv, t_src, t_tgt, t_cam)
+        return self.room.query(self.K, *self.size, uv, t_src, t_tgt, t_cam)
 
 
 CLIP_KEYS = ("rgb", "depth", "normal", "instance", "K", "T_wc", "T_wo", "scene_json", "format_version")
@@ -570,7 +577,7 @@ def write_clip(path: str | Path, clip: RenderedClip) -> Path:
     arrays = {k: getattr(clip, k) for k in ("rgb", "depth", "normal", "instance", "K", "T_wc", "T_wo")}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
-            f, **arrays, scene_json=np.array(json.dumps(clip.scene.to_dict())), format_version=CLIP_FORMAT_VERSION
+            f, **arrays, scene_json=np.array(json.dumps(clip.room.to_dict())), format_version=CLIP_FORMAT_VERSION
         )
     return path
 

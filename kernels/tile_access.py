@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from d4rt.kernels.tiling import interpreting
+from d4rt.kernels.launch_plan import interpreting
 
 #: True when the kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1``), a constant the kernels read.
 #: Compiled, the interpreter's branches are dropped at compile time and the kernels are exactly as without it.
@@ -80,7 +80,7 @@ def drop_overlap(x, own, D0: tl.constexpr, D1: tl.constexpr, HEAD_DIM: tl.conste
 @triton.jit
 def aligned(x, ALIGN: tl.constexpr):
     """``x`` rounded down to a multiple of ``ALIGN``: the identity on strides the launcher checked
-    (``tiling.stride_alignment``), and a fact the compiler uses to vectorise loads into 16-byte accesses (Triton only
+    (``launch_plan.stride_alignment``), and a fact the compiler uses to vectorise loads into 16-byte accesses (Triton only
     detects multiples of 16 elements on its own; a head dim of 88 gives strides that are multiples of 8)."""
     if ALIGN > 1:
         x = x // ALIGN * ALIGN
