@@ -32,13 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from d4rt.benchmarking import run_record
+from d4rt.data.oracle_video import ground_truth_poses, oracle_runtime
+from d4rt.data.synthetic import Room
+from d4rt.runtime.geometry import umeyama
 
-from d4rt.benchmarking import run_record  # noqa: E402
-from d4rt.data.synthetic import Room  # noqa: E402
-from d4rt.runtime.geometry import umeyama  # noqa: E402
-from tests.oracle_video import ground_truth_poses, oracle_runtime  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SEED_BASE = 3_000_000
 WINDOW, OVERLAP = 16, 4
@@ -83,7 +82,7 @@ def oracle_rows(rows: Rows, clips: dict) -> None:
         for (noise, outliers), trim in [(s, windows.TRIM) for s in settings] + [((0.0, 0.1), None)]:
             rt = oracle_runtime(clip, 32, WINDOW, noise=noise, outliers=outliers, seed=1)
             start = time.perf_counter()
-            video = rt.encode_video(clip.rgb, overlap=OVERLAP, pose_grid=16, depth_size=2, cloud_size=2,
+            video = rt.encode_video(clip.rgb, overlap=OVERLAP, pose_size=16, depth_size=2, cloud_size=2,
                                     align_trim=trim)
             seconds = time.perf_counter() - start
             scales = [s for _, s in rt.backend.windows]
@@ -118,13 +117,13 @@ def model_rows(rows: Rows, clips: dict, rt) -> None:
         gt = ground_truth_poses(clip)
         gt_depth = np.stack([clip.query(uv, f, f, f)["xyz_cam"][:, 2].reshape(n, n) for f in range(F)])
         start = time.perf_counter()
-        video = rt.encode_video(clip.rgb, overlap=OVERLAP, depth_size=n, cloud_size=2, pose_grid=16)
+        video = rt.encode_video(clip.rgb, overlap=OVERLAP, depth_size=n, cloud_size=2, pose_size=16)
         seconds = time.perf_counter() - start
         err, _ = centres_error(video.T_wc, gt, None)
         stride = -(-F // WINDOW)
         sub = np.arange(0, F, stride)[:WINDOW]
         scene = rt.encode(clip.rgb[sub])
-        one_poses = rt.camera_poses(scene, grid=16)
+        one_poses = rt.camera_poses(scene, size=16)
         one_depth = rt.depth(scene, None, n)
         one_err, _ = centres_error(one_poses, np.linalg.inv(gt[sub[0]]) @ gt[sub], None)
         same, _ = centres_error(video.T_wc[sub], gt[sub], None)
@@ -153,7 +152,7 @@ from benchmarks.long_video import render
 rt = load({ckpt!r}, backend="torch")
 clip = render({frames}, {seed}, 96, 128)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-video = rt.encode_video(clip.rgb, overlap={overlap}, depth_size=8, cloud_size=2, pose_grid=8, keep_memory={keep})
+video = rt.encode_video(clip.rgb, overlap={overlap}, depth_size=8, cloud_size=2, pose_size=8, keep_memory={keep})
 kv = 0
 for scene in video.scenes or []:
     kv += sum(x.numel() * x.element_size() for x in (scene.state.keys, scene.state.values))
@@ -179,7 +178,7 @@ def dense_rows(rows: Rows, clip, rt_model) -> None:
         if rt is None:
             continue
         scene = rt.encode(clip.rgb[:WINDOW])
-        dense = dense_tracks(rt, scene, grid=32)
+        dense = dense_tracks(rt, scene, size=32)
         rows.add({"part": "d-dense", "answers": name, "frames": WINDOW, **dense.summary()})
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,24 +32,23 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from d4rt.data.synthetic import Room, invert_rigid, read_clip  # noqa: E402
-from d4rt.occupancy.grid import (  # noqa: E402
+from d4rt.data.synthetic import Room, invert_rigid, read_clip
+from d4rt.occupancy.grid import (
     dense_point_maps,
     intrinsics_from_point_maps,
     occupancy_from_point_maps,
     point_maps_from_depth,
 )
-from d4rt.occupancy.metrics import (  # noqa: E402
+from d4rt.occupancy.metrics import (
     align_to_ground_truth,
     occupancy_scores,
     tolerant_f_score,
     world_points,
 )
-from d4rt.occupancy.temporal import static_map  # noqa: E402
-from d4rt.evaluation.metrics import camera_ate, depth_metrics  # noqa: E402
-from report import environment, markdown_table, write_results  # noqa: E402  (benchmarks/report.py)
+from d4rt.occupancy.temporal import static_map
+from d4rt.evaluation.metrics import camera_ate, depth_metrics
+from report import environment, markdown_table, write_results  # benchmarks/report.py (this script's folder)
 
 SAMPLE_CLIP, SAMPLE_GT = ROOT / "assets" / "sample_clip.mp4", ROOT / "assets" / "sample_clip_gt.npz"
 CHECKPOINT = ROOT / "checkpoints" / "tiny-synthetic"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 
 # name -> (module, one-line help)
@@ -80,7 +81,7 @@ def kebab_flags(argv: list[str]) -> list[str]:
 # old spellings -> today's flag
 ALIASES = {"--img-size": "--image-size", "--test-data-path": "--test-data"}
 # deprecated flags -> today's flag: accepted one more release, with a one-line warning
-DEPRECATED = {"--engines": "--export"}
+DEPRECATED = {"--engines": "--export", "--grid": "--depth-size"}  # --grid: only `d4rt occupancy` had it
 
 
 def deprecated_flags(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -95,11 +96,31 @@ def deprecated_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     return out, warnings
 
 
+# The pyproject extra that brings a missing package (by its top-level import name); torch and the packages every
+# torch command needs come with the command's own extra (COMMAND_EXTRAS).
+PACKAGE_EXTRAS = {
+    "onnxruntime": "runtime", "cv2": "runtime", "tqdm": "runtime", "tensorrt": "tensorrt", "cuda": "tensorrt",
+    "onnx": "export", "onnxscript": "export", "ml_dtypes": "export", "triton": "kernels", "lightning": "train",
+    "matplotlib": "train", "pytriton": "serve", "tritonclient": "serve",
+}
+COMMAND_EXTRAS = {"export": "export", "demo": "export", "convert-opend4rt": "torch", "bench": "export",
+                  "train": "train", "evaluate": "train", "build-engine": "tensorrt", "serve": "serve"}
+
+
+def missing_package_message(command: str, module: str) -> str:
+    """One line for a command whose Python package is not installed: which one, and the install that brings it."""
+    top = module.split(".")[0]
+    extra = PACKAGE_EXTRAS.get(top) or COMMAND_EXTRAS.get(command, "all")
+    return (f"needs the Python package {top!r}, which is not installed here (a runtime-only install has no "
+            f"torch); install the {extra} extra from the repository: pip install -c constraints.txt -e \".[{extra}]\"")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user error is one line on stderr (exit 2 for usage, 1 for a failed run); the traceback
     only with ``--debug`` or ``D4RT_DEBUG=1``."""
     argv, warnings = deprecated_flags(kebab_flags(list(sys.argv[1:] if argv is None else argv)))
     args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["d4rt", *map(shlex.quote, argv)])  # recorded in each output folder
     for line in dict.fromkeys(warnings):
         print(f"d4rt {args.command}: {line}", file=sys.stderr)
     debug = getattr(args, "debug", False) or os.environ.get("D4RT_DEBUG", "") not in ("", "0")
@@ -119,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from d4rt.cli.common import UsageError
 
+        if isinstance(e, ModuleNotFoundError) and e.name and not e.name.startswith("d4rt"):
+            print(f"{prog}: {missing_package_message(args.command, e.name)}", file=sys.stderr)
+            return 1
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, UsageError):
             print(f"{prog}: error: {message} (see `{prog} --help`)", file=sys.stderr)

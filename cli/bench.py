@@ -1,6 +1,6 @@
 """``d4rt bench``: encode latency and query throughput of each backend beside eager PyTorch.
 
-    d4rt bench --export export/ --batch-sizes 1024,8192 --repeats 10 --json bench.json
+    d4rt bench --export exported/ --batch-sizes 1024,8192 --repeats 10 --json bench.json
     d4rt bench --model g --batch-sizes 65536 --json bench-g.json          # a preset, random weights, no export
     d4rt bench --model checkpoints/tiny-synthetic --backends torch-triton-float32
 

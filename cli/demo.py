@@ -27,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random model and the generated clip")
 
 
+def validate(args: argparse.Namespace) -> None:
+    from d4rt.cli.common import check_output
+
+    check_output(args.out, overwrite=True, inputs=(args.checkpoint, args.clip))  # before torch is imported
+
+
 def moving_texture_clip(frames: int, height: int = 120, width: int = 160, seed: int = 0):
     """A synthetic clip: a smooth colour texture panning right and down, and a disc crossing it.
 
@@ -59,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from d4rt.benchmarking import bench_runtime
     from d4rt.checkpoint import load_or_init
-    from d4rt.cli.common import output_dir
+    from d4rt.cli.common import command_line, output_dir
     from d4rt.export.onnx_export import export_onnx
     from d4rt.export.parity import verify_export
     from d4rt.runtime import load
@@ -67,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     final = Path(args.out)
-    # The demo's own folder: replaced whole by each run (never a mix of two runs), nothing left if it fails.
-    with output_dir(final, overwrite=True) as out:
+    # The demo's own folder: replaced whole by each run (never a mix of two runs), nothing left if it fails; only a
+    # folder an earlier d4rt command wrote is replaced, never one holding the checkpoint or the clip.
+    with output_dir(final, overwrite=True, inputs=(args.checkpoint, args.clip), command=command_line(args)) as out:
         engines = out / "export"
         engines.mkdir(parents=True, exist_ok=True)
 

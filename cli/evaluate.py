@@ -36,7 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth-stride", type=positive_int, default=4, help="depth scored at every n-th pixel")
     p.add_argument("--pose-grid", type=positive_int, default=16, help="query grid (n x n) of the pose estimator")
     p.add_argument("--start", type=non_negative_int, default=0,
-                   help="first frame scored of a TAPVid-3D / PointOdyssey clip (the model's num_frames from there)")
+                   help="first frame scored of a TAPVid-3D / PointOdyssey clip (default 0: every frame, as the "
+                        "benchmark's official script scores it; a track queried before it is not scored)")
+    p.add_argument("--max-frames", type=positive_int, default=None,
+                   help="score at most this many frames of each TAPVid-3D / PointOdyssey clip from --start "
+                        "(default: to the end of the clip; longer than the model's frames runs in aligned windows)")
+    p.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                   help="TAPVid-3D: also write each clip's predicted tracks into this new folder as tapnet's "
+                        "evaluate_model.py reads them (<clip>.npz: tracks_XYZ, visibility), to score them there too")
     p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per decoder call")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the model runs (auto: cuda when available)")
@@ -56,6 +63,18 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--test-data {args.test_data} does not exist (generate clips there with --synthetic N)")
     if args.pose_grid < 2:
         raise UsageError(f"--pose-grid must be >= 2, got {args.pose_grid}")
+    if args.max_frames is not None and args.max_frames < 2:
+        raise UsageError(f"--max-frames must be >= 2 (the model's tubelet spans 2 frames), got {args.max_frames}")
+    if args.format == "clips" and (args.start or args.max_frames is not None):
+        raise UsageError("--start / --max-frames select frames of TAPVid-3D / PointOdyssey clips; synthetic clips "
+                         "are scored on the dataset's fixed window: drop them or pass --format tapvid3d/pointodyssey")
+    if args.save_predictions is not None:
+        if args.format != "tapvid3d" or args.start or args.max_frames is not None:
+            raise UsageError("--save-predictions writes TAPVid-3D predictions of whole clips: use it with --format "
+                             "tapvid3d, without --start / --max-frames")
+        folder = args.save_predictions
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise UsageError(f"--save-predictions {folder} exists and is not an empty folder; name a new folder")
     if args.output is not None and args.output.is_dir():
         raise UsageError(f"--output {args.output} is a folder; name a .json file")
 
@@ -76,22 +95,40 @@ def run(args: argparse.Namespace) -> int:
                        cfg.image_size)
     options = EvalOptions(num_queries=args.num_queries, track_points=args.track_points,
                           depth_stride=args.depth_stride, pose_grid=args.pose_grid, seed=args.seed, start=args.start,
-                          batch_size=args.batch_size)
-    report = evaluate(model, find_eval_paths(args.test_data, args.format), args.format, options, progress=print)
+                          max_frames=args.max_frames, batch_size=args.batch_size)
+    paths = find_eval_paths(args.test_data, args.format)
+    if args.save_predictions is None:
+        report = evaluate(model, paths, args.format, options, progress=print)
+    else:
+        from d4rt.cli.common import output_dir
+
+        with output_dir(args.save_predictions) as folder:  # written whole at the end, never half
+            report = evaluate(model, paths, args.format, options, progress=print, predictions_dir=folder)
     report["ckpt"] = str(args.ckpt) if args.ckpt else f"untrained {args.preset} (seed {args.seed})"
     report["run"] = run_record(device=device)
-    frames = sorted({tuple(c["frames"]) for c in report["per_clip"]})
     n = len(report["clips"])
-    print(f"\n{n} clip{'s' if n != 1 else ''} ({args.format}), model {report['ckpt']}, frames scored "
-          f"{', '.join(f'{a}..{b - 1}' for a, b in frames)} of each clip ({report['seconds']} s)")
+    whole = all(c["frames"] == [0, c["frames_in_file"]] for c in report["per_clip"])
+    frames = sorted({tuple(c["frames"]) for c in report["per_clip"]})
+    scored = ("every frame of each clip" if whole and args.format != "clips"
+              else f"frames scored {', '.join(f'{a}..{b - 1}' for a, b in frames)} of each clip")
+    print(f"\n{n} clip{'s' if n != 1 else ''} ({args.format}), model {report['ckpt']}, {scored} "
+          f"({report['seconds']} s)")
     for k, v in report["mean"].items():
         covered = report["clips_per_metric"][k]
         print(f"  {k:32s} {v:.4f}" + ("" if covered == n else f"   ({covered} of {n} clips)"))
-    dropped = {k: sum(c.get(k, 0) for c in report["per_clip"]) for c in report["per_clip"] for k in c
-               if k.startswith("dropped_")}
+    totals = {k: sum(c.get(k, 0) for c in report["per_clip"]) for c in report["per_clip"] for k in c
+              if k.startswith(("dropped_", "gt_nan_", "tracks_"))}
+    if "tracks_in_set" in totals:
+        print(f"  tracks scored: {totals['tracks_scored']} of {totals['tracks_in_set']}")
+    if totals.get("gt_nan_visible") or totals.get("gt_nan_occluded"):
+        print(f"  ground-truth NaN points: {totals['gt_nan_visible']} visible (scored as misses, as the official "
+              f"code does), {totals['gt_nan_occluded']} occluded")
+    dropped = {k: v for k, v in totals.items() if k.startswith("dropped_")}
     if any(dropped.values()):
         print("  " + ", ".join(f"{k.removeprefix('dropped_')}: {v}" for k, v in dropped.items()))
     if args.output is not None:
         write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
         print(f"-> {args.output}")
+    if args.save_predictions is not None:
+        print(f"-> {args.save_predictions} (predictions in the official TAPVid-3D format)")
     return 0

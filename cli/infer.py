@@ -1,6 +1,6 @@
 """``d4rt infer``: a whole video through an export folder -> depth maps, point cloud, camera trajectory, tracks, preview.
 
-    d4rt infer clip.mp4 --export export/ --out results/
+    d4rt infer clip.mp4 --export exported/ --out results/
 
 Any length: a video longer than the export's T frames runs in overlapping windows aligned by Sim(3) (paper
 App. B); --start / --stride / --max-frames select frames. Writes into --out (whole, at the end):
@@ -23,9 +23,11 @@ from pathlib import Path
 
 import os
 
-from d4rt.cli.common import UsageError, add_output_arguments, check_output, non_negative_int, positive_int
+from d4rt.cli.common import (
+    UsageError, add_output_arguments, check_output, check_video, non_negative_int, positive_int,
+)
 
-PRECISION_CHOICES = ("auto", "export", "fp32", "bf16", "fp16", "int8")
+PRECISION_CHOICES = ("auto", "export", "fp32", "bf16", "fp16", "int8", "int8-qdq")
 
 
 def grid_size(value: str) -> int:
@@ -67,31 +69,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "window alignment (default: min(32, S / 2))")
     p.add_argument("--min-confidence", type=float, default=0.0, help="drop cloud points below this confidence")
     p.add_argument("--dense-tracks", action="store_true", help="also track every pixel (paper Alg. 1: an occupancy "
-                   "grid of visited pixels, new tracks only from unvisited ones) -> dense_tracks.npz")
+                   "grid of visited pixels, new tracks only from unvisited ones) -> dense_tracks.npz. Costly: up to "
+                   "frames x dense-grid^2 x window queries, 14 bytes each in the file before compression (float16): "
+                   "50 frames at 128^2 in 16-frame windows are up to 13 M queries (minutes on a CPU) and 180 MB. "
+                   "Fewer when tracks stay visible; a real clip on the bundled synthetic-only model saves few")
     p.add_argument("--dense-grid", type=grid_size, default=None, help="pixels per side for --dense-tracks "
                    "(default: S)")
 
 
-def count_frames(video: Path) -> int | None:
-    """Frames in a .npy (its header) or a video file (the container's count; None when it does not say)."""
-    if video.suffix == ".npy":
-        import numpy as np
-
-        return int(np.load(video, mmap_mode="r", allow_pickle=False).shape[0])
-    import cv2
-
-    capture = cv2.VideoCapture(str(video))
-    try:
-        n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-    finally:
-        capture.release()
-    return n or None
-
-
 def validate(args: argparse.Namespace) -> None:
+    from d4rt.runtime.video import check_video_path
+
     video, export = Path(args.video), Path(args.export)
-    if not video.is_file():
-        raise UsageError(f"video {video} does not exist; give a video file or a .npy of frames [T, H, W, 3]")
+    try:
+        check_video_path(video)
+    except OSError as e:
+        raise UsageError(str(e)) from None
     if args.precision in ("bf16", "fp16") and args.backend == "auto":
         args.backend = "torch"  # the only backend that runs them (ONNX Runtime has no bf16 path)
     elif args.precision == "bf16" and args.backend != "torch":
@@ -108,21 +101,12 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
     if args.window is not None and args.overlap is not None and args.overlap >= args.window:
         raise UsageError(f"--overlap {args.overlap} must be smaller than --window {args.window}")
-    check_output(args.out, args.overwrite)
-    total = count_frames(video)
-    if total is not None:
-        if args.start >= total:
-            raise UsageError(f"--start {args.start} is beyond the video's {total} frames (0 .. {total - 1})")
-        selected = len(range(args.start, total, args.stride))
-        if args.max_frames is not None:
-            selected = min(selected, args.max_frames)
-        if selected < 2:
-            raise UsageError(f"--start {args.start} --stride {args.stride} select {selected} frame of {total}; "
-                             f"D4RT needs at least 2: lower --stride or --start")
+    check_output(args.out, args.overwrite, inputs=(args.video, args.export))
+    check_video(video, args.start, args.stride, args.max_frames)
 
 
 def run(args: argparse.Namespace) -> int:
-    from d4rt.cli.common import output_dir
+    from d4rt.cli.common import command_line, output_dir
     from d4rt.runtime import load
     from d4rt.runtime.infer import infer_video, load_frames
 
@@ -131,12 +115,13 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "auto" and args.backend == "auto" and rt.name.startswith("torch"):
         print(f"this CPU has AMX: running the export's checkpoint in bf16 on torch ({rt.name}; docs/precision.md); "
               f"--precision fp32 runs the export's graphs instead")
-    with output_dir(args.out, args.overwrite) as tmp:
+    with output_dir(args.out, args.overwrite, inputs=(args.video, args.export),
+                    command=command_line(args)) as tmp:
         summary = infer_video(
             rt, load_frames(args.video), tmp, start=args.start, stride=args.stride, max_frames=args.max_frames,
             window=args.window, overlap=args.overlap, batch_size=args.batch_size, depth_size=args.depth_size,
-            cloud_size=args.cloud_size, track_grid=args.track_grid, pose_grid=args.pose_grid,
-            min_confidence=args.min_confidence, dense_tracks=args.dense_tracks, dense_grid=args.dense_grid,
+            cloud_size=args.cloud_size, track_size=args.track_grid, pose_size=args.pose_grid,
+            min_confidence=args.min_confidence, dense_tracks=args.dense_tracks, dense_size=args.dense_grid,
         )
     t = summary["timings"]
     print(f"{args.video}: frames {summary['first_frame']}..{summary['last_frame']} ({summary['frames']}) in "

@@ -1,9 +1,12 @@
 """``d4rt occupancy``: per-frame 4D occupancy of a video from a D4RT export folder.
 
-Encodes the clip once, queries a dense point map per frame (t_src = t_tgt = t_cam = t), poses the frames with the
-recovered cameras and ray-casts one occupied / free / unobserved grid per frame. Writes into --out:
+Runs the video in the engines' windows, aligned by Sim(3) as ``d4rt infer`` does (any length), queries a dense
+point map per frame (t_src = t_tgt = t_cam = t), poses the frames with the recovered cameras and ray-casts one
+occupied / free / unobserved voxel grid per frame (its size follows from the scene's extent and --voxel). Writes
+into --out:
 ``occupancy.npz`` (sparse, with poses and intrinsics; read it with ``d4rt.occupancy.io.load_occupancy``),
-``ply/frame_XXXX.ply`` (occupied voxel centres), ``bev.png`` (top views over time) and ``summary.json``.
+``ply/frame_XXXX.ply`` (occupied voxel centres), ``bev.png`` (top views over time; skipped with a note when
+matplotlib is not installed) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -20,16 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_arguments(p)
     p.add_argument("--start", type=int, default=0, help="first frame of the video to use")
     p.add_argument("--stride", type=int, default=1, help="use every stride-th frame")
-    p.add_argument(
-        "--max-frames",
-        type=int,
-        default=None,
-        help="keep at most this many frames (else the video must give exactly the exported T frames)",
-    )
+    p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames (default: the whole "
+                   "video, in windows of the engines' T frames)")
     p.add_argument("--voxel", type=float, default=0.05, help="voxel edge in scene units (metres with --metric-scale)")
     p.add_argument("--metric-scale", type=float, default=1.0, help="metres per scene unit, when known (default 1)")
-    p.add_argument("--grid", type=int, default=None, help="n x n queries per frame (default: the export's S)")
-    p.add_argument("--pose-grid", type=int, default=32, help="n x n queries per frame for the camera poses")
+    p.add_argument("--depth-size", type=int, default=None, help="each frame's point map: n x n queries (default: "
+                   "the export's S). Not the voxel grid, whose size follows from the scene's extent and --voxel")
+    p.add_argument("--pose-grid", type=int, default=None, help="n x n queries per frame for the camera poses and "
+                   "the window alignment (default: min(32, S / 2))")
     p.add_argument("--min-confidence", type=float, default=0.5, help="drop points below this confidence")
     p.add_argument("--max-range", type=float, default=None, help="drop points farther than this from the camera")
     temporal = p.add_mutually_exclusive_group()
@@ -65,7 +66,7 @@ def validate(args: argparse.Namespace) -> None:
     """Every argument checked before the export loads; a problem is one line (exit 2)."""
     from pathlib import Path
 
-    from d4rt.cli.common import UsageError, check_output
+    from d4rt.cli.common import UsageError, check_output, check_video
 
     if not Path(args.video).exists():
         raise UsageError(f"no video at {args.video}")
@@ -78,20 +79,16 @@ def validate(args: argparse.Namespace) -> None:
                          f"{args.stride}, {args.max_frames}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.grid is not None and args.grid < 2:
-        raise UsageError(f"--grid must be at least 2 queries per side, got {args.grid}")
-    if args.pose_grid < 2:
+    if args.depth_size is not None and args.depth_size < 2:
+        raise UsageError(f"--depth-size must be at least 2 queries per side, got {args.depth_size}")
+    if args.pose_grid is not None and args.pose_grid < 2:
         raise UsageError(f"--pose-grid must be at least 2 queries per side, got {args.pose_grid}")
     if args.smooth < 0:
         raise UsageError(f"--smooth must be >= 0, got {args.smooth}")
     if args.window < 1:
         raise UsageError(f"--window must be >= 1 frame, got {args.window}")
-    if not args.no_plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as e:
-            raise UsageError("the bird's-eye-view plot needs matplotlib: pip install matplotlib, or --no-plot") from e
-    check_output(args.out, args.overwrite)
+    check_output(args.out, args.overwrite, inputs=(args.video, args.export))
+    check_video(args.video, args.start, args.stride, args.max_frames)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from d4rt.cli.common import output_dir
-    from d4rt.occupancy.grid import occupancy_from_scene
+    from d4rt.cli.common import command_line, output_dir
+    from d4rt.occupancy.grid import occupancy_from_video
     from d4rt.occupancy.io import plot_bev, save_occupancy, write_frame_ply
     from d4rt.occupancy.temporal import smooth_occupancy, window_union
     from d4rt.runtime import load
@@ -110,25 +107,24 @@ def run(args: argparse.Namespace) -> int:
     timings = {}
     t0 = time.perf_counter()
     rt = load(args.export, backend=args.backend)
-    scene = rt.encode(load_frames(args.video), start=args.start, stride=args.stride, max_frames=args.max_frames)
-    print(
-        f"{scene.num_frames} frames of {args.video} ({scene.original_size[1]} x {scene.original_size[0]}) "
-        f"encoded at {scene.image_size} x {scene.image_size} on {rt.name}"
-    )
-    timings["encode_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    occ = occupancy_from_scene(
+    occ, scene = occupancy_from_video(
         rt,
-        scene,
+        load_frames(args.video),
         voxel_size=args.voxel,
-        grid_size=args.grid,
+        size=args.depth_size,
         pose_grid=args.pose_grid,
+        start=args.start,
+        stride=args.stride,
+        max_frames=args.max_frames,
         batch_size=args.batch_size,
         progress=True,
         metric_scale=args.metric_scale,
         min_confidence=args.min_confidence,
         max_range=args.max_range,
+    )
+    print(
+        f"{scene.num_frames} frames of {args.video} ({scene.original_size[1]} x {scene.original_size[0]}) "
+        f"encoded at {scene.image_size} x {scene.image_size} on {rt.name} in {len(scene.windows)} window(s)"
     )
     timings["queries_and_ray_casting_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -138,12 +134,18 @@ def run(args: argparse.Namespace) -> int:
         occ = window_union(occ, args.window)
     timings["temporal_s"] = time.perf_counter() - t0
 
-    with output_dir(args.out, args.overwrite) as out:
+    with output_dir(args.out, args.overwrite, inputs=(args.video, args.export),
+                    command=command_line(args)) as out:
         files = [save_occupancy(out / "occupancy.npz", occ)]
         frames = {"all": range(occ.num_frames), "last": [occ.num_frames - 1], "none": []}[args.ply]
         files += [write_frame_ply(out / "ply" / f"frame_{t:04d}.ply", occ, t) for t in frames]
+        plotted = False
         if not args.no_plot:
-            files.append(plot_bev(out / "bev.png", occ, y_range=args.bev_y_range))
+            try:
+                files.append(plot_bev(out / "bev.png", occ, y_range=args.bev_y_range))
+                plotted = True
+            except ImportError:
+                pass  # matplotlib is optional for the runtime: noted below
         counts = occ.counts()
         summary = {
             "video": str(args.video),
@@ -151,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
             "backend": rt.name,
             "start": args.start,
             "stride": args.stride,
-            "grid": args.grid or scene.image_size,
+            "depth_size": scene.xyz_cam.shape[1],
+            "windows": [[int(scene.source_frames[r.start]), int(scene.source_frames[r.stop - 1])] for r in scene.windows],
             "pose_grid": args.pose_grid,
+            "bev_png": plotted,
             "frames": occ.num_frames,
             "grid_shape": list(occ.grid.shape),
             "voxel_size": occ.grid.voxel_size,
@@ -166,10 +170,13 @@ def run(args: argparse.Namespace) -> int:
         }
         files.append(write_text_atomic(out / "summary.json", json.dumps(summary, indent=1)))
 
-    print(f"{occ.num_frames} frames, grid {' x '.join(map(str, occ.grid.shape))} at {occ.grid.voxel_size:g}")
+    print(f"{occ.num_frames} frames, voxel grid {' x '.join(map(str, occ.grid.shape))} (voxels of "
+          f"{occ.grid.voxel_size:g}, around every point and camera)")
     print(f"{'frame':>5s} {'occupied':>9s} {'free':>9s} {'unobserved':>11s}")
     for t, (o, f, u) in enumerate(counts):
         print(f"{t:5d} {o:9d} {f:9d} {u:11d}")
     print("time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in timings.items()))
     print(f"wrote {len(files)} files to {args.out}")
+    if not args.no_plot and not plotted:
+        print("  (no bev.png: `pip install matplotlib` for it)")
     return 0

@@ -1,8 +1,8 @@
 """``d4rt serve``: Triton Inference Server with an ``encode`` and a ``query`` model over an export folder.
 
-    d4rt serve export/ --port 8000        # HTTP 8000, gRPC 8001, metrics 8002 (Triton's ports)
-    d4rt serve export/ --replicas 2 --port 8000   # nginx on 8000 (HTTP) / 8001 (gRPC), replicas on 8010..
-    d4rt serve export/ --replicas 2 --port 8000 --print-config   # the nginx config, for your own nginx
+    d4rt serve exported/ --port 8000        # HTTP 8000, gRPC 8001, metrics 8002 (Triton's ports)
+    d4rt serve exported/ --replicas 2 --port 8000   # nginx on 8000 (HTTP) / 8001 (gRPC), replicas on 8010..
+    d4rt serve exported/ --replicas 2 --port 8000 --print-config   # the nginx config, for your own nginx
 
 Clients: ``d4rt.serve.Client("127.0.0.1:8000")`` (the runtime's surface) or any Triton client. Readiness:
 ``GET /v2/models/query/ready`` (``/v2/health/ready`` says 200 before the models load); Prometheus metrics:

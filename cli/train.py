@@ -61,8 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run_.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     run_.add_argument("--accelerator", default="auto", help="cpu | gpu | auto")
     run_.add_argument("--precision", default=None,
-                      help="Lightning precision: 32-true | bf16-mixed | 16-mixed (default: bf16-mixed on GPUs, "
-                           "32-true on the CPU)")
+                      help="fp32 | bf16 (mixed: float32 weights, matmuls in bfloat16 under autocast, CPU or GPU) | "
+                           "fp16, or Lightning's names 32-true | bf16-mixed | 16-mixed (default: bf16 on GPUs, "
+                           "fp32 on the CPU)")
     run_.add_argument("--output-dir", type=Path, default=Path("runs/d4rt"),
                       help="run folder: logs/, checkpoints/last.ckpt, pretrained/ (and data/ with --synthetic)")
     run_.add_argument("--val-every", type=positive_int, default=None,

@@ -1,7 +1,7 @@
 """``d4rt view``: a ``d4rt infer`` result in the browser (viser), or a recording of it that needs no server.
 
     d4rt view results/                                  # http://127.0.0.1:8080/ until Ctrl-C
-    d4rt view clip.mp4 --export export/                 # infer (into a temporary folder), then show
+    d4rt view clip.mp4 --export exported/                 # infer (into a temporary folder), then show
     d4rt view results/ --record recording/              # recording/index.html opens from the disk
 
 Needs the viewer extra: pip install ".[viewer]".
@@ -68,7 +68,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.point_size is not None and not args.point_size > 0:
         raise UsageError(f"--point-size must be > 0, got {args.point_size}")
     if args.record is not None:
-        check_output(args.record, args.overwrite)
+        check_output(args.record, args.overwrite, inputs=(args.source, args.export))
     else:
         from d4rt.viewer.app import check_port_free
 
@@ -90,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
         except ResultError as e:
             raise UsageError(str(e)) from None
         if args.record is not None:
-            from d4rt.cli.common import output_dir
+            from d4rt.cli.common import command_line, output_dir
 
-            with output_dir(args.record, args.overwrite) as tmp:
+            with output_dir(args.record, args.overwrite, inputs=(args.source, args.export),
+                            command=command_line(args)) as tmp:
                 write_recording(result, tmp, budget=args.points or 20_000, tracks=args.tracks,
                                 point_size=args.point_size)
             print(f"d4rt view: {result.num_frames} frames recorded -> {Path(args.record) / 'index.html'} (opens "

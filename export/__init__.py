@@ -11,6 +11,7 @@ _LAZY = {
     "export_onnx": "d4rt.export.onnx_export",
     "verify_export": "d4rt.export.parity",
     "ParityError": "d4rt.export.parity",
+    "export_int8_qdq": "d4rt.export.int8_qdq",
     "build_engines": "d4rt.export.tensorrt",
     "EngineBuildOptions": "d4rt.export.tensorrt",
 }

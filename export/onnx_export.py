@@ -215,6 +215,11 @@ def export_onnx(
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8-qdq":
+        raise ValueError(
+            "int8-qdq graphs are calibrated on clips: export them with d4rt.export.int8_qdq.export_int8_qdq(model, "
+            "out_dir, calibration=DIR_OR_VIDEO) (`d4rt export --precision int8-qdq --calibration DIR_OR_VIDEO`)"
+        )
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
     if attention is None:

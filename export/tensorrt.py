@@ -4,6 +4,8 @@
   the memory tokens M follow from T) on both graphs, and the decoder's query count N (min / opt / max).
 - Precision comes from the graph: the network is strongly typed (TensorRT 10's STRONGLY_TYPED flag; always so in
   TensorRT 11), so a float16 export gives a float16 engine with LayerNorm statistics and softmax in float32.
+  An int8-qdq export (explicit quantization, :mod:`d4rt.export.int8_qdq`) builds the same way: TensorRT reads its
+  Q/DQ pairs and runs int8 kernels there (explicit quantization is meant for strong typing; no INT8 flag).
   TensorRT 10 can instead build the float32 graph with the FP16 builder flag (``fp16_flag``, weak typing, which
   leaves the precision of each layer to TensorRT); TensorRT 11 removed that flag.
 - Workspace limit, a timing cache file shared by both builds (and by later builds), and optional hardware
@@ -106,6 +108,9 @@ def query_profile(
 def engine_precision(manifest: Manifest, options: EngineBuildOptions) -> str:
     if options.fp16_flag:
         return "fp16 (TensorRT 10 FP16 builder flag on the fp32 graph, weak typing)"
+    if manifest.precision == "int8-qdq":  # explicit quantization is built strongly typed, no INT8 flag
+        return ("int8-qdq (explicit quantization: int8 where the graph's Q/DQ pairs are, float32 elsewhere; "
+                "strongly typed)")
     return f"{manifest.precision} (strongly typed from the {manifest.precision} graph)"
 
 
@@ -153,7 +158,7 @@ def rebase_graphs(manifest: Manifest, onnx_dir: Path, out_dir: Path) -> Manifest
 
 
 # ----- what TensorRT's ONNX parser takes ----------------------------------------------------------------------------
-# ONNX op -> element types TensorRT 10 / 11 parse, for every op our two graphs use (onnx-tensorrt docs/operators.md,
+# ONNX op -> element types TensorRT 10 / 11 parse, for every op our two graphs use (github.com/onnx/onnx-tensorrt, its docs/operators.md,
 # TensorRT 10.15: "Supported Types"; INT64 is a native type since TensorRT 10.0). Checked on every export by the
 # tests, so a model change that brings in, say, an int64 Clip (Clip: FP32 / FP16 / BF16 only) fails here and not
 # on the user's GPU.
@@ -168,6 +173,10 @@ TENSORRT_ONNX_TYPES: dict[str, set[str]] = {
     **{op: _ANY for op in (
         "Cast", "Concat", "Expand", "Gather", "GatherElements", "Identity", "Reshape", "Shape", "Slice", "Squeeze",
         "Transpose", "Unsqueeze", "Where", "Split", "Tile", "Constant")},
+    # explicit quantization (int8-qdq exports): Q takes a float tensor, DQ an int8 one (TensorRT's DequantizeLinear
+    # takes INT8 / FP8 / INT4 / FP4, not an INT32 bias: our Q/DQ graphs keep biases float)
+    "QuantizeLinear": _FLOATS,
+    "DequantizeLinear": {"int8"},
 }
 
 

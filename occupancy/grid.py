@@ -16,7 +16,7 @@ and in scene units otherwise (metric_scale = 1). The lattice puts voxel centres 
 
 Confidence: points whose confidence is below ``min_confidence`` are dropped (no hit and no ray); the states are
 binary, so the remaining points count fully. Temporal smoothing and the sliding-window union live in
-``occupancy_temporal``; scores in ``occupancy_metrics``; files in ``occupancy_io``.
+``d4rt.occupancy.temporal``; scores in ``d4rt.occupancy.metrics``; files in ``d4rt.occupancy.io``.
 
 Ray casting is an exact 3D DDA (Amanatides & Woo) run for all rays of a frame at once: rays are sorted by their
 number of voxel steps, so step k works on a contiguous prefix of the arrays, and visits are scattered into a
@@ -554,13 +554,51 @@ def occupancy_from_scene(
     Args:
         rt: a runtime from ``d4rt.runtime.load``; scene: ``rt.encode(frames)``.
         grid_size: n for an n x n query grid per frame (default: the scene's S, one query per input pixel).
-        pose_grid: ``rt.camera_poses(scene, pose_grid)``: a pose_grid x pose_grid grid per frame, queried twice.
+        pose_grid: ``rt.camera_poses(scene, size=pose_grid)``: a pose_grid x pose_grid grid per frame, queried twice.
         options: passed to ``occupancy_from_point_maps`` (metric_scale, min_confidence, max_range, grid, ...).
     Returns:
         Occupancy in frame 0's camera; its K [T, 3, 3] comes from the same point maps
         (:func:`intrinsics_from_point_maps`), its T_wc [T, 4, 4] from ``rt.camera_poses``.
     """
     xyz_cam, confidence, uv = dense_point_maps(rt, scene, grid_size, batch_size, progress)
-    T_wc = np.asarray(rt.camera_poses(scene, grid=pose_grid, batch_size=batch_size, progress=progress), np.float64)
+    T_wc = np.asarray(rt.camera_poses(scene, size=pose_grid, batch_size=batch_size, progress=progress), np.float64)
     K = intrinsics_from_point_maps(xyz_cam, uv, scene.image_size)
     return occupancy_from_point_maps(xyz_cam, T_wc, K, confidence, voxel_size=voxel_size, progress=progress, **options)
+
+
+def occupancy_from_video(
+    rt,
+    video,
+    voxel_size: float = 0.05,
+    size: int | None = None,
+    pose_grid: int | None = None,
+    start: int = 0,
+    stride: int = 1,
+    max_frames: int | None = None,
+    batch_size: int = 65536,
+    progress: bool = True,
+    **options,
+):
+    """Per-frame occupancy of a video of any length: :func:`d4rt.runtime.windows.encode_video` runs it in the
+    engines' windows, aligned by Sim(3) as ``d4rt infer`` does, and each frame's point map (its own camera, the
+    video's scale) is ray-cast from the pose the windows give.
+
+    Args:
+        video: frames [F, H, W, 3] or a video file; start / stride / max_frames select frames.
+        size: n for an n x n query grid per frame (default: the engines' S, one query per input pixel).
+        pose_grid: the windows' pose / alignment grid (default: encode_video's).
+        options: passed to :func:`occupancy_from_point_maps` (metric_scale, min_confidence, max_range, grid, ...).
+    Returns:
+        (Occupancy in frame 0's camera with K [F, 3, 3] from the point maps (:func:`intrinsics_from_point_maps`),
+        the :class:`~d4rt.runtime.windows.VideoScene`).
+    """
+    from d4rt.runtime.geometry import grid_uv
+    from d4rt.runtime.windows import encode_video
+
+    scene = encode_video(rt, video, start=start, stride=stride, max_frames=max_frames, depth_size=size,
+                         pose_size=pose_grid, keep_point_maps=True, batch_size=batch_size, progress=progress)
+    n = scene.xyz_cam.shape[1]
+    K = intrinsics_from_point_maps(scene.xyz_cam, grid_uv(n), scene.image_size)
+    occ = occupancy_from_point_maps(scene.xyz_cam, scene.T_wc, K, scene.depth_confidence, voxel_size=voxel_size,
+                                    progress=progress, **options)
+    return occ, scene

@@ -9,9 +9,10 @@ One convention per quantity (docs/metrics.md):
   aligned" map under which a pixel keeps its uv (u = x / (W - 1) = x_S / (S - 1), the house's uv convention and
   OpenD4RT's patch sampling at u (W - 1)). OpenD4RT scales focal lengths by S / W (the half-pixel map of an image
   resize); the two differ by (S - 1) W / (S (W - 1)) - 1, 0.6 % at 1296 -> 128, and only ours matches uv.
-- Pose from two point sets (:func:`poses_from_grid_points`, used by ``Runtime.camera_poses``): the unweighted
-  rigid Umeyama, as OpenD4RT's released code (confidence weights are optional; docs/metrics.md has the
-  measurement, no difference on the bundled checkpoint).
+- A transform from two point sets: :func:`align_sim3`, the one estimator of the house: Umeyama on the 85 % most
+  confident pairs (paper App. B), then refits without the pairs whose residual exceeds 5x the median (until stable). Camera
+  poses (:func:`poses_from_grid_points`: ``Runtime.camera_poses``, ``VideoScene``'s poses and trajectory.json, the
+  server, ``d4rt evaluate``) and the alignment of video windows all use it (docs/metrics.md says why).
 - Benchmark resolutions are the benchmark's own definition, not a resize of ours: TAPVid-3D scales fx, fy by
   256 / min(H, W) (:func:`short_side_scale`).
 """
@@ -108,28 +109,81 @@ def similarity_matrix(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return M
 
 
+KEEP_FRACTION = 0.85  # App. B: the top 85 % most confident pairs enter the fit
+TRIM = 5.0  # then refits without the pairs whose residual exceeds 5x the median (ours; docs/metrics.md: why 5)
+REFITS = 5  # at most this many refits; they stop as soon as the kept pairs stop changing
+
+
+def align_sim3(src: np.ndarray, dst: np.ndarray, confidence: np.ndarray | None = None, keep: float = KEEP_FRACTION,
+               with_scale: bool = True, trim: float | None = TRIM) -> np.ndarray:
+    """[4, 4] Sim(3) matrix mapping src onto dst (rigid SE(3) when not ``with_scale``): the house's one estimator.
+
+    Umeyama on the ``keep`` most confident finite pairs (pairs tied with the last one kept go in too); then, unless
+    ``trim`` is None, refits on those of the first fit's pairs whose residual is within ``trim`` times the median
+    residual of the current fit, until that set stops changing (at most ``REFITS`` times). Confidence cannot rank
+    every outlier below every inlier: with 10 % outliers in each window's answers, 19 % of the pairs hold one, more
+    than the 15 % the first fit drops, and one refit from a fit pulled by them may keep some. With ``confidence``
+    None every finite pair enters the first fit (no ranking to keep by).
+
+    Args:
+        src, dst: [N, 3] the same points in two frames; confidence: [N] (e.g. the product of both queries').
+    """
+    src, dst = np.asarray(src, np.float64).reshape(-1, 3), np.asarray(dst, np.float64).reshape(-1, 3)
+    if src.shape != dst.shape:
+        raise ValueError(f"src and dst must both be [N, 3], got {src.shape} and {dst.shape}")
+    finite = np.isfinite(src).all(1) & np.isfinite(dst).all(1)
+    if confidence is None:
+        chosen = np.flatnonzero(finite)
+    else:
+        confidence = np.asarray(confidence, np.float64).reshape(-1)
+        if confidence.shape != (len(src),):
+            raise ValueError(f"confidence must be [N] = [{len(src)}], got shape {confidence.shape}")
+        finite &= np.isfinite(confidence)
+        ranked = np.sort(confidence[finite])[::-1]
+        if len(ranked) >= 3:  # the top `keep` share; pairs tied with the last one kept go in too (no arbitrary cut)
+            chosen = np.flatnonzero(finite & (confidence >= ranked[max(3, int(np.ceil(keep * len(ranked)))) - 1]))
+    if finite.sum() < 3:
+        raise ValueError(
+            f"only {int(finite.sum())} finite point pairs to fit a transform; it needs at least 3: query a finer "
+            f"grid (or, between video windows, raise the overlap)"
+        )
+    s, R, t = umeyama(src[chosen], dst[chosen], with_scale=with_scale)
+    if trim is None:
+        return similarity_matrix(s, R, t)
+    inliers = chosen
+    for _ in range(REFITS):  # refit on the pairs within trim x the median residual of the current fit, until stable
+        residual = np.linalg.norm(s * src[chosen] @ R.T + t - dst[chosen], axis=1)
+        kept = chosen[residual <= trim * np.median(residual)]
+        if len(kept) < 3 or np.array_equal(kept, inliers):
+            break
+        inliers = kept
+        s, R, t = umeyama(src[inliers], dst[inliers], with_scale=with_scale)
+    return similarity_matrix(s, R, t)
+
+
 def poses_from_grid_points(
-    xyz_own: np.ndarray, xyz_first: np.ndarray, weights: np.ndarray | None = None
+    xyz_own: np.ndarray, xyz_first: np.ndarray, confidence: np.ndarray | None = None, trim: float | None = TRIM
 ) -> np.ndarray:
     """Camera-to-world poses with frame 0's camera as the world, from the same query points seen in two cameras.
 
     For frame j (j >= 1), ``xyz_own[j - 1]`` holds a grid of frame-j points in camera j and ``xyz_first[j - 1]``
-    the same points in camera 0; the rigid Umeyama fit from the first to the second is T_wc of frame j.
-    The runtime uses the unweighted fit (weights=None), OpenD4RT's released estimator.
+    the same points in camera 0; the rigid :func:`align_sim3` fit from the first to the second is T_wc of frame j.
 
     Args:
-        xyz_own, xyz_first: [T - 1, G, 3]; weights: optional [T - 1, G] (e.g. the product of both confidences).
+        xyz_own, xyz_first: [T - 1, G, 3]; confidence: [T - 1, G], the product of both queries' confidences (None:
+            every pair ranks alike); trim: :func:`align_sim3`'s refit rule.
     Returns:
         T_wc [T, 4, 4], T_wc[0] = identity.
     """
     xyz_own, xyz_first = np.asarray(xyz_own, np.float64), np.asarray(xyz_first, np.float64)
     if xyz_own.ndim != 3 or xyz_own.shape[-1] != 3 or xyz_own.shape != xyz_first.shape:
         raise ValueError(f"xyz_own and xyz_first must both be [T - 1, G, 3], got {xyz_own.shape} and {xyz_first.shape}")
+    if confidence is not None and np.shape(confidence) != xyz_own.shape[:2]:
+        raise ValueError(f"confidence must be [T - 1, G] = {list(xyz_own.shape[:2])}, got {list(np.shape(confidence))}")
     poses = np.tile(np.eye(4), (len(xyz_own) + 1, 1, 1))
     for i in range(len(xyz_own)):
-        w = None if weights is None else weights[i]
-        _, R, t = umeyama(xyz_own[i], xyz_first[i], with_scale=False, weights=w)
-        poses[i + 1] = similarity_matrix(1.0, R, t)
+        c = None if confidence is None else confidence[i]
+        poses[i + 1] = align_sim3(xyz_own[i], xyz_first[i], c, with_scale=False, trim=trim)
     return poses
 
 

@@ -21,33 +21,42 @@ def load_frames(source: str | Path):
 
 def infer_video(rt, source, out_dir: str | Path, *, start: int = 0, stride: int = 1, max_frames: int | None = None,
                 window: int | None = None, overlap: int | None = None, batch_size: int = 8192,
-                depth_size: int | None = None, cloud_size: int | None = None, track_grid: int = 16,
-                pose_grid: int | None = None, min_confidence: float = 0.0, dense_tracks: bool = False,
-                dense_grid: int | None = None, progress: bool = True) -> dict:
+                depth_size: int | None = None, cloud_size: int | None = None, track_size: int = 16,
+                pose_size: int | None = None, min_confidence: float = 0.0, dense_tracks: bool = False,
+                dense_size: int | None = None, progress: bool = True, track_grid: int | None = None,
+                pose_grid: int | None = None, dense_grid: int | None = None) -> dict:
     """Run every output of ``d4rt infer`` for a whole video (or its start / stride / max_frames selection) and
     write them into ``out_dir``; returns the summary (also written as summary.json).
 
     The video runs through :func:`d4rt.runtime.windows.encode_video` (one window when it fits the engines' T);
-    ``dense_tracks`` adds Alg. 1's all-pixel tracks on a dense_grid x dense_grid (default S) of every frame
-    (:mod:`d4rt.runtime.dense_tracks`).
+    ``dense_tracks`` adds Alg. 1's all-pixel tracks on a dense_size x dense_size grid (default S) of every frame
+    (:mod:`d4rt.runtime.dense_tracks`). Grid sizes (queries per side): depth_size, cloud_size, pose_size,
+    track_size (the first frame's pixels tracked), dense_size; track_grid, pose_grid, dense_grid are their
+    deprecated names.
     """
     import numpy as np
 
     from d4rt.runtime.geometry import grid_uv
     from d4rt.runtime.outputs import depth_to_uint16, write_json, write_npz, write_ply, write_png, write_preview
+    from d4rt.runtime.runtime import renamed
     from d4rt.runtime.windows import encode_video
+
+    track_size = renamed(None, track_grid, "track_grid", "track_size") or track_size
+    pose_size = renamed(pose_size, pose_grid, "pose_grid", "pose_size")
+    dense_size = renamed(dense_size, dense_grid, "dense_grid", "dense_size")
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    track_uv = grid_uv(track_grid)
+    track_uv = grid_uv(track_size)
     video = encode_video(
         rt, source, start=start, stride=stride, max_frames=max_frames, window=window, overlap=overlap,
-        depth_size=depth_size, cloud_size=cloud_size, pose_grid=pose_grid, track_uv=track_uv, track_t_src=0,
-        dense_grid=(dense_grid or 0) if dense_tracks else None, batch_size=batch_size, progress=progress,
+        depth_size=depth_size, cloud_size=cloud_size, pose_size=pose_size, track_uv=track_uv, track_t_src=0,
+        dense_size=(dense_size or 0) if dense_tracks else None, batch_size=batch_size, progress=progress,
     )
     timings = {"video_s": round(time.perf_counter() - t0, 4), **video.timings}
-    depth, confidence, T_wc, K = video.depth_maps, video.depth_confidence, video.T_wc, video.K
+    depth, confidence = rt.depth(video, with_confidence=True)
+    T_wc, K = rt.camera_poses(video), rt.intrinsics(video)
     names = video.source_frames
 
     valid = depth[np.isfinite(depth) & (depth > 0)]
@@ -58,7 +67,7 @@ def infer_video(rt, source, out_dir: str | Path, *, start: int = 0, stride: int 
         write_png(out_dir / "frames" / f"{int(f):0{width}d}.png", video.frames[i])
     write_npz(out_dir / "depth.npz", depth=depth, confidence=confidence, depth_max=np.float32(depth_max),
               source_frames=names)
-    cloud = video.point_cloud(min_confidence)
+    cloud = rt.point_cloud(video, min_confidence=min_confidence)
     write_ply(out_dir / "points.ply", cloud["xyz"], cloud["rgb"])
     write_npz(out_dir / "points.npz", **cloud)  # the same points with confidence and frame (index into source_frames)
     write_json(out_dir / "trajectory.json", {
@@ -70,13 +79,14 @@ def infer_video(rt, source, out_dir: str | Path, *, start: int = 0, stride: int 
                                                      for r in video.windows],
         "T_wc": T_wc.round(8).tolist(), "K": K.round(6).tolist(),
     })
-    write_npz(out_dir / "tracks.npz", uv=track_uv, t_src=np.int32(0), source_frames=names, **video.tracks())
+    write_npz(out_dir / "tracks.npz", uv=track_uv, t_src=np.int32(0), source_frames=names, **rt.tracks(video, track_uv, 0))
     dense = video.dense
     if dense is not None:
-        write_npz(out_dir / "dense_tracks.npz", source_frames=names, **dense.arrays())
+        write_npz(out_dir / "dense_tracks.npz", source_frames=names, **dense.arrays(compact=True))
     preview = True
     try:
-        write_preview(out_dir / "preview.png", video.frames, depth, T_wc, labels=names)
+        write_preview(out_dir / "preview.png", video.frames, depth, T_wc, labels=names,
+                      aspect_ratio=video.aspect_ratio)
     except ImportError:
         preview = False  # matplotlib is optional for the runtime
     summary = {

@@ -36,7 +36,9 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 GRAPH_FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
 ENGINE_FILES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}
-PRECISIONS = ("fp32", "fp16", "int8")  # int8: ONNX Runtime dynamic quantization (graphs.<name>.quantization)
+# int8: ONNX Runtime's dynamic quantization (export/quantize.py); int8-qdq: explicit (Q/DQ) int8 for TensorRT. Each
+# records its method per graph in graphs.<name>.quantization.
+PRECISIONS = ("fp32", "fp16", "int8", "int8-qdq")
 
 # The two graphs' tensor names (design.md). The decoder's "uv_tgt" is the model's output "uv" (an ONNX graph
 # cannot have an input and an output of the same name).
@@ -180,12 +182,21 @@ def sha256_file(path: str | Path, chunk_bytes: int = 16 * 1024 * 1024) -> str:
     return h.hexdigest()
 
 
+def package_version() -> str:
+    """The installed d4rt's version (pyproject's), read from the package metadata: the runtime never imports the
+    core package for it (``d4rt.__version__`` is the same string; tests/test_imports.py checks)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("d4rt")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
     """Write ``directory/manifest.json`` atomically."""
     if not manifest.d4rt_version:
-        from d4rt import __version__
-
-        manifest.d4rt_version = __version__
+        manifest.d4rt_version = package_version()
     return write_text_atomic(Path(directory) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2) + "\n")
 
 
@@ -202,6 +213,49 @@ def check_export_ids(manifest: Manifest, found: dict[str, str | None], where: st
                 f"manifest ({manifest.export_id}); the encoder and decoder of one export folder must be exported "
                 f"together: {EXPORT_HINT}"
             )
+
+
+# The fields whose type the reader checks (name -> (types, what to call them)); config's are nested under "config".
+FIELD_TYPES = {
+    "config": (dict, "an object"), "checkpoint": (dict, "an object"), "graphs": (dict, "an object"),
+    "num_frames": (int, "an integer"), "image_size": (int, "an integer"), "opset": (int, "an integer"),
+    "precision": (str, "a string"), "min_frames": ((int, type(None)), "an integer or null"),
+    "export_id": (str, "a string"), "engines": ((dict, type(None)), "an object or null"),
+}
+CONFIG_FIELD_TYPES = {"image_size": int, "dec_depth": int, "dec_heads": int, "dec_dim": int}
+
+
+def check_fields(data: dict[str, Any], path: Path) -> None:
+    """Each field of a manifest has its type, and the sizes agree with each other (ValueError naming the field).
+
+    A hand-edited manifest (``num_frames`` = "sixteen", an ``image_size`` that is not the graphs') is refused here
+    with the field's name, rather than deep inside a backend.
+    """
+
+    def wrong(field: str, expected: str, value: Any) -> ValueError:
+        return ValueError(f"{path}: field {field!r} must be {expected}, found {json.dumps(value)}; the manifest was "
+                          f"edited or is corrupt: {EXPORT_HINT}")
+
+    for name, (types, expected) in FIELD_TYPES.items():
+        if name in data and (not isinstance(data[name], types) or isinstance(data[name], bool)):
+            raise wrong(name, expected, data[name])
+    for name in ("num_frames", "image_size", "opset", "min_frames"):
+        if isinstance(data.get(name), int) and data[name] < 1:
+            raise wrong(name, "a positive integer", data[name])
+    config = data["config"]
+    for name, types in CONFIG_FIELD_TYPES.items():
+        if not isinstance(config.get(name), types) or isinstance(config.get(name), bool) or config[name] < 1:
+            raise wrong(f"config.{name}", "a positive integer", config.get(name))
+    tubelet = config.get("tubelet")
+    if not (isinstance(tubelet, list) and len(tubelet) == 3 and all(type(x) is int and x >= 1 for x in tubelet)):
+        raise wrong("config.tubelet", "three positive integers [frames, height, width]", tubelet)
+    if data["image_size"] != config["image_size"]:
+        raise ValueError(f"{path}: field 'image_size' is {data['image_size']} but the graphs were exported for "
+                         f"{config['image_size']} x {config['image_size']} frames (config.image_size); the manifest "
+                         f"was edited: {EXPORT_HINT}")
+    if data.get("min_frames") is not None and data["min_frames"] > data["num_frames"]:
+        raise ValueError(f"{path}: field 'min_frames' ({data['min_frames']}) is above 'num_frames' "
+                         f"({data['num_frames']}); the manifest was edited: {EXPORT_HINT}")
 
 
 def read_manifest(directory: str | Path) -> Manifest:
@@ -233,6 +287,7 @@ def read_manifest(directory: str | Path) -> Manifest:
     missing = [k for k in REQUIRED_FIELDS if k not in data]
     if missing:
         raise ValueError(f"{path} lacks the fields {missing}; the file is incomplete: {EXPORT_HINT}")
+    check_fields(data, path)
     known = set(Manifest.__dataclass_fields__)
     manifest = Manifest(**{k: v for k, v in data.items() if k in known})
     if manifest.precision not in PRECISIONS:

@@ -86,12 +86,13 @@ def depth_display_range(depth: np.ndarray) -> tuple[float, float]:
 
 
 def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6,
-                   labels: np.ndarray | None = None):
+                   labels: np.ndarray | None = None, aspect_ratio: float = 1.0):
     """The matplotlib figure of :func:`write_preview` (Agg backend): a row of frames, the row of their depth maps
     (``DEPTH_COLOURMAP``, one shared colour bar in the depth's units), the camera trajectory seen from above.
 
     frames [T, S, S, 3] uint8, depth [T, n, n] (z in the frame's camera), T_wc [T, 4, 4]; labels [T]: the frame
-    numbers shown (default 0 .. T-1; the source frame numbers of a selection). -> Figure.
+    numbers shown (default 0 .. T-1; the source frame numbers of a selection); aspect_ratio: the source video's
+    width / height, so the square network frames and depth maps are drawn in the video's shape. -> Figure.
     """
     import matplotlib
 
@@ -100,17 +101,19 @@ def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, colu
 
     T = len(frames)
     shown = np.unique(np.linspace(0, T - 1, min(columns, T)).round().astype(int))
-    fig = plt.figure(figsize=(2.2 * len(shown) + 1.0, 7.5))
+    stretch = 1.0 / float(aspect_ratio)  # matplotlib's aspect: a pixel's drawn height / width
+    fig = plt.figure(figsize=(2.2 * max(1.0, min(float(aspect_ratio), 3.0)) * len(shown) + 1.0, 7.5))
     grid = fig.add_gridspec(3, len(shown) + 1, height_ratios=[1, 1, 1.4], width_ratios=[1] * len(shown) + [0.08])
     near, far = depth_display_range(depth)
     image = None
     for col, t in enumerate(shown):
         ax = fig.add_subplot(grid[0, col])
-        ax.imshow(frames[t])
+        ax.imshow(frames[t], aspect=stretch)
         ax.set_title(f"frame {t if labels is None else int(labels[t])}", fontsize=9)
         ax.axis("off")
         ax = fig.add_subplot(grid[1, col])
-        image = ax.imshow(np.where(depth[t] > 0, depth[t], np.nan), cmap=DEPTH_COLOURMAP, vmin=near, vmax=far)
+        image = ax.imshow(np.where(depth[t] > 0, depth[t], np.nan), cmap=DEPTH_COLOURMAP, vmin=near, vmax=far,
+                          aspect=stretch * depth[t].shape[1] / depth[t].shape[0])
         ax.set_title(f"depth {t if labels is None else int(labels[t])}", fontsize=9)
         ax.axis("off")
     bar = fig.colorbar(image, cax=fig.add_subplot(grid[1, -1]))
@@ -132,13 +135,13 @@ def preview_figure(frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, colu
 
 
 def write_preview(path: str | Path, frames: np.ndarray, depth: np.ndarray, T_wc: np.ndarray, columns: int = 6,
-                  labels: np.ndarray | None = None) -> Path:
+                  labels: np.ndarray | None = None, aspect_ratio: float = 1.0) -> Path:
     """A PNG of :func:`preview_figure`: frames and depth maps of a few frames with a depth colour bar (top) and
     the camera trajectory seen from above (bottom). frames [T, S, S, 3] uint8, depth [T, n, n], T_wc [T, 4, 4],
-    labels [T] the frame numbers shown (default 0 .. T-1)."""
+    labels [T] the frame numbers shown (default 0 .. T-1), aspect_ratio the video's width / height."""
     import matplotlib.pyplot as plt
 
-    fig = preview_figure(frames, depth, T_wc, columns, labels)
+    fig = preview_figure(frames, depth, T_wc, columns, labels, aspect_ratio)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)

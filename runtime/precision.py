@@ -18,7 +18,7 @@ from pathlib import Path
 
 TORCH_PRECISIONS = ("fp32", "bf16", "fp16")
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-LOAD_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # what load(..., precision=) and `d4rt infer` take
+LOAD_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8", "int8-qdq")  # what load(..., precision=) and `d4rt infer` take
 
 BF16_ON_ONNXRUNTIME = (
     "ONNX Runtime has no bf16 path (its CPU MatMul has no bfloat16 kernel, and exports hold fp32 / fp16 / int8 "

@@ -1,13 +1,17 @@
 """The runtime: an export folder in, numpy out. Encode a clip once, then answer any number of queries in batches.
 
     >>> from d4rt.runtime import load
-    >>> rt = load("export/")                        # tensorrt > onnxruntime-cuda > onnxruntime-cpu
+    >>> rt = load("exported/")                        # tensorrt > onnxruntime-cuda > onnxruntime-cpu
     >>> scene = rt.encode(frames)                   # [T, H, W, 3] uint8 (any size) or a video path
     >>> res = rt.query(scene, uv, t_src, t_tgt, t_cam)
     >>> depth, K, T_wc = rt.depth(scene, 0), rt.intrinsics(scene), rt.camera_poses(scene)
 
 A :class:`Scene` holds everything about one clip (its device-resident keys and values included); the runtime holds
 no per-clip state, so several scenes can live at once.
+
+One scene API: ``depth``, ``point_cloud``, ``tracks``, ``camera_poses`` and ``intrinsics`` answer a :class:`Scene`
+(one encoded clip) and a :class:`~d4rt.runtime.windows.VideoScene` (a video of any length, ``rt.encode_video``)
+alike; ``t`` is always a frame index (or a list of them) of that scene, and a grid's queries per side are ``size``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ from typing import Any
 import numpy as np
 
 from d4rt.runtime.geometry import focal_from_points, grid_uv, poses_from_grid_points
+from d4rt.runtime.inputs import (  # noqa: F401 (check_aspect_ratio, check_grid_size: re-exported, their old home)
+    check_aspect_ratio,
+    check_batch_size,
+    check_frame,
+    check_frames,
+    check_grid_size,
+    check_queries,
+    check_times,
+    check_uv,
+)
 from d4rt.runtime.manifest import (
     DECODER_OUTPUTS,
     ENGINE_FILES,
@@ -91,30 +105,38 @@ def point_maps(
         frames [F] int64.
     """
     T = scene.num_frames
-    frames = np.arange(T) if frames is None else np.atleast_1d(np.asarray(frames))
-    _check_times("frames", frames, len(frames), T)
-    frames = frames.astype(np.int64)
+    frames = check_frames("frames", frames, T)
     n = check_grid_size("size", size, scene.image_size)
     uv = grid_uv(n)
     tt = np.repeat(frames, len(uv))
-    cams = tt if t_cam is None else np.full_like(tt, _scalar_time("t_cam", t_cam, T))
+    cams = tt if t_cam is None else np.full_like(tt, check_frame("t_cam", t_cam, T))
     res = rt.query(scene, np.tile(uv, (len(frames), 1)), tt, tt, cams, batch_size, progress)
     F = len(frames)
     return {"xyz": res["xyz"].reshape(F, n, n, 3), "confidence": res["confidence"].reshape(F, n, n), "uv": uv,
             "frames": frames}
 
 
-def check_grid_size(name: str, size, default: int) -> int:
-    """None -> default; else an integer >= 2 (a grid spans the image corner to corner: one point has no extent,
-    and poses need at least 3 non-collinear points, intrinsics points off the centre lines)."""
-    if size is None:
-        return int(default)
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(
-            f"{name} must be an integer >= 2 (queries per side of the grid, corner to corner), got {size!r}; "
-            f"leave it None for the default ({default})"
-        )
-    return int(size)
+def default_pose_size(image_size: int) -> int:
+    """Queries per side of the pose grid: min(32, S / 2), at least 2 (a finer grid than half the input's pixels adds
+    near-duplicate points, not information)."""
+    return max(2, min(32, int(image_size) // 2))
+
+
+def renamed(value, old_value, old: str, new: str):
+    """An argument's value under its new name, or under its deprecated old name (with a DeprecationWarning)."""
+    if old_value is None:
+        return value
+    warnings.warn(f"{old}= is deprecated and goes in the next release; use {new}=", DeprecationWarning, stacklevel=3)
+    if value is not None and value != old_value:
+        raise ValueError(f"{new}={value!r} and its old name {old}={old_value!r} disagree; pass {new}= only")
+    return old_value
+
+
+def is_video(scene) -> bool:
+    """True for a :class:`~d4rt.runtime.windows.VideoScene` (answered from its windows' outputs)."""
+    from d4rt.runtime.windows import VideoScene  # windows builds on this module: imported when first asked
+
+    return isinstance(scene, VideoScene)
 
 
 class Runtime:
@@ -232,12 +254,9 @@ class Runtime:
             displacement [N, 3], normal [N, 3], confidence [N] (probability); float32.
         """
         self._check_scene(scene)
-        uv = _check_uv(uv)
+        uv, t = check_queries(uv, t_src, t_tgt, t_cam, scene.num_frames)  # [N, 2] float32, [N, 3] int32
         N = len(uv)
-        times = (("t_src", t_src), ("t_tgt", t_tgt), ("t_cam", t_cam))
-        t = np.stack([_check_times(name, x, N, scene.num_frames) for name, x in times], -1)  # [N, 3] int32
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_batch_size(batch_size)
         step = int(min(batch_size, self.backend.max_queries or batch_size))
         min_queries = int(getattr(self.backend, "min_queries", 1) or 1)
         out = {name: np.empty((N, *tail), np.float32) for name, tail in OUTPUT_TAILS.items()}
@@ -261,6 +280,11 @@ class Runtime:
         return out
 
     def _check_scene(self, scene: Scene) -> None:
+        if is_video(scene):
+            raise ValueError(
+                "a VideoScene answers depth, point_cloud, tracks, camera_poses and intrinsics; to query its windows "
+                "directly, encode it with keep_memory=True and query video.scenes[w] (window w's own frames)"
+            )
         if not isinstance(scene, Scene):
             raise ValueError(f"scene must be a Scene from rt.encode(...), got {type(scene).__name__}")
         if scene.runtime_token != self.token:
@@ -277,7 +301,7 @@ class Runtime:
 
     def depth(
         self,
-        scene: Scene,
+        scene,
         t: int | list[int] | None = None,
         size: int | None = None,
         with_confidence: bool = False,
@@ -286,18 +310,28 @@ class Runtime:
     ):
         """Depth maps (z in the frame's own camera), one query per pixel of a size x size grid (default S).
 
-        Returns [size, size] for an integer t, else [F, size, size] for the frames t (all when None); with
-        ``with_confidence`` a (depth, confidence) pair of the same shapes.
+        Args:
+            scene: a :class:`Scene` or a :class:`~d4rt.runtime.windows.VideoScene` (its maps, computed at
+                ``encode_video(depth_size=...)``; ``size`` None or that size).
+            t: a frame index of the scene, a list of them, or None for every frame.
+        Returns:
+            [size, size] for an integer t, else [F, size, size]; with ``with_confidence`` a (depth, confidence)
+            pair of the same shapes.
         """
-        maps = point_maps(self, scene, t, size, None, batch_size, progress)
-        depth, conf = maps["xyz"][..., 2], maps["confidence"]
+        if is_video(scene):
+            from d4rt.runtime.windows import video_depth
+
+            depth, conf = video_depth(scene, t, size)
+        else:
+            maps = point_maps(self, scene, t, size, None, batch_size, progress)
+            depth, conf = maps["xyz"][..., 2], maps["confidence"]
         if np.isscalar(t) or (isinstance(t, np.ndarray) and t.ndim == 0):
             depth, conf = depth[0], conf[0]
         return (depth, conf) if with_confidence else depth
 
     def point_cloud(
         self,
-        scene: Scene,
+        scene,
         t_cam: int = 0,
         size: int | None = None,
         frames: list[int] | None = None,
@@ -307,16 +341,26 @@ class Runtime:
     ) -> dict[str, np.ndarray]:
         """The clip's points, each frame's size x size grid at its own time, all in t_cam's camera.
 
-        Returns xyz [P, 3] (t_cam camera frame), rgb [P, 3] uint8, confidence [P], frame [P] (its t_src), keeping
-        points with confidence >= min_confidence.
+        Args:
+            scene: a :class:`Scene` (default size S / 2) or a VideoScene (its cloud, computed at
+                ``encode_video(cloud_size=...)``, moved into t_cam's camera by the video's poses).
+            t_cam: the frame whose camera the points are in (default 0, the world of :meth:`camera_poses`).
+            frames: the frames whose grids make the cloud (default all).
+        Returns:
+            xyz [P, 3] (t_cam camera frame), rgb [P, 3] uint8, confidence [P], frame [P] (its t_src), keeping
+            points with confidence >= min_confidence.
         """
+        if is_video(scene):
+            from d4rt.runtime.windows import video_point_cloud
+
+            return video_point_cloud(scene, t_cam, size, frames, min_confidence)
         size = check_grid_size("size", size, max(scene.image_size // 2, 2))
         maps = point_maps(self, scene, frames, size, t_cam, batch_size, progress)
         return cloud_from_point_maps(maps, scene.frames, min_confidence)
 
     def tracks(
         self,
-        scene: Scene,
+        scene,
         uv: np.ndarray,
         t_src: int | np.ndarray,
         t_cam: int | None = 0,
@@ -326,46 +370,69 @@ class Runtime:
         """3D tracks: where the points at uv in frame t_src are at every time t_tgt = 0 .. T-1.
 
         Args:
-            uv: [P, 2]; t_src: an int or [P]; t_cam: the camera frame of xyz (default 0, the world of
-                :meth:`camera_poses`), or None for each time's own camera (t_cam = t_tgt).
+            scene: a :class:`Scene`, or a VideoScene (tracks across its windows: the windows kept with
+                ``keep_memory=True``, or the tracks ``encode_video(track_uv=...)`` took).
+            uv: [P, 2]; t_src: a frame index of the scene or [P] of them; t_cam: the camera frame of xyz (default
+                0, the world of :meth:`camera_poses`), or None for each time's own camera (t_cam = t_tgt).
         Returns:
             xyz [P, T, 3], uv_tgt [P, T, 2], visibility [P, T], confidence [P, T].
         """
-        uv = _check_uv(uv)
+        if is_video(scene):
+            from d4rt.runtime.windows import tracks_of_video
+
+            return tracks_of_video(self, scene, uv, t_src, t_cam, batch_size, progress)
+        uv = check_uv(uv)
         P, T = len(uv), scene.num_frames
-        t_src = np.broadcast_to(_check_times("t_src", t_src, P, T), (P,))
+        t_src = check_times("t_src", t_src, P, T)
         t_tgt = np.tile(np.arange(T), P)
-        cam = t_tgt if t_cam is None else np.full(P * T, _scalar_time("t_cam", t_cam, T))
+        cam = t_tgt if t_cam is None else np.full(P * T, check_frame("t_cam", t_cam, T))
         res = self.query(scene, np.repeat(uv, T, 0), np.repeat(t_src, T), t_tgt, cam, batch_size, progress)
         return {k: res[k].reshape(P, T, *OUTPUT_TAILS[k]) for k in ("xyz", "uv_tgt", "visibility", "confidence")}
 
     def camera_poses(
-        self, scene: Scene, grid: int = 32, batch_size: int = DEFAULT_BATCH, progress: bool = False
+        self, scene, size: int | None = None, batch_size: int = DEFAULT_BATCH, progress: bool = False,
+        grid: int | None = None,
     ) -> np.ndarray:
         """Camera-to-world poses T_wc [T, 4, 4], frame 0's camera being the world.
 
-        For frame j, a grid x grid of pixels at time j is queried in camera 0 and in camera j; the rigid Umeyama
-        fit (unweighted, as OpenD4RT's released code) from the camera-j points to the camera-0 points is T_wc of
-        frame j (docs/metrics.md: why unweighted).
+        For frame j, a size x size grid (default min(32, S / 2)) of pixels at time j is queried in camera 0 and in
+        camera j; the house's one estimator (:func:`~d4rt.runtime.geometry.align_sim3`, rigid: the 85 % pairs of
+        highest confidence, the product of both queries', then refits without residuals above 5x the median)
+        from the camera-j points to the camera-0 points is T_wc of frame j. A VideoScene answers the poses it
+        took with the same estimator (``size`` None or its ``pose_size``). ``grid=``: the deprecated name of size.
         """
-        grid = check_grid_size("grid", grid, 32)
+        size = renamed(size, grid, "grid", "size")
+        if is_video(scene):
+            from d4rt.runtime.windows import video_camera_poses
+
+            return video_camera_poses(scene, size)
+        size = check_grid_size("size", size, default_pose_size(scene.image_size))
         later = np.arange(1, scene.num_frames)
-        own = point_maps(self, scene, later, grid, None, batch_size, progress)
-        first = point_maps(self, scene, later, grid, 0, batch_size, progress)
-        G = grid * grid
-        return poses_from_grid_points(own["xyz"].reshape(-1, G, 3), first["xyz"].reshape(-1, G, 3))
+        own = point_maps(self, scene, later, size, None, batch_size, progress)
+        first = point_maps(self, scene, later, size, 0, batch_size, progress)
+        G = size * size
+        confidence = own["confidence"].reshape(-1, G).astype(np.float64) * first["confidence"].reshape(-1, G)
+        return poses_from_grid_points(own["xyz"].reshape(-1, G, 3), first["xyz"].reshape(-1, G, 3), confidence)
 
     def intrinsics(
-        self, scene: Scene, grid: int = 32, batch_size: int = DEFAULT_BATCH, progress: bool = False
+        self, scene, size: int | None = None, batch_size: int = DEFAULT_BATCH, progress: bool = False,
+        grid: int | None = None,
     ) -> np.ndarray:
         """Pinhole intrinsics K [T, 3, 3] in pixels of the S x S input, per frame.
 
-        fx = z (u - 0.5) / x over a grid x grid of pixels in the frame's own camera, the median (fy likewise).
+        fx = z (u - 0.5) / x over a size x size grid (default min(32, S / 2)) of pixels in the frame's own camera,
+        the median (fy likewise). A VideoScene answers the K it took on its pose grid. ``grid=``: the deprecated
+        name of size.
         """
-        grid = check_grid_size("grid", grid, 32)
-        maps = point_maps(self, scene, None, grid, None, batch_size, progress)
+        size = renamed(size, grid, "grid", "size")
+        if is_video(scene):
+            from d4rt.runtime.windows import video_intrinsics
+
+            return video_intrinsics(scene, size)
+        size = check_grid_size("size", size, default_pose_size(scene.image_size))
+        maps = point_maps(self, scene, None, size, None, batch_size, progress)
         xyz = maps["xyz"].reshape(scene.num_frames, -1, 3)
-        return np.stack([focal_from_points(maps["uv"], x, self.image_size) for x in xyz])
+        return np.stack([focal_from_points(maps["uv"], x, scene.image_size) for x in xyz])
 
 
 def cloud_from_point_maps(maps: dict[str, np.ndarray], frames_rgb: np.ndarray, min_confidence: float = 0.0):
@@ -381,20 +448,6 @@ def cloud_from_point_maps(maps: dict[str, np.ndarray], frames_rgb: np.ndarray, m
     keep = conf >= min_confidence
     return {"xyz": maps["xyz"].reshape(-1, 3)[keep], "rgb": frames_rgb[tt, y, x][keep], "confidence": conf[keep],
             "frame": tt[keep]}
-
-
-def check_aspect_ratio(aspect_ratio) -> float | None:
-    """None, or a positive finite number (width / height, e.g. 16 / 9), as a float."""
-    if aspect_ratio is None:
-        return None
-    if isinstance(aspect_ratio, bool) or not isinstance(aspect_ratio, (int, float, np.integer, np.floating)):
-        raise ValueError(
-            f"aspect_ratio must be a number, the original width / height (e.g. 16 / 9 = 1.778), got "
-            f"{aspect_ratio!r} of type {type(aspect_ratio).__name__}"
-        )
-    if not np.isfinite(aspect_ratio) or aspect_ratio <= 0:
-        raise ValueError(f"aspect_ratio must be a positive width / height, got {aspect_ratio!r}")
-    return float(aspect_ratio)
 
 
 def usable_frame_count(n: int, frame_range: tuple[int, int], step: int = 2) -> int:
@@ -416,38 +469,8 @@ def usable_frame_count(n: int, frame_range: tuple[int, int], step: int = 2) -> i
     return usable
 
 
-# ----- input checks ----------------------------------------------------------------------------------------------
-def _check_uv(uv) -> np.ndarray:
-    uv = np.asarray(uv)
-    if uv.ndim != 2 or uv.shape[1] != 2:
-        raise ValueError(f"uv must be [N, 2] (u = x / (S - 1), v = y / (S - 1)), got shape {uv.shape}")
-    if not np.issubdtype(uv.dtype, np.floating):
-        raise ValueError(f"uv must be floating point in [0, 1], got dtype {uv.dtype} (divide pixels by S - 1)")
-    if len(uv) and not np.isfinite(uv).all():
-        raise ValueError(f"uv contains {int((~np.isfinite(uv)).sum())} NaN or infinite values")
-    if len(uv) and (uv.min() < 0.0 or uv.max() > 1.0):
-        raise ValueError(f"uv has values in [{uv.min():.4g}, {uv.max():.4g}], expected [0, 1] (u = x / (S - 1))")
-    return np.ascontiguousarray(uv, np.float32)
-
-
-def _check_times(name: str, t, n: int, num_frames: int) -> np.ndarray:
-    t = np.asarray(t)
-    if t.dtype == bool or not np.issubdtype(t.dtype, np.integer):
-        raise ValueError(f"{name} must be integer frame indices, got dtype {t.dtype}")
-    if t.ndim > 1 or (t.ndim == 1 and len(t) != n):
-        raise ValueError(f"{name} must be a scalar or [N] = [{n}], got shape {t.shape}")
-    if t.size and (t.min() < 0 or t.max() >= num_frames):
-        raise ValueError(
-            f"{name} has frame indices in [{t.min()}, {t.max()}], expected [0, {num_frames}) for this clip"
-        )
-    return np.broadcast_to(t, (n,)).astype(np.int32)
-
-
-def _scalar_time(name: str, t, num_frames: int) -> int:
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool):
-        raise ValueError(f"{name} must be an integer frame index, got {t!r}")
-    _check_times(name, t, 1, num_frames)
-    return int(t)
+# The checks' old names (other modules of this release may still import them): d4rt.runtime.inputs holds them.
+_check_uv, _check_times = check_uv, check_times
 
 
 # ----- load ------------------------------------------------------------------------------------------------------

@@ -6,8 +6,12 @@ Frames are resized with ``cv2.INTER_AREA`` (area averaging: the right filter whe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -28,33 +32,104 @@ class Clip:
     original_size: tuple[int, int]
 
 
+VIDEO_HINT = "give a video file (mp4, avi, ...) or a .npy of frames [T, H, W, 3] uint8"
+CONVERT_HINT = "convert it with `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`, or pass the frames as a .npy"
+
+
+def check_video_path(path: str | Path) -> Path:
+    """A path that names a file; FileNotFoundError / IsADirectoryError that say which and what to give instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"video {path} is a folder, not a video file; {VIDEO_HINT}")
+    if not path.is_file():
+        raise FileNotFoundError(f"video {path} does not exist; {VIDEO_HINT}")
+    return path
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (FFmpeg's C-level log lines such as "moov atom not found") for the block; our
+    own error says what went wrong instead."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (an embedded interpreter): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def open_video(path: str | Path):
+    """An opened ``cv2.VideoCapture`` of a video file (FFmpeg's own log lines silenced); ValueError naming the
+    problem (empty file, not a video) and the fix when it cannot be opened."""
+    import cv2
+
+    path = check_video_path(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"video {path} is empty (0 bytes); {VIDEO_HINT}")
+    with quiet_stderr():
+        capture = cv2.VideoCapture(str(path))
+        opened = capture.isOpened()
+    if not opened:
+        capture.release()
+        raise ValueError(f"video {path} cannot be decoded (not a video, damaged, or a codec OpenCV lacks); "
+                         f"{CONVERT_HINT}")
+    return capture
+
+
+def count_frames(path: str | Path) -> int | None:
+    """Frames in a .npy (its header) or a video file (the container's count; None when it does not say).
+
+    Raises what :func:`open_video` raises for a file that is not a video."""
+    path = check_video_path(path)
+    if path.suffix == ".npy":
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{path} is not a readable .npy of frames [T, H, W, 3] ({e}); {VIDEO_HINT}") from None
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"{path} holds an array of shape {tuple(shape)}, not frames [T, H, W, 3]; {VIDEO_HINT}")
+        return int(shape[0])
+    import cv2
+
+    capture = open_video(path)
+    try:
+        n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    return n if n > 0 else None
+
+
 def read_video(path: str | Path, max_frames: int | None = None, start: int = 0, stride: int = 1) -> np.ndarray:
     """Decode a video file into [T, H, W, 3] uint8 RGB, frames start, start + stride, ... (at most max_frames)."""
     import cv2
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video {path} does not exist")
+    path = check_video_path(path)
     if start < 0 or stride < 1:
         raise ValueError(f"start must be >= 0 and stride >= 1, got start={start}, stride={stride}")
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ValueError(
-            f"OpenCV cannot open {path} as a video; convert it to mp4 (H.264) or pass the frames as an array"
-        )
+    capture = open_video(path)
     frames = []
     index = 0
     try:
-        while max_frames is None or len(frames) < max_frames:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if index >= start and (index - start) % stride == 0:
-                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            index += 1
+        with quiet_stderr():
+            while max_frames is None or len(frames) < max_frames:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                if index >= start and (index - start) % stride == 0:
+                    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                index += 1
     finally:
         capture.release()
     if not frames:
+        if index == 0:
+            raise ValueError(f"video {path} holds no frame that OpenCV can decode; {CONVERT_HINT}")
         raise ValueError(f"no frames decoded from {path} (start={start}, stride={stride}, {index} frames in the file)")
     return np.stack(frames)
 

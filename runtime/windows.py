@@ -1,7 +1,7 @@
 """Videos of any length: overlapping windows, each encoded once, aligned by Sim(3) and chained (paper App. B).
 
     >>> video = rt.encode_video("long.mp4")            # any number of frames >= 2
-    >>> video.depth(120), video.camera_poses(), video.intrinsics(), video.point_cloud()
+    >>> rt.depth(video, 120), rt.camera_poses(video), rt.intrinsics(video), rt.point_cloud(video)
 
 A video of F frames runs in windows of T frames (the engines' most) that overlap by O frames (default T / 4: with
 T = 48, 12 shared frames of alignment points cost 12 / 36 = 1/3 more encoder calls; fewer shared frames make the
@@ -11,10 +11,11 @@ F - 1 frames (the tubelet spans 2 frames), overlapping by F - 2.
 
 Each window w answers in its own frame: camera 0 of the window, its own scale. Its shared frames with window
 w - 1 are queried on the same pixel grid in both windows (in each window's camera 0, at their own time); the
-Sim(3) Umeyama fit on the 85 % most confident pairs (confidence = the product of both windows') maps window w's
-camera 0 into window w - 1's, and the chain of fits maps every window into window 0's camera 0, the world (each
-frame's pose inside its window is the rigid fit of its own-camera points to its camera-0 points, same rule). The
-shared-frame points are the grid the poses are made of anyway, so the alignment costs no extra queries.
+Sim(3) fit of the house's one estimator (:func:`~d4rt.runtime.geometry.align_sim3`: the 85 % most confident
+pairs, confidence = the product of both windows', then a trimmed refit) maps window w's camera 0 into window
+w - 1's, and the chain of fits maps every window into window 0's camera 0, the world (each frame's pose inside its
+window is the rigid fit of its own-camera points to its camera-0 points, the estimator of ``Runtime.camera_poses``).
+The shared-frame points are the grid the poses are made of anyway, so the alignment costs no extra queries.
 
 Each source frame is answered by one window, the first that holds it (its "owner"): depth (scaled to the world),
 T_wc (world), K, its points of the cloud. A track seeded at frame t_src runs in the first window holding t_src and
@@ -27,31 +28,33 @@ that of one window whatever the video's length; ``keep_memory=True`` keeps every
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from d4rt.runtime.geometry import focal_from_points, similarity_matrix, umeyama
+from d4rt.runtime.geometry import (  # noqa: F401 (KEEP_FRACTION, align_sim3: re-exported, their old home)
+    KEEP_FRACTION,
+    TRIM,
+    align_sim3,
+    focal_from_points,
+    invert_rigid,
+    transform_points,
+)
+from d4rt.runtime.inputs import check_aspect_ratio, check_frames, check_grid_size, check_times, check_uv
 from d4rt.runtime.runtime import (
     DEFAULT_BATCH,
     Runtime,
-    _check_uv,
-    check_aspect_ratio,
     cloud_from_point_maps,
-    check_grid_size,
+    default_pose_size,
     point_maps,
+    renamed,
     usable_frame_count,
 )
 
-KEEP_FRACTION = 0.85  # App. B: the top 85 % most confident shared points enter the Sim(3) fit
-TRIM = 3.0  # then one refit without the pairs whose residual exceeds 3x the median (ours, measured in the results)
-
-
-def default_pose_grid(image_size: int) -> int:
-    """min(32, S / 2), at least 2."""
-    return max(2, min(32, int(image_size) // 2))
+default_pose_grid = default_pose_size  # its old name
 
 
 def plan_windows(num_frames: int, window: int, overlap: int, step: int = 2, min_frames: int = 2) -> list[range]:
@@ -79,36 +82,6 @@ def plan_windows(num_frames: int, window: int, overlap: int, step: int = 2, min_
     return [range(s, s + window) for s in dict.fromkeys(starts)]
 
 
-def align_sim3(src: np.ndarray, dst: np.ndarray, confidence: np.ndarray, keep: float = KEEP_FRACTION,
-               with_scale: bool = True, trim: float | None = TRIM) -> np.ndarray:
-    """[4, 4] Sim(3) matrix mapping src onto dst, fit (Umeyama) on the ``keep`` most confident pairs (rigid SE(3)
-    when not ``with_scale``); then, unless ``trim`` is None, fit again without the pairs whose residual exceeds
-    ``trim`` times the median residual (confidence cannot rank every outlier below every inlier: with 10 %
-    outliers in each window's answers, 19 % of the pairs hold one, more than the 15 % the first fit drops).
-
-    Args:
-        src, dst: [N, 3] the same points in two frames; confidence: [N] (e.g. the product of both windows').
-    """
-    src, dst = np.asarray(src, np.float64).reshape(-1, 3), np.asarray(dst, np.float64).reshape(-1, 3)
-    confidence = np.asarray(confidence, np.float64).reshape(-1)
-    finite = np.isfinite(src).all(1) & np.isfinite(dst).all(1) & np.isfinite(confidence)
-    order = np.argsort(-np.where(finite, confidence, -np.inf), kind="stable")
-    count = max(3, int(np.ceil(keep * finite.sum())))
-    chosen = order[:count]
-    if finite.sum() < 3:
-        raise ValueError(
-            f"only {int(finite.sum())} finite shared points to align two windows; a Sim(3) needs at least 3: "
-            f"raise the overlap or the pose grid"
-        )
-    s, R, t = umeyama(src[chosen], dst[chosen], with_scale=with_scale)
-    if trim is not None:
-        residual = np.linalg.norm(s * src[chosen] @ R.T + t - dst[chosen], axis=1)
-        inliers = chosen[residual <= trim * np.median(residual)]
-        if len(inliers) >= 3 and len(inliers) < len(chosen):
-            s, R, t = umeyama(src[inliers], dst[inliers], with_scale=with_scale)
-    return similarity_matrix(s, R, t)
-
-
 def rigid_in_world(world_from_window: np.ndarray, T_local: np.ndarray) -> np.ndarray:
     """World camera-to-world poses from a window's local ones: [F, 4, 4] rigid, translation in world units.
 
@@ -129,7 +102,11 @@ class VideoScene:
     cloud: xyz [P, 3] (world), rgb [P, 3], confidence [P], frame [P]; track: xyz [Q, F, 3] (world), uv_tgt
     [Q, F, 2], visibility [Q, F], confidence [Q, F] (NaN / 0 before the window that seeds them), or None;
     windows: the frame ranges; world_from_window [W, 4, 4] Sim(3); owner [F] the window answering each frame;
-    scenes: each window's Scene when kept (keep_memory), else None.
+    scenes: each window's Scene when kept (keep_memory), else None; pose_size, cloud_size: the grids of poses and
+    cloud; track_uv [Q, 2], track_t_src: the tracks ``encode_video`` took.
+
+    Ask the runtime for its outputs, as for a :class:`~d4rt.runtime.runtime.Scene`: ``rt.depth(video, t)``,
+    ``rt.point_cloud(video)``, ``rt.tracks(video, uv, t_src)``, ``rt.camera_poses(video)``, ``rt.intrinsics(video)``.
     """
 
     source_frames: np.ndarray
@@ -148,6 +125,11 @@ class VideoScene:
     dense: Any = None  # DenseTracks (Alg. 1) when encode_video had dense_grid
     scenes: list[Any] | None = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
+    xyz_cam: np.ndarray | None = field(default=None, repr=False)  # [F, n, n, 3] with keep_point_maps, else None
+    pose_size: int = 0
+    cloud_size: int = 0
+    track_uv: np.ndarray | None = None
+    track_t_src: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -157,32 +139,106 @@ class VideoScene:
     def image_size(self) -> int:
         return int(self.frames.shape[1])
 
+    # ----- the old surface: kept one release, each warns (ask the runtime: rt.depth(video, t), ...) ------------
     def depth(self, t: int | None = None) -> np.ndarray:
-        """Depth map [n, n] of frame t (an index into the selection), or all [F, n, n] when None."""
-        return self.depth_maps if t is None else self.depth_maps[self._frame(t)]
+        """Deprecated: ``rt.depth(video, t)``."""
+        _deprecated("video.depth(t)", "rt.depth(video, t)")
+        return video_depth(self, t, None)[0] if t is None else video_depth(self, t, None)[0][0]
 
     def camera_poses(self) -> np.ndarray:
-        """T_wc [F, 4, 4], frame 0's camera is the world."""
-        return self.T_wc
+        """Deprecated: ``rt.camera_poses(video)``."""
+        _deprecated("video.camera_poses()", "rt.camera_poses(video)")
+        return video_camera_poses(self, None)
 
     def intrinsics(self) -> np.ndarray:
-        """K [F, 3, 3] in pixels of the S x S input."""
-        return self.K
+        """Deprecated: ``rt.intrinsics(video)``."""
+        _deprecated("video.intrinsics()", "rt.intrinsics(video)")
+        return video_intrinsics(self, None)
 
     def point_cloud(self, min_confidence: float = 0.0) -> dict[str, np.ndarray]:
-        """Every frame's grid in the world: xyz [P, 3], rgb [P, 3] uint8, confidence [P], frame [P]."""
-        keep = self.cloud["confidence"] >= min_confidence
-        return {k: v[keep] for k, v in self.cloud.items()}
+        """Deprecated: ``rt.point_cloud(video, min_confidence=...)``."""
+        _deprecated("video.point_cloud()", "rt.point_cloud(video, min_confidence=...)")
+        return video_point_cloud(self, 0, None, None, min_confidence)
 
     def tracks(self) -> dict[str, np.ndarray]:
-        if self.track is None:
-            raise ValueError("no tracks were asked for: pass track_uv=... to encode_video")
-        return self.track
+        """Deprecated: ``rt.tracks(video, video.track_uv, video.track_t_src)``."""
+        _deprecated("video.tracks()", "rt.tracks(video, uv, t_src)")
+        return _stored_tracks(self)
 
-    def _frame(self, t) -> int:
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < self.num_frames:
-            raise ValueError(f"t must be a frame index in [0, {self.num_frames}), got {t!r}")
-        return int(t)
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated and goes in the next release; use {new}", DeprecationWarning, stacklevel=3)
+
+
+# ----- a VideoScene's answers (Runtime's depth, point_cloud, tracks, camera_poses, intrinsics call these) ----------
+def _same_size(name: str, size, have: int, option: str) -> None:
+    if size is not None and check_grid_size("size", size, have) != have:
+        raise ValueError(f"this video's {name} were taken on a {have} x {have} grid, not {size} x {size}: pass size="
+                         f"None (or {have}), or encode the video again with encode_video({option}={size})")
+
+
+def video_depth(video: VideoScene, t, size) -> tuple[np.ndarray, np.ndarray]:
+    """Depth and confidence [F, n, n] of frames t (indices into the selection; None: all) of a video."""
+    _same_size("depth maps", size, video.depth_maps.shape[-1], "depth_size")
+    frames = check_frames("t", t, video.num_frames)
+    return video.depth_maps[frames], video.depth_confidence[frames]
+
+
+def video_point_cloud(video: VideoScene, t_cam, size, frames, min_confidence: float) -> dict[str, np.ndarray]:
+    """The video's cloud (each owned frame's grid), in t_cam's camera (world scale), of the frames asked for."""
+    _same_size("point clouds", size, video.cloud_size, "cloud_size")
+    t_cam = 0 if t_cam is None else t_cam
+    check_times("t_cam", t_cam, 1, video.num_frames)
+    keep = video.cloud["confidence"] >= min_confidence
+    if frames is not None:
+        keep &= np.isin(video.cloud["frame"], check_frames("frames", frames, video.num_frames))
+    cloud = {k: v[keep] for k, v in video.cloud.items()}
+    if int(t_cam) != 0:  # the cloud is in the world (frame 0's camera): into t_cam's camera by its pose
+        cloud["xyz"] = transform_points(invert_rigid(video.T_wc[int(t_cam)]), cloud["xyz"]).astype(np.float32)
+    return cloud
+
+
+def video_camera_poses(video: VideoScene, size) -> np.ndarray:
+    """T_wc [F, 4, 4] of a video (frame 0's camera is the world)."""
+    _same_size("poses", size, video.pose_size, "pose_size")
+    return video.T_wc
+
+
+def video_intrinsics(video: VideoScene, size) -> np.ndarray:
+    """K [F, 3, 3] of a video, in pixels of the S x S input."""
+    _same_size("intrinsics", size, video.pose_size, "pose_size")
+    return video.K
+
+
+def _stored_tracks(video: VideoScene) -> dict[str, np.ndarray]:
+    if video.track is None:
+        raise ValueError("no tracks were asked for: pass track_uv=... to encode_video")
+    return video.track
+
+
+def tracks_of_video(rt: Runtime, video: VideoScene, uv, t_src, t_cam=0, batch_size: int = DEFAULT_BATCH,
+                    progress: bool = False) -> dict[str, np.ndarray]:
+    """``rt.tracks`` of a VideoScene: xyz [P, F, 3] in t_cam's camera (0: the world; None: each frame's own),
+    uv_tgt [P, F, 2], visibility [P, F], confidence [P, F]. Through the kept windows (:func:`video_tracks`), or
+    the tracks ``encode_video(track_uv=...)`` took when uv and t_src are those."""
+    uv = check_uv(uv)
+    F = video.num_frames
+    t_src = check_times("t_src", t_src, len(uv), F)
+    if t_cam is not None:
+        check_times("t_cam", t_cam, 1, F)
+    if video.scenes is not None:
+        out = video_tracks(rt, video, uv, t_src, own_camera=t_cam is None, batch_size=batch_size, progress=progress)
+    elif (video.track is not None and video.track_uv is not None and np.array_equal(uv, video.track_uv)
+          and (t_src == video.track_t_src).all() and t_cam is not None):
+        out = {k: v.copy() for k, v in video.track.items()}
+    else:
+        raise ValueError(
+            "this video's windows were not kept, so it answers only the tracks encode_video took (track_uv=..., "
+            "track_t_src=..., in the world: t_cam=0); encode it with keep_memory=True to track any pixel"
+        )
+    if t_cam is not None and int(t_cam) != 0:  # world -> t_cam's camera
+        out["xyz"] = transform_points(invert_rigid(video.T_wc[int(t_cam)]), out["xyz"]).astype(np.float32)
+    return out
 
 
 def read_frames(video, start: int = 0, stride: int = 1, max_frames: int | None = None) -> np.ndarray:
@@ -202,14 +258,17 @@ def encode_video(
     overlap: int | None = None,
     depth_size: int | None = None,
     cloud_size: int | None = None,
-    pose_grid: int | None = None,
+    pose_size: int | None = None,
     track_uv: np.ndarray | None = None,
     track_t_src: int = 0,
-    dense_grid: int | None = None,
+    dense_size: int | None = None,
     align_trim: float | None = TRIM,
     keep_memory: bool = False,
+    keep_point_maps: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: bool = False,
+    pose_grid: int | None = None,
+    dense_grid: int | None = None,
 ) -> VideoScene:
     """Encode a video of any length in aligned windows and take every per-frame output (module doc).
 
@@ -217,20 +276,26 @@ def encode_video(
         video: frames [F, H, W, 3] (uint8 or float in [0, 1]) or a video file; start / stride / max_frames select.
         window: frames per window (default: the engines' most, T); overlap: shared frames (default max(1, T / 4)).
         depth_size: depth grid per side (default S); cloud_size: cloud grid per frame (default S / 2);
-        pose_grid: the grid of poses, intrinsics and alignment points (>= 2; default min(32, S / 2): a finer grid
+        pose_size: the grid of poses, intrinsics and alignment points (>= 2; default min(32, S / 2): a finer grid
             than half the input's pixels adds near-duplicate points, not information).
         track_uv: [Q, 2] pixels to track from frame track_t_src (an index into the selection), or None.
-        dense_grid: also run dense tracking (Alg. 1, :mod:`d4rt.runtime.dense_tracks`) on a grid x grid of pixels
-            of every frame (0: the scene's S); None: off.
-        align_trim: the refit rule of :func:`align_sim3` (None: the paper's top-85 % fit alone).
+        dense_size: also run dense tracking (Alg. 1, :mod:`d4rt.runtime.dense_tracks`) on a size x size grid of
+            pixels of every frame (0: the scene's S); None: off.
+        align_trim: the refit rule of :func:`~d4rt.runtime.geometry.align_sim3` (None: the paper's top-85 % fit
+            alone), for the windows' alignment and the poses inside them.
+        pose_grid, dense_grid: deprecated names of pose_size, dense_size.
         keep_memory: keep every window's scene (keys / values) for later queries; default: drop each at once.
+        keep_point_maps: keep the depth grid's points, each frame's in its own camera at the world scale, as
+            ``xyz_cam`` [F, n, n, 3] float32 (n = depth_size; the depth maps are their z; no extra query).
     Returns:
         a :class:`VideoScene`.
     """
     aspect_ratio = check_aspect_ratio(aspect_ratio)
     window = rt.num_frames if window is None else window
     overlap = max(1, int(window) // 4) if overlap is None else overlap
-    pose_grid = check_grid_size("pose_grid", pose_grid, default_pose_grid(rt.image_size))
+    pose_grid = check_grid_size("pose_size", renamed(pose_size, pose_grid, "pose_grid", "pose_size"),
+                                default_pose_size(rt.image_size))
+    dense_grid = renamed(dense_size, dense_grid, "dense_grid", "dense_size")
     depth_size = check_grid_size("depth_size", depth_size, rt.image_size)
     cloud_size = check_grid_size("cloud_size", cloud_size, max(rt.image_size // 2, 2))
     if window > rt.num_frames:
@@ -239,7 +304,7 @@ def encode_video(
     F = len(frames)
     windows = plan_windows(F, window, overlap, rt.frame_step, rt.frame_range[0])
     if track_uv is not None:
-        track_uv = _check_uv(track_uv)
+        track_uv = check_uv(track_uv)
         if isinstance(track_t_src, bool) or not isinstance(track_t_src, (int, np.integer)) or not 0 <= track_t_src < F:
             raise ValueError(f"track_t_src must be a frame index in [0, {F}), got {track_t_src!r}")
 
@@ -249,10 +314,11 @@ def encode_video(
     if dense_grid is not None:
         from d4rt.runtime.dense_tracks import DenseTracker
 
-        tracker = DenseTracker(F, check_grid_size("dense_grid", dense_grid or S, S), max(len(r) for r in windows))
+        tracker = DenseTracker(F, check_grid_size("dense_size", dense_grid or S, S), max(len(r) for r in windows))
     out_frames = np.empty((F, S, S, 3), np.uint8)
     depth = np.empty((F, depth_size, depth_size), np.float32)
     depth_conf = np.empty_like(depth)
+    xyz_cam = np.empty((F, depth_size, depth_size, 3), np.float32) if keep_point_maps else None
     T_wc = np.empty((F, 4, 4))
     K = np.empty((F, 3, 3))
     owner = np.full(F, -1, np.int64)
@@ -315,6 +381,8 @@ def encode_video(
         scale = float(np.cbrt(np.linalg.det(M[:3, :3])))
         maps = point_maps(rt, scene, own_local, depth_size, None, **common)
         depth[owned] = maps["xyz"][..., 2] * scale
+        if xyz_cam is not None:
+            xyz_cam[owned] = maps["xyz"] * scale
         depth_conf[owned] = maps["confidence"]
         cloud = point_maps(rt, scene, own_local, cloud_size, 0, **common)
         pts = cloud_from_point_maps(cloud, scene.frames, 0.0)
@@ -338,7 +406,8 @@ def encode_video(
         windows=windows, world_from_window=np.stack(world_from), owner=owner, depth_maps=depth,
         depth_confidence=depth_conf, T_wc=T_wc, K=K, cloud=cloud, track=track if Q else None,
         dense=None if tracker is None else tracker.result(), scenes=kept,
-        timings={k: round(v, 4) for k, v in timings.items()},
+        timings={k: round(v, 4) for k, v in timings.items()}, xyz_cam=xyz_cam, pose_size=pose_grid,
+        cloud_size=cloud_size, track_uv=track_uv, track_t_src=int(track_t_src),
     )
 
 
@@ -386,7 +455,7 @@ def video_tracks(
     """
     if video.scenes is None:
         raise ValueError("the video's windows were not kept: encode it with encode_video(..., keep_memory=True)")
-    uv = _check_uv(uv)
+    uv = check_uv(uv)
     Q, F = len(uv), video.num_frames
     t_src = np.broadcast_to(np.asarray(t_src), (Q,))
     if not np.issubdtype(t_src.dtype, np.integer) or (Q and (t_src.min() < 0 or t_src.max() >= F)):

@@ -1,4 +1,4 @@
-"""Does a checkpoint read the video? Baselines, decoder attention and a token-depth probe (d4rt/diagnostics.py).
+"""Does a checkpoint read the video? Baselines, decoder attention and a token-depth probe (d4rt/evaluation/diagnostics.py).
 
     python scripts/diagnose_training.py --ckpt checkpoints/tiny-synthetic --clips runs/test20 [--json out.json]
 """

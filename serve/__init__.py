@@ -1,7 +1,7 @@
 """D4RT as a service: Triton Inference Server models over ``d4rt.runtime`` and a client with the runtime's surface.
 
-    d4rt serve export/ --port 8000                    # the server (needs the ``serve`` extra)
-    d4rt serve export/ --replicas 2 --port 8000       # 2 servers behind nginx, scene affinity by routing key
+    d4rt serve exported/ --port 8000                    # the server (needs the ``serve`` extra)
+    d4rt serve exported/ --replicas 2 --port 8000       # 2 servers behind nginx, scene affinity by routing key
     >>> from d4rt.serve import Client
     >>> rt = Client("127.0.0.1:8000"); scene = rt.encode(frames); depth = rt.depth(scene, 0)
 

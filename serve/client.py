@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from d4rt.runtime import Runtime, Scene
+from d4rt.runtime.inputs import check_batch_size, check_queries
 from d4rt.runtime.runtime import OUTPUT_TAILS
 from d4rt.runtime.manifest import DECODER_OUTPUTS
 from d4rt.serve.scene_store import UnknownSceneError
@@ -223,30 +224,17 @@ class Client(Runtime):
     ) -> dict[str, np.ndarray]:
         """Answer N queries on the server, ``batch_size`` per request: the same dict as ``Runtime.query``.
 
-        uv [N, 2] float in [0, 1]; t_src, t_tgt, t_cam [N] or scalars, integer frame indices in [0, T). Values are
-        checked by the server (its message comes back as a ValueError); an evicted scene is an UnknownSceneError.
+        uv [N, 2] float in [0, 1]; t_src, t_tgt, t_cam [N] or scalars, integer frame indices in [0, T). Checked here
+        by the runtime's own checks (d4rt.runtime.inputs: the same refusal, in the same words, as in-process) before
+        anything is sent; the server checks again. An evicted scene is an UnknownSceneError.
         """
         self._check_scene(scene)
-        uv = np.asarray(uv)
-        if uv.ndim != 2 or uv.shape[1] != 2 or not np.issubdtype(uv.dtype, np.floating):
-            raise ValueError(f"uv must be [N, 2] floating point in [0, 1], got shape {uv.shape}, dtype {uv.dtype}")
+        uv, t = check_queries(uv, t_src, t_tgt, t_cam, scene.num_frames)
+        batch_size = check_batch_size(batch_size)
         N = len(uv)
-        columns = []
-        for name, x in (("t_src", t_src), ("t_tgt", t_tgt), ("t_cam", t_cam)):
-            x = np.asarray(x)
-            if x.dtype == bool or not np.issubdtype(x.dtype, np.integer):
-                raise ValueError(f"{name} must be integer frame indices, got dtype {x.dtype}")
-            if x.ndim > 1 or (x.ndim == 1 and len(x) != N):
-                raise ValueError(f"{name} must be a scalar or [N] = [{N}], got shape {x.shape}")
-            if x.size and (x.min() < 0 or x.max() >= self.num_frames):
-                raise ValueError(f"{name} has frame indices in [{x.min()}, {x.max()}], expected [0, "
-                                 f"{self.num_frames}) for this clip")
-            columns.append(np.broadcast_to(x, (N,)).astype(np.int32))
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if N == 0:
             return {name: np.empty((0, *OUTPUT_TAILS[name]), np.float32) for name in DECODER_OUTPUTS}
-        return self._query_batches(scene, np.ascontiguousarray(uv, np.float32), np.stack(columns, -1), batch_size)
+        return self._query_batches(scene, uv, t, batch_size)
 
     def _query_batches(self, scene: Scene, uv: np.ndarray, t: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
         """uv [N, 2] float32, t [N, 3] int32 -> the outputs, ``batch_size`` queries per request, on the scene's

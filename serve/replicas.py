@@ -1,6 +1,6 @@
 """``d4rt serve EXPORT --replicas N``: N server processes behind nginx, with scene affinity by routing key.
 
-    d4rt serve export/ --replicas 2 --port 8000     # nginx: HTTP 8000, gRPC 8001; replicas on 8010.. (3 ports each)
+    d4rt serve exported/ --replicas 2 --port 8000     # nginx: HTTP 8000, gRPC 8001; replicas on 8010.. (3 ports each)
 
 Each replica is a plain ``d4rt serve`` child on 127.0.0.1 (one per GPU when there are GPUs, pinned with
 CUDA_VISIBLE_DEVICES, round robin when there are more replicas than GPUs; N on the CPU). nginx (Debian's

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from d4rt.runtime import Runtime, load
+from d4rt.runtime.inputs import check_queries
 from d4rt.runtime.manifest import DECODER_OUTPUTS
 from d4rt.runtime.runtime import OUTPUT_TAILS
 from d4rt.serve.scene_store import SceneStore, UnknownSceneError, scene_nbytes
@@ -71,15 +72,10 @@ def check_query_values(uv: np.ndarray, t: np.ndarray, num_frames: int, max_queri
                 f"(Client.query(..., batch_size=...) does) or start the server with a larger --max-queries")
     if n == 0:
         return "the request has no queries; send at least one (uv [1, N, 2] with N >= 1)"
-    if not np.isfinite(uv).all():
-        return f"uv contains {int((~np.isfinite(uv)).sum())} NaN or infinite values"
-    if uv.min() < 0.0 or uv.max() > 1.0:
-        return f"uv has values in [{uv.min():.4g}, {uv.max():.4g}], expected [0, 1] (u = x / (S - 1))"
-    if t.min() < 0 or t.max() >= num_frames:
-        names = ("t_src", "t_tgt", "t_cam")
-        bad = [names[j] for j in range(3) if t[:, j].min() < 0 or t[:, j].max() >= num_frames]
-        return (f"{', '.join(bad)} has frame indices in [{t.min()}, {t.max()}], expected [0, {num_frames}) "
-                f"for this clip")
+    try:  # the runtime's own checks and words (d4rt.runtime.inputs), as the client's before it sent them
+        check_queries(uv, t[:, 0], t[:, 1], t[:, 2], num_frames)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

@@ -131,7 +131,7 @@ class AnalyticRuntime:
             "visibility": np.ones(len(uv), np.float32),
         }
 
-    def camera_poses(self, scene, grid=32, batch_size=8192, progress=False):
+    def camera_poses(self, scene, size=None, batch_size=8192, progress=False):
         return self.T_wc
 
 

@@ -61,6 +61,9 @@ def test_an_existing_out_is_refused_unless_overwrite(tmp_path):
     (out / "old.txt").write_text("an earlier run")
     argv = ["export", "--random-init", "--preset", "tiny", "--frames", "2", "--image-size", "32", "--out", out]
     assert_one_line(d4rt(*argv), 2, "exists and is not empty", "--overwrite")
+    assert_one_line(d4rt(*argv, "--overwrite"), 2, "not written by d4rt")  # not d4rt's: never replaced
+    assert (out / "old.txt").read_text() == "an earlier run"
+    (out / ".d4rt-output.json").write_text("{}")  # as an earlier d4rt command leaves it
     result = d4rt(*argv, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert "old.txt" not in {p.name for p in out.iterdir()} and (out / "manifest.json").is_file()  # replaced whole
@@ -94,4 +97,4 @@ def test_engines_is_a_deprecated_alias_of_export(tmp_path, capsys):
 
 def test_help_shows_defaults():
     out = " ".join(d4rt("occupancy", "--help").stdout.split())
-    assert "(default: 0.05)" in out and "(default: 32)" in out and "(default: None)" not in out
+    assert "(default: 0.05)" in out and "(default: 65536)" in out and "(default: None)" not in out

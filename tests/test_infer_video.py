@@ -12,7 +12,8 @@ import pytest
 from d4rt.cli import main
 from d4rt.runtime import load
 from tests.exported import small_export
-from tests.oracle_video import render
+from d4rt.data.oracle_video import render
+from tests.onnx_reference import OnnxReference, grid
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,30 @@ def test_200_frames_in_windows(engines, tmp_path, capsys):
     R = T_wc[:, :3, :3]
     assert np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() < 1e-5  # rigid poses in the world
     assert len(trajectory["windows"]) == 33 and trajectory["windows"][-1] == [192, 199]
-    depth = np.load(out / "depth.npz")
-    assert depth["depth"].shape == (200, 16, 16) and np.isfinite(depth["depth"]).all()
+    depth = np.load(out / "depth.npz")["depth"]
+    assert depth.shape == (200, 16, 16) and np.isfinite(depth).all()
     tracks = np.load(out / "tracks.npz")
     assert tracks["xyz"].shape == (256, 200, 3) and np.isfinite(tracks["xyz"]).all()  # across every window
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 200 and summary["windows"] == 33 and summary["original_size"] == [24, 32]
+
+    # against the graphs run by ONNX Runtime directly (tests/onnx_reference.py), window by window: window 0
+    # (frames 0..7) is the world, so its depth and its tracks (from frame 0, in camera 0) are its raw answers
+    # (the same graph on the same inputs: measured equal, 0; 1e-5 allows other batch splits)
+    ref = OnnxReference(engines)
+    uv = grid(16)
+    ref.encode(clip.rgb[0:8], 32 / 24)
+    for f in range(8):
+        z = ref.query(uv, f, f, f)["xyz"][:, 2].reshape(16, 16)
+        np.testing.assert_allclose(depth[f], z, rtol=1e-5, atol=1e-6 * np.abs(z).max())
+        np.testing.assert_allclose(tracks["xyz"][:, f], ref.query(uv, 0, f, 0)["xyz"], rtol=1e-5, atol=1e-5)
+    # window 1 (frames 6..13) answers frames 8..13, scaled into the world by one factor s > 0: depth = s * its raw
+    # depth at every pixel of those frames (float32 depths times a float64 s: measured 3.6e-8 of the largest depth;
+    # 1e-5 allows 300x)
+    ref.encode(clip.rgb[6:14], 32 / 24)
+    raw = np.stack([ref.query(uv, f, f, f)["xyz"][:, 2].reshape(16, 16) for f in range(2, 8)]).astype(np.float64)
+    s = float(np.sum(depth[8:14] * raw) / np.sum(raw * raw))
+    assert s > 0 and np.abs(depth[8:14] - s * raw).max() < 1e-5 * np.abs(depth[8:14]).max()
 
 
 def write_video(path, frames):
@@ -72,7 +91,7 @@ def test_7_frames_every_frame_answered(engines, tmp_path, capsys):
         (["--start", "100"], "--start 100 is beyond the video's 5 frames"),
         (["--depth-size", "-1"], "argument --depth-size: invalid grid_size value: '-1'"),
         (["--pose-grid", "1"], "argument --pose-grid: invalid grid_size value: '1'"),
-        (["--start", "4"], "select 1 frame of 5; D4RT needs at least 2"),
+        (["--start", "4"], "select 1 frame of the video's 5; D4RT needs at least 2: use --start 3 or less"),
         (["--window", "4", "--overlap", "4"], "--overlap 4 must be smaller than --window 4"),
     ],
 )

@@ -219,9 +219,12 @@ def test_tapvid3d_focal_of_a_non_square_clip():
     vis = np.ones((3, 1), bool)
     official = tapvid3d_metrics(pred, gt, vis, vis, f256, f256)
     assert official["pts_within_1"] == pytest.approx(2 / 3) and official["pts_within_2"] == 1.0
+    # the old per-axis focal lengths make the 1-px threshold sqrt(f256^2 / (fx_old fy_old)) = 1.336 official pixels
+    # (hand arithmetic); the code shows it: 1.2 px off is inside it, 1.45 px off (8 % beyond 1.336) still outside
     fx_old, fy_old = f * 255 / 639, f * 255 / 359
-    assert math.sqrt(f256 * f256 / (fx_old * fy_old)) == pytest.approx(1.336, abs=1e-3)
     assert tapvid3d_metrics(pred, gt, vis, vis, fx_old, fy_old)["pts_within_1"] == 1.0
+    pred[0, 0, 0] = 1.45 * z / f256
+    assert tapvid3d_metrics(pred, gt, vis, vis, fx_old, fy_old)["pts_within_1"] == pytest.approx(2 / 3)
 
 
 def test_tapvid3d_invalid_entries_weigh_nothing():
@@ -235,8 +238,15 @@ def test_tapvid3d_invalid_entries_weigh_nothing():
     pred_bad[2, 3] = 1e6  # an entry outside valid cannot cost anything
     m = tapvid3d_metrics(pred_bad, gt_nan, vis, vis, 80.0, 80.0, valid=valid)
     assert m["apd3d"] == 1.0 and m["aj3d"] == 1.0 and m["occlusion_acc"] == 1.0
-    with pytest.raises(ValueError, match="NaN"):
-        tapvid3d_metrics(pred, gt_nan, vis, vis, 80.0, 80.0)
+    # inside valid (TAPVid-3D: everywhere), a NaN point scores as the official code scores it: never within, so
+    # visible it is a miss. Both medians drop it (pred NaN there too): s = 1 / 1.7 exactly and the 29 other points
+    # are within every threshold: pts_within = 29 / 30; TP = 29, FP = 1 (predicted visible, not within): 29 / 31
+    pred_nan = pred.copy()
+    pred_nan[2, 3] = np.nan
+    for scaling in ("median", "per_trajectory"):
+        m = tapvid3d_metrics(pred_nan, gt_nan, vis, vis, 80.0, 80.0, scaling, query_t=np.zeros(6, int))
+        assert m["apd3d"] == pytest.approx(29 / 30, abs=1e-15) and m["aj3d"] == pytest.approx(29 / 31, abs=1e-15)
+        assert m["occlusion_acc"] == 1.0
     with pytest.raises(ValueError, match="query_t"):
         tapvid3d_metrics(pred, gt, vis, vis, 80.0, 80.0, scaling="per_trajectory")
 

@@ -4,6 +4,7 @@ back and checked against the runtime queried directly and a brute-force ray cast
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,14 @@ def engines(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def direct(engines):
-    """The runtime queried directly, as the command should: the first FRAMES frames of the sample clip."""
+    """The runtime queried directly, as the command should: the first FRAMES frames of the sample clip (one
+    window), posed as `d4rt infer` poses them (the windows' estimator)."""
     rt = load(engines, backend="onnxruntime-cpu")
     scene = rt.encode(SAMPLE_CLIP, max_frames=FRAMES)
     uv = grid_uv(GRID)
     answers = [rt.query(scene, uv, t, t, t) for t in range(FRAMES)]
     return {
-        "T_wc": rt.camera_poses(scene, POSE_GRID),
+        "T_wc": rt.encode_video(SAMPLE_CLIP, max_frames=FRAMES, pose_grid=POSE_GRID).T_wc,
         "xyz": np.stack([a["xyz"] for a in answers]).astype(np.float64),  # [T, GRID^2, 3], camera t
         "confidence": np.stack([a["confidence"] for a in answers]),
         "uv": uv,
@@ -59,7 +61,7 @@ def occupancy_command(engines, out, voxel, *extra):
             f"{voxel!r}",
             "--max-frames",
             str(FRAMES),
-            "--grid",
+            "--depth-size",
             str(GRID),
             "--pose-grid",
             str(POSE_GRID),
@@ -81,8 +83,9 @@ def test_occupancy_command_on_the_sample_clip(engines, direct, tmp_path, capsys)
     out = tmp_path / "occ"
     assert occupancy_command(engines, out, voxel, "--ply", "last") == 0
     captured = capsys.readouterr()
-    assert f"{FRAMES} frames of {SAMPLE_CLIP} (256 x 192) encoded at 128 x 128 on onnxruntime-cpu" in captured.out
-    assert "querying point maps" in captured.err and "ray casting" in captured.err  # progress bars
+    assert f"{FRAMES} frames of {SAMPLE_CLIP} (256 x 192) encoded at 128 x 128 on onnxruntime-cpu in 1 window" \
+        in captured.out
+    assert "ray casting" in captured.err  # progress bar
 
     occ = load_occupancy(out / "occupancy.npz")
     assert occ.num_frames == FRAMES and occ.grid.voxel_size == voxel and occ.metric_scale == 1.0
@@ -104,7 +107,7 @@ def test_occupancy_command_on_the_sample_clip(engines, direct, tmp_path, capsys)
     assert sorted(p.name for p in (out / "ply").iterdir()) == [f"frame_{FRAMES - 1:04d}.ply"]
     assert (out / "bev.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["backend"] == "onnxruntime-cpu" and summary["grid"] == GRID and summary["frames"] == FRAMES
+    assert summary["backend"] == "onnxruntime-cpu" and summary["depth_size"] == GRID and summary["frames"] == FRAMES
     assert summary["occupied_per_frame"] == [len(a) for a in occ.occupied]
     assert summary["free_per_frame"] == [len(a) for a in occ.free]
 
@@ -135,9 +138,42 @@ def test_occupancy_command_bad_input(engines, tmp_path, capsys):
     base = ["occupancy", str(SAMPLE_CLIP), "--export", str(engines), "--out", out]
     refused(base + ["--voxel", "0"], "--voxel must be a positive")
     refused(base + ["--pose-grid", "1"], "--pose-grid must be at least 2")
-    refused(base + ["--grid", "1"], "--grid must be at least 2")
-    # the 16-frame clip on 4-frame engines: refused by the runtime (a failed run, exit 1), not cut
-    refused(base + ["--backend", "onnxruntime-cpu"], f"more than the {FRAMES} frames these engines encode", code=1)
+    refused(base + ["--depth-size", "1"], "--depth-size must be at least 2")
     with pytest.raises(SystemExit):  # argparse: the two temporal modes exclude each other
         main(base + ["--smooth", "1", "--window", "3"])
     assert not (tmp_path / "o").exists()
+
+
+def test_occupancy_runs_a_long_clip_in_windows_without_matplotlib(engines, tmp_path, capsys, monkeypatch):
+    """Issue #24: a clip longer than the engines' T runs in aligned windows, as `d4rt infer` does (the same
+    windows code: its poses are encode_video's); without matplotlib the top view is skipped with a note; the old
+    --grid still works (a warning) and means the point map's queries per side, not the voxel grid."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as when not installed
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    frames = 6  # 16-frame sample clip, 4-frame engines: two windows
+    out = tmp_path / "occ"
+    argv = ["occupancy", str(SAMPLE_CLIP), "--export", str(engines), "--out", str(out), "--voxel", "0.2",
+            "--max-frames", str(frames), "--grid", "8", "--pose-grid", str(POSE_GRID), "--backend", "onnxruntime-cpu",
+            "--ply", "none"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "--grid is deprecated" in captured.err and "no bev.png: `pip install matplotlib`" in captured.out
+    assert not (out / "bev.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    video = load(engines, backend="onnxruntime-cpu").encode_video(SAMPLE_CLIP, max_frames=frames, pose_grid=POSE_GRID)
+    assert len(video.windows) > 1 and summary["windows"] == [[r.start, r.stop - 1] for r in video.windows]
+    assert summary["frames"] == frames and summary["depth_size"] == 8 and summary["bev_png"] is False
+    occ = load_occupancy(out / "occupancy.npz")
+    np.testing.assert_allclose(occ.T_wc, video.T_wc, atol=1e-9)
+    # every frame's occupied voxels are its own point map's (its own camera, the video's scale), posed
+    scene_scale = np.array([np.cbrt(np.linalg.det(video.world_from_window[w][:3, :3])) for w in video.owner])
+    for t in (0, frames - 1):
+        window = video.windows[video.owner[t]]
+        rt = load(engines, backend="onnxruntime-cpu")
+        scene = rt.encode(SAMPLE_CLIP, start=window.start, max_frames=len(window))
+        answer = rt.query(scene, grid_uv(8), t - window.start, t - window.start, t - window.start)
+        keep = answer["confidence"] >= 0.5
+        xyz = answer["xyz"][keep].astype(np.float64) * scene_scale[t]
+        world = xyz @ video.T_wc[t, :3, :3].T + video.T_wc[t, :3, 3]
+        voxels = np.unique(np.floor((world - occ.grid.origin) / occ.grid.voxel_size).astype(np.int64), axis=0)
+        np.testing.assert_array_equal(occ.occupied[t], np.sort(occ.grid.flat_index(voxels)))

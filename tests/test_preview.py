@@ -45,3 +45,23 @@ def test_depth_display_range():
     near, far = depth_display_range(np.full((2, 4, 4), 3.0))
     assert near == 3.0 and far > near
     assert depth_display_range(np.zeros((2, 4, 4))) == (0.0, 1.0)
+
+
+def test_preview_keeps_the_source_aspect_ratio():
+    """Issue #24: 1296 x 720 frames were drawn square. The S x S network frames and the n x n depth maps are drawn
+    in the video's shape: each image's drawn box has the source's width / height."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng()
+    frames = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    depth = rng.uniform(1, 5, (3, 16, 16))
+    for width, height in ((1296, 720), (720, 1296), (640, 640)):
+        fig = preview_figure(frames, depth, np.tile(np.eye(4), (3, 1, 1)), aspect_ratio=width / height)
+        try:
+            fig.canvas.draw()
+            boxes = [ax.get_window_extent() for ax in fig.axes if ax.images and ax.get_title()[:5] in ("frame", "depth")]
+            assert len(boxes) == 6
+            for box in boxes:
+                assert abs(box.width / box.height - width / height) < 0.02 * width / height, (width, height, box)
+        finally:
+            plt.close(fig)

@@ -74,7 +74,7 @@ def _small_rotation(rng, max_angle):
 
 def test_camera_poses_are_recovered():
     rt, scene, backend = make_scene()
-    poses = rt.camera_poses(scene, grid=32, batch_size=1000)
+    poses = rt.camera_poses(scene, size=32, batch_size=1000)
     expected = np.linalg.inv(backend.T_wc[0]) @ backend.T_wc  # frame 0 is the world
     assert poses.shape == (5, 4, 4)
     np.testing.assert_array_equal(poses[0], np.eye(4))
@@ -84,7 +84,7 @@ def test_camera_poses_are_recovered():
 
 def test_intrinsics_are_recovered():
     rt, scene, backend = make_scene()
-    K = rt.intrinsics(scene, grid=16)
+    K = rt.intrinsics(scene, size=16)
     assert K.shape == (5, 3, 3)
     np.testing.assert_allclose(K, np.broadcast_to(backend.K, K.shape), rtol=1e-5, atol=1e-9)
 

@@ -67,7 +67,7 @@ def test_served_queries_equal_the_in_process_runtime(server, local):
         assert_same(http.query(scene, *q, batch_size=1024), expected)  # 3 requests, the last one ragged
         assert_same(grpc.query(scene, *q), expected)  # a scene encoded over HTTP, queried over gRPC
         np.testing.assert_allclose(http.depth(scene, 1, size=32), local.depth(ref, 1, size=32), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(http.camera_poses(scene, grid=8), local.camera_poses(ref, grid=8), atol=1e-4)
+        np.testing.assert_allclose(http.camera_poses(scene, size=8), local.camera_poses(ref, size=8), atol=1e-4)
         uv = rng.random((5, 2))
         a, b = http.tracks(scene, uv, 2), local.tracks(ref, uv, 2)
         np.testing.assert_allclose(a["xyz"], b["xyz"], rtol=1e-5, atol=1e-5)
@@ -106,6 +106,14 @@ def test_bad_inputs_are_refused_and_the_server_keeps_serving(server, local):
         bad_uv[3, 1] = np.nan
         with pytest.raises(ValueError, match="NaN"):
             _raw_query(c, scene.state.scene_id, bad_uv, t)
+        with pytest.raises(ValueError) as in_process:
+            local.query(local.encode(str(SAMPLE), **CLIP), bad_uv, *t.T)
+        sent = c._infer
+        c._infer = lambda *a, **k: pytest.fail("a NaN uv reached the server: the client must refuse it first")
+        with pytest.raises(ValueError) as client_side:
+            c.query(scene, bad_uv, *t.T)
+        c._infer = sent
+        assert str(client_side.value) == str(in_process.value) == "uv contains 1 NaN or infinite values"
         with pytest.raises(ValueError, match=r"expected \[0, 1\]"):
             _raw_query(c, scene.state.scene_id, uv + 1.0, t)
         with pytest.raises(ValueError, match=r"t_tgt has frame indices .* expected \[0, 4\)"):

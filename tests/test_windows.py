@@ -6,7 +6,7 @@ import pytest
 
 from d4rt.runtime.geometry import grid_uv
 from d4rt.runtime.windows import align_sim3, plan_windows
-from tests.oracle_video import ground_truth_poses, oracle_runtime, render
+from d4rt.data.oracle_video import ground_truth_poses, oracle_runtime, render
 
 
 @pytest.mark.parametrize(
@@ -72,12 +72,12 @@ def test_oracle_windows_recover_the_ground_truth(room):
     S = 16
     rt = oracle_runtime(room, S, window=8)
     uv = grid_uv(4)
-    video = rt.encode_video(room.rgb, overlap=2, pose_grid=8, depth_size=8, cloud_size=4, track_uv=uv)
+    video = rt.encode_video(room.rgb, overlap=2, pose_size=8, depth_size=8, cloud_size=4, track_uv=uv)
     assert len(video.windows) == 4 and video.scenes is None  # streaming: no window kept
     assert video.num_frames == 23 and (video.owner >= 0).all()
     s0 = rt.backend.windows[0][1]  # the world's scale: window 0's
     gt = ground_truth_poses(room)
-    pred = video.camera_poses().copy()
+    pred = rt.camera_poses(video).copy()
     pred[:, :3, 3] /= s0
     scale = np.abs(gt[:, :3, 3]).max()
     assert np.abs(pred[:, :3, :3] - gt[:, :3, :3]).max() < 1e-5
@@ -86,20 +86,20 @@ def test_oracle_windows_recover_the_ground_truth(room):
     g = grid_uv(8).astype(np.float64)
     for f in (0, 7, 13, 22):
         z = room.query(g, f, f, f)["xyz_cam"][:, 2].reshape(8, 8)
-        np.testing.assert_allclose(video.depth(f) / s0, z, rtol=1e-5)
+        np.testing.assert_allclose(rt.depth(video, f) / s0, z, rtol=1e-5)
     # tracks from frame 0, continued across the window boundaries: the world point at every frame
     q = room.query(np.repeat(uv, 23, 0).astype(np.float64), 0, np.tile(np.arange(23), len(uv)), 0)
     xyz_gt = q["xyz_cam"].reshape(len(uv), 23, 3)
     handovers = [r.stop - 1 for r in video.windows[:-1]]
     held = q["visible"].reshape(len(uv), 23)[:, handovers].all(1)  # a track continues where it is seen
     assert held.sum() >= 3
-    err = np.abs(video.tracks()["xyz"][held] / s0 - xyz_gt[held]).max()
+    err = np.abs(rt.tracks(video, uv, 0)["xyz"][held] / s0 - xyz_gt[held]).max()
     assert err < 1e-3 * np.abs(xyz_gt).max()  # float32 uv handed over between windows
 
 
 def test_keep_memory_keeps_each_window(room):
     rt = oracle_runtime(room, 16, window=8)
-    video = rt.encode_video(room.rgb[:12], overlap=2, pose_grid=4, depth_size=4, cloud_size=2, keep_memory=True)
+    video = rt.encode_video(room.rgb[:12], overlap=2, pose_size=4, depth_size=4, cloud_size=2, keep_memory=True)
     assert len(video.scenes) == len(video.windows) == 2
     assert rt.query(video.scenes[1], grid_uv(2), 0, 1, 0)["xyz"].shape == (4, 3)
 
@@ -109,10 +109,13 @@ def test_noise_degrades_gracefully(room):
     errors = []
     for noise in (0.0, 0.01):
         rt = oracle_runtime(room, S, window=8, noise=noise, seed=0)
-        video = rt.encode_video(room.rgb, overlap=2, pose_grid=8, depth_size=4, cloud_size=2)
-        pred = video.camera_poses()[:, :3, 3] / rt.backend.windows[0][1]
+        video = rt.encode_video(room.rgb, overlap=2, pose_size=8, depth_size=4, cloud_size=2)
+        pred = rt.camera_poses(video)[:, :3, 3] / rt.backend.windows[0][1]
         errors.append(np.abs(pred - ground_truth_poses(room)[:, :3, 3]).max())
-    assert errors[0] < 1e-5 and errors[0] < errors[1] < 0.5
+    # 1 % noise along each ray: over 60 random rooms the largest camera-centre error was 0.036 (median), 0.059
+    # (95th percentile), 0.077 (max) in the room's units (trajectories span ~2.2); 0.15 is twice the worst draw,
+    # so a chain that lost a factor 2 (a window's scale or a handover wrong) fails it
+    assert errors[0] < 1e-5 and errors[0] < errors[1] < 0.15
 
 
 # ----- dense tracking (Alg. 1) -----------------------------------------------------------------------------------
@@ -138,15 +141,28 @@ def test_dense_tracks_on_one_clip(room):
 
     rt = oracle_runtime(room, 16, window=6)
     scene = rt.encode(room.rgb[:6])
-    dense = dense_tracks(rt, scene, grid=10)
+    dense = dense_tracks(rt, scene, size=10)
     check_dense_against_truth(room, dense, rt.backend.windows[0][1], 6)
     summary = dense.summary()
     assert summary["coverage"] == 1.0 and summary["queries_saved"] > 0.3 and summary["tracks"] == len(dense.t_src)
 
+    # dense_tracks.npz stores the per-frame arrays in float16: within float16's rounding of the float32 answer
+    # (half a unit in the last place: 2^-11 relative; 2^-25 absolute below float16's smallest normal 2^-14)
+    compact = dense.arrays(compact=True)
+    for k in ("xyz", "uv_tgt", "visibility", "confidence"):
+        full, half = getattr(dense, k).astype(np.float64), compact[k].astype(np.float64)
+        assert compact[k].dtype == np.float16 and np.array_equal(np.isnan(full), np.isnan(half))
+        ok = ~np.isnan(full)
+        assert (np.abs(half[ok] - full[ok]) <= 2.0**-11 * np.abs(full[ok]) + 2.0**-25).all(), k
+    assert sum(a.nbytes for a in compact.values()) < 0.55 * sum(a.nbytes for a in dense.arrays().values())
+    big = dense.arrays()
+    dense.xyz[0, 0, 0] = 7e4  # beyond float16's range: xyz stays float32
+    assert dense.arrays(compact=True)["xyz"].dtype == np.float32 and big["xyz"].dtype == np.float32
+
 
 def test_dense_tracks_across_windows(room):
     rt = oracle_runtime(room, 16, window=8)
-    video = rt.encode_video(room.rgb[:14], overlap=2, pose_grid=6, depth_size=4, cloud_size=2, dense_grid=8)
+    video = rt.encode_video(room.rgb[:14], overlap=2, pose_size=6, depth_size=4, cloud_size=2, dense_size=8)
     assert len(video.windows) == 2
     check_dense_against_truth(room, video.dense, rt.backend.windows[0][1], 14)
     # the shared frames were visited by window 0's tracks: window 1 starts tracks only in the frames it owns
@@ -155,7 +171,7 @@ def test_dense_tracks_across_windows(room):
 
 def test_refit_drops_confident_outliers():
     """19 % of the pairs hold an outlier as confident as the inliers (10 % per window): the top 85 % keeps some;
-    the refit without residuals above 3x the median recovers the transform, the paper's rule alone does not."""
+    the refits without residuals above 5x the median recover the transform, the paper's rule alone does not."""
     rng = np.random.default_rng()
     src = rng.normal(size=(400, 3))
     s, R = rng.uniform(0.5, 2), np.linalg.qr(rng.normal(size=(3, 3)))[0]
@@ -176,9 +192,9 @@ def test_video_tracks_from_any_frame_forward_and_backward(room):
     from d4rt.runtime.windows import video_tracks
 
     rt = oracle_runtime(room, 16, window=8)
-    video = rt.encode_video(room.rgb, overlap=2, pose_grid=8, depth_size=2, cloud_size=2, keep_memory=True)
+    video = rt.encode_video(room.rgb, overlap=2, pose_size=8, depth_size=2, cloud_size=2, keep_memory=True)
     with pytest.raises(ValueError, match="keep_memory=True"):
-        video_tracks(rt, rt.encode_video(room.rgb[:8], pose_grid=4, depth_size=2, cloud_size=2), grid_uv(2), 0)
+        video_tracks(rt, rt.encode_video(room.rgb[:8], pose_size=4, depth_size=2, cloud_size=2), grid_uv(2), 0)
     uv = np.tile(grid_uv(4), (3, 1))
     t_src = np.repeat([0, 10, 22], 16)  # seeded in the first, a middle and the last window
     s0 = rt.backend.windows[0][1]

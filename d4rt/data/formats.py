@@ -12,7 +12,7 @@ PointOdyssey (a sequence folder)::
     valid visible frame is dropped; the counts are in ``TrackSet.dropped``. Some scenes store trajs_3d as a 0-d
     NaN placeholder: they are read without 3-D tracks (``tracks_cam`` None; depth and poses still score).
 
-TAPVid-3D (one ``.npz`` per clip)::
+TAPVid-3D (one ``.npz`` per clip; NaN points are kept, see :func:`read_tapvid3d`)::
 
     images_jpeg_bytes [T]         JPEG bytes per frame (fixed-width bytes, or an object array)
     queries_xyt [N, 3]            query pixel x, y and frame t
@@ -55,7 +55,9 @@ class TrackSet:
     queried. ``start``: index in the file of frame 0; ``frames_in_file``; ``dropped``: tracks left out and why
     (counts), e.g. {"non_finite_entries": 96, "tracks_never_visible": 3}; ``pixel_centre``: the coordinate of
     the first pixel's centre in tracks_2d / queries_xyt (0.0: centres at integers; TAPVid-3D 0.5: its generators
-    put the principal point at W / 2 and read pixel (row, col) at round(y - 0.5), round(x - 0.5)).
+    put the principal point at W / 2 and read pixel (row, col) at round(y - 0.5), round(x - 0.5));
+    ``non_finite``: TAPVid-3D points kept as NaN (scored as the official code scores them), counted by the file's
+    visibility, e.g. {"visible": 4, "occluded": 9}.
     """
 
     rgb: np.ndarray
@@ -71,6 +73,7 @@ class TrackSet:
     frames_in_file: int = 0
     dropped: dict = field(default_factory=dict)
     pixel_centre: float = 0.0
+    non_finite: dict = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -241,7 +244,9 @@ def read_tapvid3d(npz_path: str | Path, start: int = 0, max_frames: int | None =
     """Read frames start .. start + max_frames - 1 of one TAPVid-3D clip (see the module doc).
 
     All tracks are kept (the benchmark scores every track); ``queries_xyt`` t is counted from ``start``, so a
-    query before the window is negative: the evaluation scores only tracks queried inside the window.
+    query before the window is negative: the evaluation scores only tracks queried inside the window. Points are
+    kept as the file has them, NaN included, with the file's visibility (tapnet's ``evaluate_model.py`` reads them
+    so: a NaN point is never within a threshold, so a visible one is a miss); ``non_finite`` counts them.
     """
     path = _require(Path(npz_path), "TAPVid-3D clip")
     keys = ("queries_xyt", "tracks_XYZ", "visibility", "fx_fy_cx_cy")
@@ -283,12 +288,12 @@ def read_tapvid3d(npz_path: str | Path, start: int = 0, max_frames: int | None =
         if not np.isfinite(T_wc).all():
             raise ValueError(f"{path}: extrinsics_w2c holds NaN or inf in frames {frames.start}..{frames.stop - 1}")
     finite = np.isfinite(tracks).all(-1)
-    visible = data["visibility"][sl].astype(bool) & finite
-    tracks = np.where(finite[..., None], tracks, 0.0)
+    visible = data["visibility"][sl].astype(bool)
     queries = data["queries_xyt"].astype(np.float64).copy()
     queries[:, 2] -= frames.start
     return TrackSet(
         rgb=np.stack(rgb), K=K, T_wc=T_wc, depth=None, tracks_cam=tracks, tracks_2d=project(tracks, K[:, None]),
-        visible=visible, valid=finite, queries_xyt=queries, start=frames.start, frames_in_file=total,
-        dropped={"non_finite_entries": int((~finite).sum())}, pixel_centre=0.5,
+        visible=visible, valid=np.ones_like(visible), queries_xyt=queries, start=frames.start,
+        frames_in_file=total, pixel_centre=0.5,
+        non_finite={"visible": int((~finite & visible).sum()), "occluded": int((~finite & ~visible).sum())},
     )

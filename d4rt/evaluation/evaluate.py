@@ -13,13 +13,17 @@ sigmoid, poses). Per clip the video is encoded once; every answer below is a que
 - tracks: each track from its query point through every scored frame in that frame's camera (t_tgt = t_cam):
   TAPVid-3D's APD3D, 3D-AJ (median and per-trajectory scaling) and occlusion accuracy, thresholds at the
   benchmark's resolution (fx, fy times 256 / min(H, W)); synthetic clips: ``track_points`` random source pixels;
-- camera poses (when the clip has ground-truth poses): the runtime's estimator (:meth:`Runtime.camera_poses`, a
-  ``pose_grid`` x ``pose_grid`` grid, unweighted rigid Umeyama as OpenD4RT's); ATE and RPE after a Sim(3)
+- camera poses (when the clip has ground-truth poses): the house's one estimator (the 85 % most confident pairs, a
+  trimmed refit; the poses `d4rt infer` and the server give): synthetic clips through :meth:`Runtime.camera_poses`
+  on a ``pose_grid`` x ``pose_grid`` grid, TAPVid-3D / PointOdyssey the video's (:func:`d4rt.runtime.windows.
+  encode_video`, the same estimator inside each window, windows chained by Sim(3)); ATE and RPE after a Sim(3)
   alignment.
 
-Which frames are scored: the model's ``num_frames`` consecutive frames of each clip (synthetic clips: the dataset's
-fixed window; TAPVid-3D / PointOdyssey: frames ``start`` .. ``start + num_frames - 1``, tracks queried inside
-them); each per-clip entry records its frames. Scoring every frame of a longer clip comes with the video issue.
+Which frames are scored: TAPVid-3D / PointOdyssey: every frame of each clip and every track queried in it (the
+official script's protocol; ``start`` / ``max_frames`` narrow it), run in the runtime's aligned windows of the
+model's ``num_frames`` frames, one scale per clip; each per-clip entry records its frames, windows, tracks scored
+and the ground-truth NaN points (scored as misses, as the official code scores them). Synthetic clips: the
+dataset's fixed window of ``num_frames`` frames.
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ class EvalOptions:
 
     num_queries: the paper's queries per synthetic clip (EPE, visibility); track_points: random tracks per
     synthetic clip; depth_stride: depth scored at every n-th pixel of the S x S input; pose_grid: the pose
-    estimator's grid; seed: fixes queries and tracks; start: first frame scored of a TAPVid-3D / PointOdyssey clip;
-    batch_size: queries per decoder call.
+    estimator's grid; seed: fixes queries and tracks; start, max_frames: the frames scored of a TAPVid-3D /
+    PointOdyssey clip (default: every frame, the benchmark's protocol); batch_size: queries per decoder call.
     """
 
     num_queries: int = 2048
@@ -66,6 +70,7 @@ class EvalOptions:
     pose_grid: int = 16
     seed: int = 0
     start: int = 0
+    max_frames: int | None = None
     batch_size: int = 8192
 
     def __post_init__(self):
@@ -76,6 +81,8 @@ class EvalOptions:
             raise ValueError(f"EvalOptions.pose_grid must be >= 2 (a grid of at least 2 x 2), got {self.pose_grid}")
         if self.start < 0:
             raise ValueError(f"EvalOptions.start must be >= 0, got {self.start}")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ValueError(f"EvalOptions.max_frames must be >= 2 or None (every frame), got {self.max_frames}")
 
 
 def model_runtime(model, num_frames: int | None = None, backend=None):
@@ -160,62 +167,82 @@ def evaluate_clip(model, item: dict, clip, options: EvalOptions = EvalOptions(),
     out.update(_track_scores(tracks["xyz"].reshape(n, T, 3), gt["xyz_cam"].reshape(n, T, 3),
                              (tracks["visibility"] > 0.5).reshape(n, T), gt["visible"].reshape(n, T),
                              f[0], f[1], t_src))
-    out.update(_pose_scores(rt.camera_poses(scene, grid=options.pose_grid, batch_size=options.batch_size),
+    out.update(_pose_scores(rt.camera_poses(scene, size=options.pose_grid, batch_size=options.batch_size),
                             item["T_wc"].numpy()))
     return out
 
 
-def evaluate_tracks(model, tracks, options: EvalOptions = EvalOptions()) -> dict:
-    """TAPVid-3D / PointOdyssey metrics of one :class:`~d4rt.data.formats.TrackSet` (read with
-    ``max_frames`` = the model's num_frames): tracks (when the file has 3-D tracks), depth (when it has depth
-    maps) and poses (when it has extrinsics).
-
-    The first T frames of the set are scored, T = its frames rounded down to the model's tubelet; each track
-    queried inside them is followed through every one of them, in each frame's camera.
+def evaluate_tracks(model, tracks, options: EvalOptions = EvalOptions(), predictions: dict | None = None) -> dict:
+    """TAPVid-3D / PointOdyssey metrics of one :class:`~d4rt.data.formats.TrackSet`, on every frame it holds (read
+    it whole, as the benchmark's official script scores it): tracks (when the file has 3-D tracks), depth (when it
+    has depth maps) and poses (when it has extrinsics). The model answers through its runtime
+    (:func:`model_runtime`), in windows of its ``num_frames`` frames (:func:`score_track_set`).
     """
-    import cv2
-
     cfg = model.config
-    T = min(cfg.num_frames, tracks.num_frames) // cfg.tubelet[0] * cfg.tubelet[0]
-    if T == 0:
-        raise ValueError(f"the track set has {tracks.num_frames} frames; the model needs at least {cfg.tubelet[0]}")
-    H, W = tracks.rgb.shape[1:3]
-    S = cfg.image_size
-    rt = model_runtime(model, T)
-    frames = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in tracks.rgb[:T]])
-    scene = rt.encode(frames, aspect_ratio=W / H)
-    out: dict = {"frames": [tracks.start, tracks.start + T], "frames_in_file": tracks.frames_in_file,
-                 **{f"dropped_{k}": v for k, v in tracks.dropped.items()}}
+    F, step = tracks.num_frames, cfg.tubelet[0]
+    T = min(cfg.num_frames, F // step * step)  # the window: the model's frames, or the whole (even) clip
+    if T < step:
+        raise ValueError(f"the track set has {F} frame{'s' if F != 1 else ''}; the model needs at least {step}")
+    return score_track_set(model_runtime(model, T), tracks, options, predictions)
 
-    if tracks.tracks_cam is not None:
+
+def score_track_set(rt, tracks, options: EvalOptions = EvalOptions(), predictions: dict | None = None) -> dict:
+    """The metrics of :func:`evaluate_tracks`, answered by a runtime ``rt`` (any backend).
+
+    The clip runs through the runtime's aligned windows (:func:`d4rt.runtime.windows.encode_video`, windows of
+    ``rt.num_frames`` frames, one scale for the whole clip), as a deployed model answers a long video. Every track
+    queried inside the set (TAPVid-3D: all of them) is followed from its query frame through every frame, in each
+    frame's camera (:func:`~d4rt.runtime.windows.video_tracks`); depth, poses and intrinsics are the video's.
+
+    predictions: a dict to fill with the predicted tracks in the official prediction format (tapnet
+    ``evaluate_model.py``): "tracks_XYZ" [F, n, 3], "visibility" [F, n] bool, and "track_ids" [n] (the set's tracks
+    scored), so the numbers can be recomputed outside (tests/test_evaluate_whole_clip.py does).
+    """
+    from d4rt.runtime.geometry import grid_uv
+    from d4rt.runtime.windows import encode_video, video_tracks
+
+    F = tracks.num_frames
+    H, W = tracks.rgb.shape[1:3]
+    S = rt.image_size
+    has_tracks = tracks.tracks_cam is not None
+    depth_size = len(range(0, S, options.depth_stride)) if tracks.depth is not None else 2
+    video = encode_video(rt, tracks.rgb, aspect_ratio=W / H, pose_size=options.pose_grid,
+                         depth_size=max(depth_size, 2), cloud_size=2, keep_memory=has_tracks,
+                         batch_size=options.batch_size)
+    out: dict = {"frames": [tracks.start, tracks.start + F], "frames_in_file": tracks.frames_in_file,
+                 "windows": len(video.windows), **{f"dropped_{k}": v for k, v in tracks.dropped.items()}}
+
+    if has_tracks:
         t_query = np.round(tracks.queries_xyt[:, 2]).astype(np.int64)
-        keep = np.flatnonzero((t_query >= 0) & (t_query < T) & tracks.visible[:T].any(0))
+        keep = np.flatnonzero((t_query >= 0) & (t_query < F))
         out["tracks_scored"], out["tracks_in_set"] = int(len(keep)), int(tracks.visible.shape[1])
+        gt = tracks.tracks_cam[:, keep].transpose(1, 0, 2)  # [n, F, 3]
+        gt_visible = tracks.visible[:, keep].T
+        nan = ~np.isfinite(gt).all(-1)
+        out["gt_nan_visible"], out["gt_nan_occluded"] = int((nan & gt_visible).sum()), int((nan & ~gt_visible).sum())
         if len(keep):
             q = tracks.queries_xyt[keep]
             # the file's pixel coordinates -> the house's uv (u = x / (W - 1), pixel centres at integers)
-            uv = np.clip((q[:, :2] - tracks.pixel_centre) / [W - 1, H - 1], 0.0, 1.0)
-            n = len(keep)
-            t_all = np.tile(np.arange(T), n)
-            pred = rt.query(scene, np.repeat(uv, T, 0), np.repeat(t_query[keep], T), t_all, t_all,
-                            options.batch_size)
+            uv = np.clip((q[:, :2] - tracks.pixel_centre) / [W - 1, H - 1], 0.0, 1.0).astype(np.float32)
+            pred = video_tracks(rt, video, uv, t_query[keep], own_camera=True, batch_size=options.batch_size)
+            pred_visible = pred["visibility"] > 0.5
             f = tracks.K[0, [0, 1], [0, 1]] * short_side_scale(H, W, TAPVID3D_RESOLUTION)
-            out.update(_track_scores(
-                pred["xyz"].reshape(n, T, 3), tracks.tracks_cam[:T, keep].transpose(1, 0, 2),
-                (pred["visibility"] > 0.5).reshape(n, T), tracks.visible[:T, keep].T, f[0], f[1],
-                t_query[keep], valid=tracks.valid[:T, keep].T,
-            ))
+            out.update(_track_scores(pred["xyz"], gt, pred_visible, gt_visible, f[0], f[1], t_query[keep],
+                                     valid=tracks.valid[:, keep].T))
+            if predictions is not None:
+                predictions.update(tracks_XYZ=pred["xyz"].transpose(1, 0, 2), visibility=pred_visible.T,
+                                   track_ids=keep)
+    video.scenes = None  # the windows' keys and values go now
 
     if tracks.depth is not None:
-        uv, (ys, xs) = depth_grid(S, options.depth_stride)
-        depth = predict_depth(rt, scene, uv, options.batch_size).reshape(T, *ys.shape)
+        n = video.depth_maps.shape[1]
+        uv = grid_uv(n).reshape(n, n, 2)
         # the ground truth at the original pixel of each uv (nearest), u = x / (W - 1)
-        gy, gx = np.rint(ys / (S - 1) * (H - 1)).astype(int), np.rint(xs / (S - 1) * (W - 1)).astype(int)
-        out.update(_depth_scores(depth, tracks.depth[:T][:, gy, gx].astype(np.float64)))
+        gy, gx = np.rint(uv[..., 1] * (H - 1)).astype(int), np.rint(uv[..., 0] * (W - 1)).astype(int)
+        out.update(_depth_scores(video.depth_maps.astype(np.float64), tracks.depth[:, gy, gx].astype(np.float64)))
 
     if tracks.T_wc is not None:
-        out.update(_pose_scores(rt.camera_poses(scene, grid=options.pose_grid, batch_size=options.batch_size),
-                                tracks.T_wc[:T]))
+        out.update(_pose_scores(video.T_wc, tracks.T_wc))
     return out
 
 
@@ -272,6 +299,7 @@ def evaluate(
     options: EvalOptions = EvalOptions(),
     progress: Callable[[str], None] | None = None,
     backend=None,
+    predictions_dir: str | Path | None = None,
 ) -> dict:
     """Score ``model`` on every clip in ``paths`` and return the report.
 
@@ -283,6 +311,9 @@ def evaluate(
         progress: called with one line per clip (e.g. print).
         backend: synthetic clips: a runtime backend that answers the queries instead of the model's torch backend
             (an ONNX Runtime export of it, the model in bf16); the model still gives the config.
+        predictions_dir: TAPVid-3D only, whole clips only: an existing folder where each clip's predicted tracks
+            are written as the official script reads them (``<clip name>.npz``: ``tracks_XYZ`` [F, N, 3] float32,
+            ``visibility`` [F, N] bool), so tapnet's ``evaluate_model.py`` can score them too.
     Returns:
         {"version", "format", "options", "num_frames", "clips": [str], "mean": {metric: float},
         "clips_per_metric": {metric: int}, "per_clip": [{metric: float, "frames": [start, stop], ...}],
@@ -297,6 +328,9 @@ def evaluate(
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no clips to evaluate: paths is empty")
+    if predictions_dir is not None and (fmt != "tapvid3d" or options.start or options.max_frames is not None):
+        raise ValueError("predictions_dir writes TAPVid-3D predictions of whole clips: use it with fmt='tapvid3d', "
+                         "start=0 and max_frames=None")
     cfg = model.config
     started = time.perf_counter()
     per_clip = []
@@ -315,7 +349,12 @@ def evaluate(
 
             reader = read_tapvid3d if fmt == "tapvid3d" else read_pointodyssey
             for i, p in enumerate(paths):
-                per_clip.append(evaluate_tracks(model, reader(p, options.start, cfg.num_frames), options))
+                predictions = None if predictions_dir is None else {}
+                per_clip.append(evaluate_tracks(model, reader(p, options.start, options.max_frames), options,
+                                                predictions))
+                if predictions:
+                    np.savez(Path(predictions_dir) / p.name, tracks_XYZ=predictions["tracks_XYZ"].astype(np.float32),
+                             visibility=predictions["visibility"])
                 if progress:
                     progress(f"[{i + 1}/{len(paths)}] {p.name}")
     mean, counts = _mean(per_clip)

@@ -9,6 +9,8 @@ weights is evo's ``umeyama_alignment``).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from d4rt.runtime.geometry import invert_rigid, umeyama
@@ -169,7 +171,10 @@ def tapvid3d_metrics(
         scaling: "median" (the benchmark's default) or "per_trajectory".
         query_t: [N] query frame of each track (needed for "per_trajectory").
         valid: optional [N, T] bool, the annotated entries (PointOdyssey's valids; TAPVid-3D: all). Entries outside
-            it weigh 0 everywhere (the official code's evaluation weights).
+            it weigh 0 everywhere (the official code's evaluation weights). A NaN ground-truth point inside it counts
+            as the official code counts it: never within any threshold (a miss when visible, a false positive when
+            predicted visible), left out of the median scale; a NaN at a track's query frame makes its
+            per-trajectory scale NaN (every point of the track a miss).
     Returns:
         {"apd3d", "aj3d", "occlusion_acc", "pts_within_{d}", "jaccard_{d}" for d in 1, 2, 4, 8, 16, "scale"
         (median; NaN without a co-visible point; per_trajectory: the median of the per-track scales)}.
@@ -187,33 +192,33 @@ def tapvid3d_metrics(
         raise ValueError(f"fx and fy must be positive focal lengths in pixels, got {fx} and {fy}")
     weight = _as_mask(valid, shape).astype(np.float64)
     usable = weight > 0
-    if not (np.isfinite(gt).all(-1) | ~usable).all():
-        raise ValueError("gt has NaN or infinite points inside valid; mark them invalid (valid=False)")
     gt = np.where(usable[..., None], gt, 0.0)
     pred = np.where(usable[..., None], pred, 0.0)
     visible = np.asarray(gt_visible, bool) & usable
     pred_vis = np.asarray(pred_visible, bool)
     _nonempty(visible, "ground-truth-visible track points")
 
-    if scaling == "median":
-        both = visible & pred_vis
-        if both.any():
-            norm = lambda x: np.sqrt(np.maximum(1e-12, np.sum(x[both] ** 2, -1)))  # noqa: E731 (the official floor)
-            scale = float(np.median(norm(gt)) / np.median(norm(pred)))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmedian of an all-NaN set: NaN, as the official code
+        if scaling == "median":
+            both = visible & pred_vis
+            norm = lambda x: np.sqrt(np.maximum(1e-12, np.sum(x[both] ** 2, -1)))  # noqa: E731 (official floor)
+            # NaN norms (a NaN point) drop out of their own median only, gt's and pred's apart, as nanmedian does
+            scale = float(np.nanmedian(norm(gt)) / np.nanmedian(norm(pred))) if both.any() else float("nan")
+            s = scale
         else:
-            scale = float("nan")
-        s = scale
-    else:
-        if query_t is None or np.shape(query_t) != shape[:1]:
-            raise ValueError(f"per_trajectory scaling needs query_t [N] = [{shape[0]}], the query frame per track")
-        q = np.round(np.asarray(query_t)).astype(np.int64)
-        if (q < 0).any() or (q >= shape[1]).any():
-            raise ValueError(f"query_t must lie in [0, {shape[1]}), got [{q.min()}, {q.max()}]")
-        n = np.arange(shape[0])
-        s = (np.maximum(gt[n, q, 2], 1e-12) / np.maximum(pred[n, q, 2], 1e-12))[:, None, None]
-        scale = float(np.median(s))
+            if query_t is None or np.shape(query_t) != shape[:1]:
+                raise ValueError(
+                    f"per_trajectory scaling needs query_t [N] = [{shape[0]}], the query frame per track")
+            q = np.round(np.asarray(query_t)).astype(np.int64)
+            if (q < 0).any() or (q >= shape[1]).any():
+                raise ValueError(f"query_t must lie in [0, {shape[1]}), got [{q.min()}, {q.max()}]")
+            n = np.arange(shape[0])
+            s = (np.maximum(gt[n, q, 2], 1e-12) / np.maximum(pred[n, q, 2], 1e-12))[:, None, None]
+            scale = float(np.nanmedian(s))
 
-    dist2 = np.sum((s * pred - gt) ** 2, -1)  # NaN (no co-visible point) compares False: nothing is within
+    # NaN (no co-visible point, a NaN ground-truth or predicted point) compares False: not within, a miss
+    dist2 = np.sum((s * pred - gt) ** 2, -1)
     unit = gt[..., 2] / np.sqrt(fx * fy)
     out: dict[str, float] = {
         "occlusion_acc": float(np.sum((pred_vis == visible) * weight) / np.sum(weight)),

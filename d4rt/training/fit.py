@@ -4,7 +4,7 @@
   input layer's 1-D parameters are not decayed).
 - Learning rate: linear warm-up over ``warmup_steps`` to ``lr``, then cosine to ``min_lr`` at the last step
   (torch's ``SequentialLR(LinearLR, CosineAnnealingLR)``).
-- Gradient clipping at norm 10; bf16 mixed precision on GPUs, float32 on the CPU.
+- Gradient clipping at norm 10; bf16 mixed precision on GPUs, float32 on the CPU unless ``precision="bf16"``.
 - Training-only auxiliary losses (:mod:`d4rt.training.auxiliary`; off by default, the paper has none): per-token
   depth from the encoder memory, and the first decoder block's attention on the query's own token; and an
   initialisation of that head that finds the own token from the start (:mod:`d4rt.training.attention_init`).
@@ -203,8 +203,13 @@ def synthetic_clips(train_dir: str | Path, val_dir: str | Path, count: int, conf
     return TrainingClips(train, val)
 
 
-def fit(config: D4RTConfig, clips: TrainingClips, options: TrainOptions = TrainOptions()) -> Path:
+def fit(config: D4RTConfig, clips: TrainingClips, options: TrainOptions = TrainOptions(),
+        callbacks: list | None = None) -> Path:
     """Train ``config``'s model on ``clips``; returns the save_pretrained directory (``output_dir/pretrained``).
+
+    ``options.precision`` "bf16" (Lightning's "bf16-mixed") trains with float32 weights and optimiser state and runs
+    the forward pass under ``torch.autocast(bfloat16)``, on the CPU (AMX / AVX-512 BF16) as on GPUs.
+    ``callbacks``: extra Lightning callbacks (benchmarks/train_precision.py times steps with one).
 
     Logs (CSV, every ``log_every`` steps) go to ``output_dir/logs``, Lightning checkpoints to
     ``output_dir/checkpoints/last.ckpt``.
@@ -248,6 +253,7 @@ def fit(config: D4RTConfig, clips: TrainingClips, options: TrainOptions = TrainO
                 dirpath=o.output_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=o.ckpt_every,
             ),
             LearningRateMonitor(logging_interval="step"),
+            *(callbacks or []),
         ],
         log_every_n_steps=o.log_every,
         val_check_interval=o.val_every,

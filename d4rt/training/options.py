@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+# The package's precision names (``d4rt train --precision bf16``) -> Lightning's. bf16 is mixed precision: float32
+# weights and optimiser state, matmuls / attention under torch.autocast(bfloat16), on the CPU and on GPUs.
+PRECISION_ALIASES = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 SAVE_DTYPES = ("float32", "float16")
 
 
@@ -52,7 +55,7 @@ class TrainOptions:
     devices: int | str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str | None = None  # None: bf16-mixed on GPUs, 32-true on the CPU
+    precision: str | None = None  # fp32 | bf16 | fp16 or Lightning's name; None: bf16-mixed on GPUs, 32-true on CPU
     val_every: int | None = None  # validate every this many steps (None: once per epoch)
     ckpt_every: int | None = None  # write last.ckpt every this many steps
     log_every: int = 10
@@ -84,8 +87,9 @@ class TrainOptions:
         for name in ("val_every", "ckpt_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 step, got {getattr(self, name)}")
+        self.precision = PRECISION_ALIASES.get(self.precision, self.precision)
         if self.precision is not None and self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
+            raise ValueError(f"precision {self.precision!r} is not one of {(*PRECISION_ALIASES, *PRECISIONS)}")
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype {self.save_dtype!r} is not one of {SAVE_DTYPES}")
         self.output_dir = Path(self.output_dir)
