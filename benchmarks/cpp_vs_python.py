@@ -5,8 +5,8 @@ frames in to answers out, after the runtime is loaded (load time reported apart)
 with seeded random weights (speed does not depend on what the weights learned). Rows:
 
 - cpp:          d4rt-bench (cpp/tools/d4rt_bench.cpp): the C++ runtime on the AOTInductor packages, in-process
-- python-torch: d4rt.runtime.load(export, backend="torch", dtype=...): the eager PyTorch model (sdpa attention)
-- python-aoti:  d4rt.runtime.load(export, backend="aoti", dtype=...): the same packages through torch's Python loader
+- python-torch: d4rt.runtime.load(export, backend="torch", precision=...): the eager PyTorch model (sdpa attention)
+- python-aoti:  d4rt.runtime.load(export, backend="aoti", precision=...): the same packages through torch's Python loader
 
     python benchmarks/cpp_vs_python.py --out benchmarks/results            # base, CPU, fp32 + bf16 (minutes)
     python benchmarks/cpp_vs_python.py --cpu-smoke --out /tmp/smoke        # tiny, a few seconds of timing
@@ -32,8 +32,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,7 +99,7 @@ def time_python(export: Path, backend: str, precision: str, inputs, args) -> dic
         torch.set_num_threads(args.threads)
     frames, uv, t = inputs
     start = time.perf_counter()
-    rt = load(export, backend=backend, dtype=DTYPE[precision], threads=args.threads or None)
+    rt = load(export, backend=backend, precision=precision, threads=args.threads or None)
     load_s = time.perf_counter() - start
     jobs, encodes = [], []
     for i in range(args.warmup + args.repeats):

@@ -4,7 +4,8 @@ the eager model in ONNX Runtime.
     d4rt export ckpt/ --out exported/ --verify                         # for ONNX Runtime (fused attention)
     d4rt export ckpt/ --out exported/ --attention standard            # for TensorRT (`d4rt build-engine`)
     d4rt export ckpt/ --out exported/ --precision fp16 --verify
-    d4rt export ckpt/ --out exported-int8/ --precision int8-qdq --calibration clips/ --verify  # int8 for TensorRT
+    d4rt export ckpt/ --out exported-int8/ --precision int8 --verify  # int8 for ONNX Runtime (dynamic quantization)
+    d4rt export ckpt/ --out exported-qdq/ --precision int8-qdq --calibration clips/ --verify  # int8 for TensorRT
     d4rt export --preset tiny --random-init --out exported/     # a seeded random model (for trying things out)
     d4rt export ckpt/ --out exported/ --aoti                          # + AOTInductor packages (C++ runtime)
 """
@@ -20,8 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from d4rt.cli.common import add_output_arguments
 
     add_output_arguments(p, "output directory for the graphs and manifest.json")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8-qdq"), default="fp32",
-                   help="int8-qdq: int8 graphs for TensorRT (explicit Q/DQ quantization, calibrated on --calibration)")
+    from d4rt.runtime.manifest import PRECISIONS
+
+    p.add_argument("--precision", default="fp32", metavar="{" + ",".join(PRECISIONS) + "}",
+                   help="fp32; fp16 (for TensorRT); int8: dynamically quantized graphs for ONNX Runtime (int8 "
+                        "per-channel weights on every MatMul / Gemm, attention fp32; not for TensorRT); int8-qdq: int8 "
+                        "graphs for TensorRT (explicit Q/DQ quantization, calibrated on --calibration). bf16 is not an "
+                        "export precision: it runs on the torch backend (`d4rt infer --backend torch --precision bf16`)")
     p.add_argument("--calibration", default=None, metavar="DIR_OR_VIDEO",
                    help="with --precision int8-qdq: a video, a synthetic clip (.npz) or a folder of them to calibrate "
                         "the activations' int8 scales on (clips like the ones you will run)")
@@ -61,9 +67,24 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("give either a checkpoint directory or --random-init --preset NAME (not both, not neither)")
     if args.random_init and not args.preset:
         raise UsageError("--random-init needs --preset (tiny, base or g)")
-    if args.attention == "onnxruntime" and args.precision != "fp32":
-        raise UsageError(f"--attention onnxruntime is exported for fp32 only; use --attention standard with "
+    from d4rt.runtime.manifest import PRECISIONS
+
+    if args.precision == "bf16":
+        raise UsageError("bf16 is not an export precision: it runs the checkpoint on the torch backend (`d4rt infer "
+                         "--backend torch --precision bf16`); for ONNX Runtime export --precision int8")
+    if args.precision not in PRECISIONS:
+        raise UsageError(f"--precision {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if args.attention == "onnxruntime" and args.precision not in ("fp32", "int8"):
+        raise UsageError(f"--attention onnxruntime is exported for fp32 / int8 only; use --attention standard with "
                          f"{args.precision}")
+    if args.attention == "standard" and args.precision == "int8":
+        raise UsageError("int8 graphs are ONNX Runtime's and keep its fused attention: drop --attention standard "
+                         "(for TensorRT export fp16)")
+    if args.precision == "int8":
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise UsageError("--precision int8 needs ONNX Runtime's quantization package: `pip install onnxruntime`")
     if args.precision == "int8-qdq":
         from d4rt.export.int8_qdq import CalibrationError, calibration_sources, import_quantization
 

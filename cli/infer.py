@@ -21,9 +21,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import os
+
 from d4rt.cli.common import (
     UsageError, add_output_arguments, check_output, check_video, non_negative_int, positive_int,
 )
+
+PRECISION_CHOICES = ("auto", "export", "fp32", "bf16", "fp16", "int8", "int8-qdq")
 
 
 def grid_size(value: str) -> int:
@@ -43,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_arguments(p, "output directory")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (auto: tensorrt > "
                    "onnxruntime-cuda > onnxruntime-cpu)")
+    p.add_argument("--precision", default=os.environ.get("D4RT_PRECISION", "auto"), choices=PRECISION_CHOICES,
+                   help="auto (default, or the environment's D4RT_PRECISION): the fastest path within the accuracy "
+                        "budget on this machine (a CPU with AMX: the export's checkpoint in bf16 on torch; elsewhere "
+                        "the export's graphs; docs/precision.md); export: the export's graphs as they are; bf16 / fp16: "
+                        "the torch backend; fp32 / int8: the export's graphs, which must be of that precision")
+    p.add_argument("--compile", action="store_true", help="torch backend: the decoder under torch.compile (about a "
+                   "minute once, then ~1.2x faster in bf16: for long videos)")
     p.add_argument("--start", type=non_negative_int, default=0, help="first frame of the video to use")
     p.add_argument("--stride", type=positive_int, default=1, help="use every stride-th frame")
     p.add_argument("--max-frames", type=positive_int, default=None, help="use at most this many frames (default: "
@@ -74,9 +85,18 @@ def validate(args: argparse.Namespace) -> None:
         check_video_path(video)
     except OSError as e:
         raise UsageError(str(e)) from None
-    if not (export.is_dir() and (export / "manifest.json").is_file()):
+    if args.precision in ("bf16", "fp16") and args.backend == "auto":
+        args.backend = "torch"  # the only backend that runs them (ONNX Runtime has no bf16 path)
+    elif args.precision == "bf16" and args.backend != "torch":
+        from d4rt.runtime.precision import BF16_ON_ONNXRUNTIME
+
+        raise UsageError(f"--precision bf16 with --backend {args.backend}: {BF16_ON_ONNXRUNTIME}")
+    if args.compile and args.backend not in ("torch", "auto"):
+        raise UsageError(f"--compile compiles the torch backend's decoder; --backend {args.backend} runs graphs")
+    checkpoint_here = args.backend == "torch" and (export / "config.json").is_file()  # the torch backend's own
+    if not (export.is_dir() and ((export / "manifest.json").is_file() or checkpoint_here)):
         raise UsageError(f"--export {export} is not an export folder (no manifest.json); make one with "
-                         f"`d4rt export CKPT_DIR --out DIR`")
+                         f"`d4rt export CKPT_DIR --out DIR` (the torch backend also takes a checkpoint directory)")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise UsageError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
     if args.window is not None and args.overlap is not None and args.overlap >= args.window:
@@ -90,7 +110,11 @@ def run(args: argparse.Namespace) -> int:
     from d4rt.runtime import load
     from d4rt.runtime.infer import infer_video, load_frames
 
-    rt = load(args.export, backend=args.backend)
+    precision = None if args.precision == "export" else args.precision
+    rt = load(args.export, backend=args.backend, precision=precision, compile_decoder=args.compile)
+    if args.precision == "auto" and args.backend == "auto" and rt.name.startswith("torch"):
+        print(f"this CPU has AMX: running the export's checkpoint in bf16 on torch ({rt.name}; docs/precision.md); "
+              f"--precision fp32 runs the export's graphs instead")
     with output_dir(args.out, args.overwrite, inputs=(args.video, args.export),
                     command=command_line(args)) as tmp:
         summary = infer_video(

@@ -184,10 +184,11 @@ def load_for_bench(directory: str, name: str, threads: int | None):
     """A runtime over an export folder (or a save_pretrained directory for the torch backends) on backend
     ``name``: an engine backend, or ``torch[-attention[-dtype]]`` (e.g. ``torch-triton-bfloat16``)."""
     from d4rt.runtime import load
+    from d4rt.runtime.precision import precision_from_dtype
 
     if name.startswith("torch"):
         attention, dtype = parse_torch_backend(name)
-        return load(directory, backend="torch", attention=attention, dtype=dtype)
+        return load(directory, backend="torch", attention=attention, precision=precision_from_dtype(dtype))
     return load(directory, backend=name, threads=threads)
 
 
@@ -202,9 +203,11 @@ def load_model_for_bench(model: str, name: str, seed: int = 0):
     from d4rt.runtime.backend_torch import TorchBackend
     from d4rt.runtime.runtime import Runtime
 
+    from d4rt.runtime.precision import precision_from_dtype
+
     attention, dtype = parse_torch_backend(name)
     if model not in PRESETS:
-        return load(model, backend="torch", attention=attention, dtype=dtype)
+        return load(model, backend="torch", attention=attention, precision=precision_from_dtype(dtype))
     from d4rt.models import D4RT
 
     config = D4RTConfig.preset(model)

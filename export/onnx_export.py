@@ -149,6 +149,33 @@ def name_dynamic_dims(model, frame_axis: bool) -> None:
         value.shape = ir.Shape(dims)
 
 
+def _quantize_in_place(path: Path, external_data: bool) -> dict[str, Any]:
+    """Replace the fp32 graph at ``path`` by its dynamically quantized int8 form; returns its quantization record."""
+    from d4rt.export.quantize import quantize_graph
+
+    quantized = path.with_name("int8-" + path.name)
+    record = quantize_graph(path, quantized, external_data)
+    for name in external_data_files(path):
+        (path.parent / name).unlink(missing_ok=True)
+    if external_data:  # the int8 weights go to the name the contract expects beside the graph
+        import onnx
+        from onnx.external_data_helper import load_external_data_for_model
+
+        proto = onnx.load(str(quantized), load_external_data=False)
+        load_external_data_for_model(proto, str(path.parent))
+        for name in external_data_files(quantized):
+            (path.parent / name).unlink(missing_ok=True)
+        quantized.unlink()
+        onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data")
+    else:
+        quantized.replace(path)
+    import onnx
+
+    onnx.checker.check_model(str(path))  # (no full check: the com.microsoft ops have no ONNX shape inference)
+    return record
+
+
 def export_onnx(
     model: nn.Module,
     out_dir: str | Path,
@@ -166,8 +193,9 @@ def export_onnx(
 
     Args:
         model: a D4RT (float32 weights); its attention backend is switched for the export and restored after.
-        precision: "fp32", or "fp16" (float16 weights and activations, LayerNorm statistics and softmax in float32;
-            see :mod:`d4rt.export.precision`).
+        precision: "fp32", "fp16" (float16 weights and activations, LayerNorm statistics and softmax in float32;
+            see :mod:`d4rt.export.precision`), or "int8" (the fp32 graphs dynamically quantized for ONNX Runtime:
+            int8 per-channel weights on every MatMul / Gemm, attention fp32; see :mod:`d4rt.export.quantize`).
         num_frames: the most frames a clip may have (default: the config's num_frames).
         min_frames: the fewest (default: the tubelet's frames, 2): the graphs take any multiple of the tubelet's
             frames in [min_frames, num_frames]; min_frames = num_frames gives graphs of exactly that many frames.
@@ -195,14 +223,23 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
     if attention is None:
-        attention = "onnxruntime" if precision == "fp32" else "standard"
+        attention = "standard" if precision == "fp16" else "onnxruntime"
     if attention not in ATTENTION_FORMS:
         raise ValueError(f"attention={attention!r} is not an export attention form; choose one of {sorted(ATTENTION_FORMS)}")
-    if attention == "onnxruntime" and precision != "fp32":
+    if attention == "onnxruntime" and precision == "fp16":
         raise ValueError(
-            "attention='onnxruntime' (the fused com.microsoft op) is exported for fp32 graphs only; export fp16 with "
-            "attention='standard' (`--attention standard`)"
+            "attention='onnxruntime' (the fused com.microsoft op) is exported for fp32 and int8 graphs only; export "
+            "fp16 with attention='standard' (`--attention standard`)"
         )
+    if attention == "standard" and precision == "int8":
+        raise ValueError(
+            "int8 graphs are ONNX Runtime's (dynamic quantization) and keep its fused attention: drop "
+            "attention='standard' (`--attention standard`); for TensorRT export fp16, or int8-qdq"
+        )
+    if precision == "int8":
+        from d4rt.export.quantize import import_quantization
+
+        import_quantization()  # a missing package is refused before any work
     T_min, T = _check_num_frames(model, num_frames, min_frames)
     dynamic_frames = T_min < T
     cfg = model.config
@@ -262,6 +299,9 @@ def export_onnx(
                     program.save(str(path), external_data=use_external)
                 del program
                 onnx.checker.check_model(str(path), full_check=True)
+                quantization = None
+                if precision == "int8":
+                    quantization = _quantize_in_place(path, use_external)
                 proto = onnx.load(str(path), load_external_data=False)
                 found = {"inputs": onnx_tensor_specs(proto, "input"), "outputs": onnx_tensor_specs(proto, "output")}
                 del proto
@@ -273,6 +313,8 @@ def export_onnx(
                         )
                 graphs[graph] = {"file": GRAPH_FILES[graph], "external_data": external_data_files(path),
                                  "attention": ATTENTION_FORMS[attention]}
+                if quantization is not None:
+                    graphs[graph]["quantization"] = quantization
                 graphs[graph].update({k: [s.to_dict() for s in v] for k, v in found.items()})
             # Move the finished files in; drop data files an earlier export left that this one does not use.
             for graph, entry in graphs.items():
@@ -282,7 +324,7 @@ def export_onnx(
                 for name in [entry["file"], *entry["external_data"]]:
                     os.replace(Path(tmp) / name, out_dir / name)
     finally:
-        if precision == "fp32":
+        if precision != "fp16":  # (fp16 exported a copy)
             model.set_attention(previous_attention)
 
     for graph, entry in graphs.items():

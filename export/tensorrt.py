@@ -280,6 +280,17 @@ def _build_one(trt, builder, logger, onnx_path: Path, profile: dict, options: En
     return bytes(plan)  # IHostMemory has the buffer protocol
 
 
+def check_not_dynamic_int8(onnx_dir: Path, manifest) -> None:
+    """Refuse an int8 export of ONNX Runtime's dynamic quantization (DynamicQuantizeLinear / MatMulInteger are
+    ONNX Runtime's ops, not TensorRT's; TensorRT's int8 is explicit quantization: Q/DQ graphs)."""
+    if manifest.precision == "int8":
+        raise ValueError(
+            f"the export in {onnx_dir} holds dynamically quantized int8 graphs (ONNX Runtime-only ops such as "
+            f"MatMulInteger, which TensorRT cannot build): re-export for TensorRT with `d4rt export CKPT --precision "
+            f"int8-qdq --calibration CLIPS --out DIR` (or --precision fp16); run this export with ONNX Runtime"
+        )
+
+
 def check_standard_attention(onnx_dir: Path, manifest) -> None:
     """Refuse graphs exported with ONNX Runtime's fused attention op (TensorRT's parser takes no com.microsoft op)."""
     fused = [g for g, entry in manifest.graphs.items() if entry.get("attention", "").startswith("com.microsoft")]
@@ -329,6 +340,7 @@ def build_engines(
     onnx_dir = Path(onnx_dir)
     out_dir = Path(out_dir) if out_dir is not None else onnx_dir
     manifest = read_manifest(onnx_dir)
+    check_not_dynamic_int8(onnx_dir, manifest)
     check_graph_files(manifest, onnx_dir)
     check_standard_attention(onnx_dir, manifest)
     check_export_ids(manifest, {graph: onnx_export_id(onnx_dir / manifest.graphs[graph]["file"])

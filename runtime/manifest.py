@@ -36,7 +36,9 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 GRAPH_FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
 ENGINE_FILES = {"encoder": "encoder.engine", "decoder": "decoder.engine"}
-PRECISIONS = ("fp32", "fp16", "int8-qdq")  # int8-qdq: explicit (Q/DQ) int8 for TensorRT (graphs.<name>.quantization)
+# int8: ONNX Runtime's dynamic quantization (export/quantize.py); int8-qdq: explicit (Q/DQ) int8 for TensorRT. Each
+# records its method per graph in graphs.<name>.quantization.
+PRECISIONS = ("fp32", "fp16", "int8", "int8-qdq")
 
 # The two graphs' tensor names (design.md). The decoder's "uv_tgt" is the model's output "uv" (an ONNX graph
 # cannot have an input and an output of the same name).

@@ -490,7 +490,9 @@ def load(
     device_id: int = 0,
     threads: int | None = None,
     attention: str = "sdpa",
-    dtype: str = "float32",
+    precision: str | None = None,
+    compile_decoder: bool = False,
+    dtype: str | None = None,
 ) -> Runtime:
     """Open an export folder (``d4rt export`` / ``d4rt build-engine``; or its manifest.json) on a backend.
 
@@ -499,15 +501,36 @@ def load(
             files), or one of "tensorrt", "onnxruntime" (CUDA when present, else CPU), "onnxruntime-cpu",
             "onnxruntime-cuda", "onnxruntime-tensorrt", "torch" (the PyTorch model, sdpa attention unless
             ``attention`` says otherwise; ``directory`` may also be a save_pretrained checkpoint), "aoti" (the
-            AOTInductor packages of ``d4rt export --aoti``, in ``dtype`` "float32" or "bfloat16").
+            AOTInductor packages of ``d4rt export --aoti``, in ``precision`` "fp32" or "bf16").
         verify_checksums: check every graph / engine file against the manifest's sha256 first.
         cuda_graphs: TensorRT backend: capture one CUDA graph per batch size.
         threads: ONNX Runtime intra-op threads (default: its own choice).
-        attention, dtype: torch backend: attention backend and weight dtype; aoti: which packages (dtype).
+        attention: torch backend: attention backend.
+        precision: None: the export's own graphs (fp32 on the torch backend). "fp32" | "bf16" | "fp16" on the torch
+            backend; on an engine backend it must be the export's precision ("fp32", "fp16", "int8"): bf16 is
+            refused there (ONNX Runtime has no bf16 path). "auto": the fastest path measured within the accuracy
+            budget on this machine (docs/precision.md): on a CPU with AMX and no GPU, with torch installed and the
+            export's checkpoint at hand, backend "auto" becomes the torch backend in bf16; elsewhere the export's
+            graphs.
+        compile_decoder: torch backend: run the decoder under torch.compile (about a minute of compilation once
+            per process, then 1.24x faster in bf16: for long jobs); a failed compilation warns once and runs
+            eagerly.
+        dtype: deprecated spelling of ``precision`` ("float32" | "bfloat16" | "float16").
+        (aoti: ``precision`` picks the packages, "fp32" (default) or "bf16".)
     """
+    from d4rt.runtime.precision import LOAD_PRECISIONS, check_graph_precision, precision_from_dtype
+
     directory = Path(directory)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if dtype is not None:
+        warnings.warn("load(..., dtype=...) is deprecated: use precision= ('fp32', 'bf16', 'fp16')",
+                      DeprecationWarning, stacklevel=2)
+        if precision is not None and precision != precision_from_dtype(dtype):
+            raise ValueError(f"dtype={dtype!r} and precision={precision!r} disagree; pass precision only")
+        precision = precision_from_dtype(dtype)
+    if precision is not None and precision not in LOAD_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {LOAD_PRECISIONS} (or None: the export's)")
     if directory.name == MANIFEST_NAME and directory.is_file():  # the manifest's path names its directory
         directory = directory.parent
     elif directory.is_file():
@@ -517,17 +540,23 @@ def load(
         )
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} does not exist; make an export folder with `d4rt export CKPT_DIR --out DIR`")
+    if precision == "auto" and backend == "auto" and _auto_runs_torch_bf16(directory):
+        backend, precision = "torch", "bf16"
 
     if backend == "torch":
         from d4rt.runtime.backend_torch import TorchBackend
 
         manifest = read_manifest(directory) if (directory / MANIFEST_NAME).is_file() else None
-        impl = TorchBackend.open(directory, manifest, attention=attention, dtype=dtype)
+        precision = precision or "fp32"  # ("auto": the backend decides from the machine)
+        impl = TorchBackend.open(directory, manifest, attention=attention, precision=precision,
+                                 compile_decoder=compile_decoder)
         cfg = impl.model.config
         lo, hi = manifest.frame_range if manifest else (cfg.tubelet[0], cfg.num_frames)
         return Runtime(impl, hi, cfg.image_size, manifest, lo, cfg.tubelet[0])
 
     manifest = read_manifest(directory)
+    if backend != "aoti":  # (the aoti backend picks its packages by precision)
+        check_graph_precision(precision, manifest.precision, backend, directory)
 
     def runtime(impl) -> Runtime:
         return Runtime(impl, manifest.num_frames, manifest.image_size, manifest, manifest.frame_range[0],
@@ -536,10 +565,12 @@ def load(
     def make(name: str):
         if name == "aoti":
             from d4rt.runtime.backend_aoti import PRECISION_OF_DTYPE, AotiBackend
+            from d4rt.runtime.precision import default_precision
 
-            if dtype not in PRECISION_OF_DTYPE:
-                raise ValueError(f"the aoti backend runs float32 or bfloat16 packages, got dtype={dtype!r}")
-            return AotiBackend(directory, manifest, PRECISION_OF_DTYPE[dtype], threads, verify_checksums)
+            packages = default_precision() if precision == "auto" else (precision or "fp32")
+            if packages not in PRECISION_OF_DTYPE.values():
+                raise ValueError(f"the aoti backend runs fp32 or bf16 packages, got precision={packages!r}")
+            return AotiBackend(directory, manifest, packages, threads, verify_checksums)
         if name == "tensorrt":
             from d4rt.runtime.backend_tensorrt import TensorRTBackend
 
@@ -581,3 +612,29 @@ def load(
             continue
         return runtime(impl)
     raise RuntimeError("no backend could be loaded:\n  " + "\n  ".join(failures))  # pragma: no cover
+
+
+def _auto_runs_torch_bf16(directory: Path) -> bool:
+    """Whether precision="auto" with backend "auto" runs the checkpoint on torch in bf16 (docs/precision.md): a CPU
+    with AMX, no CUDA execution provider or TensorRT engine to use instead, torch installed, an fp32 export (an int8
+    or fp16 export is an explicit choice of graphs) whose checkpoint is at hand."""
+    from d4rt.runtime.backend_torch import checkpoint_dir_of
+    from d4rt.runtime.precision import default_precision, has_torch
+
+    if default_precision() != "bf16" or not has_torch():
+        return False
+    manifest = read_manifest(directory) if (directory / MANIFEST_NAME).is_file() else None
+    if manifest is not None and manifest.precision != "fp32":
+        return False
+    if manifest is not None and manifest.engines and _has_module("tensorrt"):
+        return False
+    if _has_module("onnxruntime"):
+        from d4rt.runtime.backend_onnxruntime import available_providers
+
+        if "CUDAExecutionProvider" in available_providers():
+            return False
+    try:
+        checkpoint_dir_of(directory, manifest)
+    except FileNotFoundError:
+        return False
+    return True

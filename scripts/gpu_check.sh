@@ -161,6 +161,7 @@ if [ $SMOKE = 1 ]; then  # the GPU steps in their --cpu-smoke forms: same plumbi
     E2E_COMPILE="$PY benchmarks/end_to_end.py --cpu-smoke --name end-to-end-compile --backends eager sdpa+compile --out $R"
     BENCH_G="$D4RT bench --model checkpoints/tiny-synthetic --backends torch-eager-float32,torch-sdpa-float32 --batch-sizes 64 --repeats 2 --warmup 1 --json $R/bench-model.json"
     ATTENTION_REST="$PY benchmarks/attention.py --cpu-smoke --name attention-more --out $R"
+    PRECISION="$PY benchmarks/precision_speed.py --device cpu --preset tiny --frames 4 --queries 2048 --batch 1024 --repeats 1 --runners torch-fp32 torch-bf16 --workdir $WORK/precision --out $R"
     CPP_VS_PY="$PY benchmarks/cpp_vs_python.py --cpu-smoke --work $WORK/cpp-bench --out $R"
     B_TESTS=300; B_TRAIN=300; B_ATT=120; B_E2E=180; B_BENCH=120; B_CPP=420
 else
@@ -174,6 +175,8 @@ else
     E2E_COMPILE="$PY benchmarks/end_to_end.py --presets g --queries 65536 --name end-to-end-compile --backends eager sdpa+compile triton+compile --out $R"
     BENCH_G="$D4RT bench --model g --batch-sizes 4096,65536 --repeats 5 --warmup 2 --json $R/bench-g.json"
     ATTENTION_REST="$PY benchmarks/attention.py --presets tiny base --name attention-tiny-base --out $R"
+    # bf16 rows: the base whole job (encode 16 x 256^2 + 32k queries) in fp32, bf16 and bf16 compiled on the GPU
+    PRECISION="$PY benchmarks/precision_speed.py --device cuda --preset base --runners torch-fp32 torch-bf16 torch-bf16-compiled --workdir $WORK/precision --out $R"
     # the C++ runtime on CUDA AOTInductor packages with our Triton attention kernels inside (docs/cpp.md), against
     # the Python torch path: builds the C++ (cmake, this torch's libtorch), exports base, times the whole job
     CPP_VS_PY="$PY benchmarks/cpp_vs_python.py --device cuda --work $WORK/cpp-bench --out $R"
@@ -195,6 +198,7 @@ if [ "$PART" = 1 ]; then
 else
     # (benchmarks/compile_check.py needs no GPU: it runs on any machine, not here)
     step attention_g_backward $B_ATT "$ATTENTION_BWD"
+    step precision_base $B_BENCH "$PRECISION"
     step end_to_end_tiny_base $B_E2E "$E2E_REST"
     step attention_tiny_base $B_ATT "$ATTENTION_REST"
     step end_to_end_g_compile $B_E2E "$E2E_COMPILE"

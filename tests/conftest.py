@@ -1,6 +1,7 @@
 """Shared test set-up.
 
 - TRITON_INTERPRET=1 is set before anything imports triton, so the kernels run on the CPU (no GPU in CI).
+- D4RT_PRECISION=export: `d4rt infer` runs the export's graphs, whatever the CPU (AMX or not).
 - Every test draws fresh random inputs: the seed is new each run, printed (shown on failure), and can be
   pinned with D4RT_TEST_SEED=<int> to reproduce a failure.
 """
@@ -8,6 +9,9 @@
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# `d4rt infer` runs the export's own graphs in tests, on every CPU alike (its default, "auto", runs bf16 on torch on a
+# CPU with AMX: tests/test_precision.py tests that choice explicitly)
+os.environ.setdefault("D4RT_PRECISION", "export")
 
 import random  # noqa: E402
 

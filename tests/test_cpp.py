@@ -70,7 +70,9 @@ def rel(a: np.ndarray, b: np.ndarray, scale: np.ndarray | None = None) -> float:
 def python_answers(export: Path, frames, uv, t, backend: str, dtype: str = "float32", batch_size: int = 8192):
     from d4rt.runtime import load
 
-    rt = load(export, backend=backend, dtype=dtype)
+    from d4rt.runtime.precision import precision_from_dtype
+
+    rt = load(export, backend=backend, precision=precision_from_dtype(dtype))
     return rt.query(rt.encode(frames), uv, t[:, 0], t[:, 1], t[:, 2], batch_size=batch_size)
 
 
@@ -220,7 +222,7 @@ def test_python_and_cpp_refuse_the_same_packages_alike(docs_run, tmp_path, edit,
 
     export = edited_export(docs_run, tmp_path, edit)
     with pytest.raises((ValueError, FileNotFoundError)) as error:
-        load(export, backend="aoti", dtype="bfloat16")
+        load(export, backend="aoti", precision="bf16")
     assert expected in str(error.value) and "\n" not in str(error.value)
     result = subprocess.run([BUILD / "d4rt-query", export, *(docs_run / f for f in ("frames.npy", "uv.npy", "t.npy")),
                              tmp_path / "out", "--precision", "bf16"], capture_output=True, text=True, timeout=300)

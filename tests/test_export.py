@@ -201,12 +201,12 @@ def test_export_refuses_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="up to 16"):
         export_onnx(model, tmp_path, num_frames=18)
     with pytest.raises(ValueError, match="precision"):
-        export_onnx(model, tmp_path, precision="int8")
+        export_onnx(model, tmp_path, precision="int4")
     with pytest.raises(ValueError, match="opset >= 17"):
         export_onnx(model, tmp_path, opset=16)
     with pytest.raises(ValueError, match="attention='flash' is not an export attention form"):
         export_onnx(model, tmp_path, attention="flash")
-    with pytest.raises(ValueError, match="fp32 graphs only.*--attention standard"):
+    with pytest.raises(ValueError, match="fp32 and int8 graphs only.*--attention standard"):
         export_onnx(model, tmp_path, precision="fp16", attention="onnxruntime")
     assert model.attention == "sdpa"  # untouched by the refused exports
     assert not (tmp_path / "manifest.json").exists()

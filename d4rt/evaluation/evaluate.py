@@ -85,13 +85,14 @@ class EvalOptions:
             raise ValueError(f"EvalOptions.max_frames must be >= 2 or None (every frame), got {self.max_frames}")
 
 
-def model_runtime(model, num_frames: int | None = None):
+def model_runtime(model, num_frames: int | None = None, backend=None):
     """The runtime over a model in memory (its torch backend), for clips of ``num_frames`` frames (default: the
-    model's most)."""
+    model's most); ``backend``: another runtime backend answering for it (an export in ONNX Runtime, the model in
+    bf16: docs/precision.md's budget table)."""
     from d4rt.runtime.backend_torch import TorchBackend
     from d4rt.runtime.runtime import Runtime
 
-    return Runtime(TorchBackend(model), num_frames or model.config.num_frames, model.config.image_size)
+    return Runtime(backend or TorchBackend(model), num_frames or model.config.num_frames, model.config.image_size)
 
 
 def depth_grid(image_size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,11 +135,12 @@ def _pose_scores(pred_T_wc: np.ndarray, gt_T_wc: np.ndarray) -> dict[str, float]
             "pose_rpe_rot_deg": rpe["rpe_rot_deg"]}
 
 
-def evaluate_clip(model, item: dict, clip, options: EvalOptions = EvalOptions()) -> dict:
+def evaluate_clip(model, item: dict, clip, options: EvalOptions = EvalOptions(), backend=None) -> dict:
     """All metrics of one synthetic clip. ``item`` is its :class:`~d4rt.data.dataset.D4RTDataset` sample (fixed
-    queries, the frame window), ``clip`` the :class:`~d4rt.data.synthetic.RenderedClip` (exact track targets)."""
+    queries, the frame window), ``clip`` the :class:`~d4rt.data.synthetic.RenderedClip` (exact track targets);
+    ``backend``: see :func:`model_runtime`."""
     T, S = item["video"].shape[0], item["video"].shape[-1]
-    rt = model_runtime(model, T)
+    rt = model_runtime(model, T, backend)
     frames = item["video"].float().permute(0, 2, 3, 1).numpy()  # [T, S, S, 3] in [0, 1]
     scene = rt.encode(frames, aspect_ratio=float(item["aspect_ratio"]))
     start = int(item["window_start"])
@@ -296,6 +298,7 @@ def evaluate(
     fmt: str = "clips",
     options: EvalOptions = EvalOptions(),
     progress: Callable[[str], None] | None = None,
+    backend=None,
     predictions_dir: str | Path | None = None,
 ) -> dict:
     """Score ``model`` on every clip in ``paths`` and return the report.
@@ -306,6 +309,8 @@ def evaluate(
             sequence folders ("pointodyssey"); :func:`find_eval_paths` lists them.
         options: :class:`EvalOptions`.
         progress: called with one line per clip (e.g. print).
+        backend: synthetic clips: a runtime backend that answers the queries instead of the model's torch backend
+            (an ONNX Runtime export of it, the model in bf16); the model still gives the config.
         predictions_dir: TAPVid-3D only, whole clips only: an existing folder where each clip's predicted tracks
             are written as the official script reads them (``<clip name>.npz``: ``tracks_XYZ`` [F, N, 3] float32,
             ``visibility`` [F, N] bool), so tapnet's ``evaluate_model.py`` can score them too.
@@ -318,6 +323,8 @@ def evaluate(
 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    if backend is not None and fmt != "clips":
+        raise ValueError(f"evaluate(..., backend=) scores synthetic clips (format 'clips'), not {fmt!r}")
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no clips to evaluate: paths is empty")
@@ -334,7 +341,7 @@ def evaluate(
             dataset = D4RTDataset(paths, cfg.num_frames, cfg.image_size, options.num_queries,
                                   seed=options.seed + 2, fixed_queries=True)
             for i in range(len(paths)):
-                per_clip.append(evaluate_clip(model, dataset[i], dataset.load(i)[0], options))
+                per_clip.append(evaluate_clip(model, dataset[i], dataset.load(i)[0], options, backend))
                 if progress:
                     progress(f"[{i + 1}/{len(paths)}] {paths[i].name}")
         else:
