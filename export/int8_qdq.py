@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from d4rt.export.quantize import QUANTIZED_OP_TYPES, constant_weight_nodes
 from d4rt.runtime.manifest import GRAPH_FILES, MANIFEST_NAME, Manifest, read_manifest, sha256_file, write_manifest
 
 PRECISION = "int8-qdq"
-QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 CLIP_SUFFIX = ".npz"  # a synthetic clip (d4rt.data.synthetic.write_clip): its "rgb" frames
 CALIBRATION_METHODS = ("max", "percentile")
@@ -150,19 +150,6 @@ def calibration_windows(
 
 
 # ----- quantizing one graph ------------------------------------------------------------------------------------------
-def weighted_nodes(model_proto) -> tuple[list[str], list[str]]:
-    """(names of MatMul / Gemm nodes whose second input is an initializer, names of the other MatMuls / Gemms).
-
-    The second list (activation x activation products: attention's scores and its weighted sum) stays float32.
-    """
-    initializers = {t.name for t in model_proto.graph.initializer}
-    weighted, other = [], []
-    for node in model_proto.graph.node:
-        if node.op_type in QUANTIZED_OP_TYPES and node.domain in ("", "ai.onnx"):
-            (weighted if len(node.input) > 1 and node.input[1] in initializers else other).append(node.name)
-    return weighted, other
-
-
 class _Samples:
     """ONNX Runtime's CalibrationDataReader over a list of input dicts (duck-typed: get_next / rewind)."""
 
@@ -195,7 +182,7 @@ def quantize_graph_qdq(
         raise ValueError(f"calibration method {method!r} is not one of {CALIBRATION_METHODS}")
     src, dst = Path(src), Path(dst)
     proto = onnx.load(str(src), load_external_data=False)
-    weighted, other = weighted_nodes(proto)
+    weighted, other = constant_weight_nodes(proto)  # every constant-weight MatMul / Gemm
     metadata = {p.key: p.value for p in proto.metadata_props}
     del proto
     calibrate = {"max": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile}[method]
