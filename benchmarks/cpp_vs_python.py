@@ -13,7 +13,7 @@ with seeded random weights (speed does not depend on what the weights learned). 
     python benchmarks/cpp_vs_python.py --device cuda --out gpu_out         # CUDA packages (Triton attention inside)
 
 Builds the C++ runtime first (CMake against this Python's torch wheel) unless --build names a built folder.
-Results: <out>/cpp-vs-python-<preset>-<device>.json / .md, written row by row (d4rt.benchmarking.RowWriter), with
+Results: <out>/<date>-<device>-cpp-vs-python-<preset>.json / .md, written row by row (d4rt.benchmarking.RowWriter), with
 date, device, commit, command and `uptime` (timings from a loaded machine mean little).
 """
 
@@ -147,7 +147,8 @@ def main(argv=None) -> int:
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     environment = run_record()
     environment["uptime"] = uptime
-    out = Path(args.out) / f"cpp-vs-python-{args.preset}-{args.device}{'-smoke' if args.cpu_smoke else ''}.json"
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    out = Path(args.out) / f"{day}-{args.device}-cpp-vs-python-{args.preset}{'-smoke' if args.cpu_smoke else ''}.json"
     header = ["precision", "runtime", "load s", "whole job s (median)", "encode s", "queries / s"]
 
     def cells(r):
