@@ -4,30 +4,16 @@ a bad command line and 1 for a failed run; the traceback only with --debug. Noth
 Each case runs the real ``d4rt`` command in a subprocess, as a user would.
 """
 
-import subprocess
-import sys
 
 import pytest
 
+from tests.cli_run import assert_one_line, d4rt
 from tests.exported import exported
-
-
-def d4rt(*argv, env=None):
-    return subprocess.run([sys.executable, "-m", "d4rt.cli", *map(str, argv)], capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")
 def engines():
     return exported("tiny", 4, "fp32")[1]
-
-
-def assert_one_line(result, code, *words):
-    err = result.stderr.strip()
-    assert result.returncode == code, (result.returncode, err)
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
 
 
 def test_export_usage_errors(tmp_path):

@@ -13,28 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_run import assert_one_line, d4rt
 from tests.exported import small_export
 from tests.test_cli_overwrite import write_mp4
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def d4rt(*argv, cwd=None, prelude=""):
-    """``d4rt ARGV`` in a fresh interpreter; ``prelude`` runs first (e.g. to hide an installed package)."""
-    code = f"import sys\n{prelude}\nfrom d4rt.cli import main\nsys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
-
-
-def one_line(result, code, *words, absent=()):
-    err = result.stderr.strip()
-    assert result.returncode == code, (result.returncode, err)
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
-    for w in absent:
-        assert w not in err, (w, err)
-    return err
+one_line = assert_one_line
 
 
 @pytest.fixture(scope="module")

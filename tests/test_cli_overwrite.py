@@ -8,29 +8,19 @@ the current folder. A folder an earlier d4rt command wrote is still replaced who
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.cli_run import assert_one_line, d4rt
 from tests.exported import small_export
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def d4rt(*argv, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "d4rt.cli", *map(str, argv)], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=env)
-
-
 def assert_refused(result, *words):
-    err = result.stderr.strip()
-    assert result.returncode == 2, (result.returncode, err, result.stdout)
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
+    assert_one_line(result, 2, *words)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -8,13 +8,13 @@ input. What cannot: TensorRT itself (not installable here); its ONNX-type table 
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.cli_run import assert_one_line, d4rt
 from tests.exported import exported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,19 +192,6 @@ def test_library_errors_leave_nothing_written(qdq, tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="pip install onnxruntime"):
         export_int8_qdq(model, tmp_path / "e", SAMPLE)
     assert not (tmp_path / "e").exists()
-
-
-def d4rt(*argv, env=None):
-    return subprocess.run([sys.executable, "-m", "d4rt.cli", *map(str, argv)], capture_output=True, text=True,
-                          timeout=300, env=env)
-
-
-def assert_one_line(result, code, *words):
-    err = result.stderr.strip()
-    assert result.returncode == code, (result.returncode, err)
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
 
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path):

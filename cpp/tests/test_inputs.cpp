@@ -14,19 +14,10 @@
 #include "d4rt/npy.hpp"
 #include "d4rt/video.hpp"
 #include "../src/sha256.hpp"
+#include "error_of.hpp"
 
 namespace fs = std::filesystem;
 
-// The message of the d4rt::Error that `body` throws ("" if none).
-template <typename F>
-std::string error_of(F body) {
-  try {
-    body();
-  } catch (const d4rt::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 fs::path fresh_dir(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("d4rt-cpp-test-" + name + "-" + std::to_string(std::random_device{}()));

@@ -12,21 +12,12 @@
 #include <random>
 
 #include "d4rt/runtime.hpp"
+#include "error_of.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-template <typename F>
-std::string error_of(F body) {
-  try {
-    body();
-  } catch (const d4rt::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::string export_dir() {
   const char* dir = std::getenv("D4RT_TEST_EXPORT");
