@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 def fresh_seed():
     seed = int(os.environ.get("D4RT_TEST_SEED", random.SystemRandom().randrange(2**31)))
     print(f"D4RT_TEST_SEED={seed}")
+    random.seed(seed)
     np.random.seed(seed)
     try:
         import torch

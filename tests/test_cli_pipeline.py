@@ -138,7 +138,7 @@ def test_view_infers_a_video_and_records_it(cli_export, tmp_path, capsys):
     """`d4rt view VIDEO --export DIR --record FOLDER`: the video inferred, then recorded (the browser tests of the
     viewer are in test_viewer.py)."""
     pytest.importorskip("viser", reason="the viewer extra is not installed: pip install '.[viewer]'")
-    frames = np.random.default_rng().integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+    frames = np.random.default_rng(np.random.randint(2**31)).integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
     video = write_video(tmp_path / "clip.mp4", frames)
     out = tmp_path / "recording"
     assert main(["view", str(video), "--export", str(cli_export), "--record", str(out)]) == 0

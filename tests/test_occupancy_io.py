@@ -26,7 +26,7 @@ def random_occupancy(rng, T=5, shape=(7, 5, 9)) -> Occupancy:
 
 
 def test_npz_round_trip_is_exact(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     occ = random_occupancy(rng)
     path = save_occupancy(tmp_path / "sub" / "occ.npz", occ)
     assert path.is_file() and not list(path.parent.glob(".*tmp"))  # no temporary left behind
@@ -44,7 +44,7 @@ def test_npz_round_trip_is_exact(tmp_path):
 
 
 def test_npz_bad_files(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     occ = random_occupancy(rng)
     with pytest.raises(FileNotFoundError, match="no occupancy file"):
         load_occupancy(tmp_path / "missing.npz")
@@ -106,7 +106,7 @@ def parse_ply(path):
 
 
 def test_ply_parses_back(tmp_path):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     occ = random_occupancy(rng)
     t = 2
     path = write_frame_ply(tmp_path / "frame.ply", occ, t)

@@ -15,20 +15,22 @@ from d4rt.occupancy.temporal import (
 
 
 def dense_reference(z, w, lam, eps_relative=1e-6):
-    """Solve (W + lam D2^T D2 + eps D1^T D1) p = W z per row with np.linalg.solve (float64)."""
+    """Solve (W + lam D2^T D2 + eps D1^T D1) p = W z per row with np.linalg.solve (float64).
+    Returns (p [V, T], the 2-norm condition number of each row's matrix [V])."""
     T = z.shape[1]
     D2 = np.diff(np.eye(T), n=2, axis=0)
     D1 = np.diff(np.eye(T), n=1, axis=0)
-    out = np.empty_like(z)
+    out, cond = np.empty_like(z), np.empty(len(z))
     for v in range(len(z)):
         A = np.diag(w[v]) + lam * D2.T @ D2 + eps_relative * lam * D1.T @ D1
         out[v] = np.linalg.solve(A, w[v] * z[v])
-    return out
+        cond[v] = np.linalg.cond(A)
+    return out, cond
 
 
 @pytest.mark.parametrize("T", [3, 4, 7, 20])
 def test_smoothing_matches_dense_solve(T):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     V = 50
     z = rng.normal(size=(V, T))
     w = rng.uniform(0.1, 2.0, (V, T)) * (rng.uniform(size=(V, T)) > 0.3)
@@ -37,15 +39,18 @@ def test_smoothing_matches_dense_solve(T):
     w[0, rng.integers(T)] = 1.0  # one voxel observed at a single frame: constant at its observation
     lam = rng.uniform(0.1, 20)
     p = smooth_sequences(z, w, lam)
-    ref = dense_reference(z, w, lam)
-    assert np.abs(p[1:] - ref[1:]).max() < 1e-9 * max(1.0, np.abs(ref).max())
-    # a voxel seen once is held by eps alone along the straight lines (condition ~ 1e9): looser, still tight
-    np.testing.assert_allclose(p[0], ref[0], atol=1e-5)
+    ref, cond = dense_reference(z, w, lam)
+    # two backward-stable float64 solves differ by about cond(A) * eps * |p| per row; a row seen at one or two
+    # frames is held along straight lines by eps alone (cond up to ~1e9). 10x: the worst of 80 000 seeded rows
+    # (T in 3, 4, 7, 20) was 0.74x
+    error = np.abs(p - ref).max(1)
+    bound = 10 * cond * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(ref).max(1))
+    assert (error <= bound).all(), f"worst row: {error.max():.2e} (bound {bound[error.argmax()]:.2e})"
     np.testing.assert_allclose(p[0], z[0, np.argmax(w[0])], atol=1e-5)
 
 
 def test_smoothing_with_every_frame_observed_is_i_plus_lambda_d2():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     T, lam = 16, rng.uniform(0.5, 5)
     z = rng.uniform(size=(30, T))
     D2 = np.diff(np.eye(T), n=2, axis=0)
@@ -54,7 +59,7 @@ def test_smoothing_with_every_frame_observed_is_i_plus_lambda_d2():
 
 
 def test_smoothing_reduces_energy_and_keeps_constants():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     z = (rng.uniform(size=(40, 24)) > 0.5).astype(float)
     for lam in (0.3, 3.0, 30.0):
         p = smooth_sequences(z, None, lam)
@@ -84,7 +89,7 @@ def random_occupancy(rng, T=9, shape=(5, 4, 6)) -> Occupancy:
 
 
 def test_smooth_occupancy_removes_flicker_and_keeps_changes():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     T = 10
     grid = VoxelGrid(np.zeros(3), 0.1, (1, 1, 5))
     states = np.zeros((T, 5), int)
@@ -106,7 +111,7 @@ def test_smooth_occupancy_removes_flicker_and_keeps_changes():
 
 
 def test_smooth_occupancy_chunks_agree():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     occ = random_occupancy(rng)
     a = smooth_occupancy(occ, 1.5, chunk_voxels=7)
     b = smooth_occupancy(occ, 1.5, chunk_voxels=1 << 18)
@@ -117,7 +122,7 @@ def test_smooth_occupancy_chunks_agree():
 
 @pytest.mark.parametrize("window", [1, 3, 20])
 def test_window_union_is_or_over_window(window):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     occ = random_occupancy(rng)
     out = window_union(occ, window)
     n = occ.grid.num_voxels
@@ -135,7 +140,7 @@ def test_window_union_is_or_over_window(window):
 
 
 def test_static_map_is_union_over_clip():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     occ = random_occupancy(rng)
     static = static_map(occ)
     last = window_union(occ, occ.num_frames)
@@ -145,7 +150,7 @@ def test_static_map_is_union_over_clip():
 
 
 def test_temporal_bad_input():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     occ = random_occupancy(rng)
     with pytest.raises(ValueError, match="window must be a positive whole number"):
         window_union(occ, 0)

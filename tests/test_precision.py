@@ -24,7 +24,7 @@ def relative_error(found, reference) -> float:
 
 
 def random_clip(T: int, S: int, n: int):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     frames = rng.integers(0, 256, (T, S, S, 3), dtype=np.uint8)
     uv = rng.random((n, 2), dtype=np.float32)
     return frames, uv, rng.integers(0, T, (3, n))

@@ -224,7 +224,7 @@ def test_calibration_windows_take_every_file_in_turn(tmp_path):
     from d4rt.export.int8_qdq import CalibrationError, calibration_windows
     from d4rt.runtime.video import prepare_clip
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     long_rgb = rng.integers(0, 256, (10, 30, 40, 3), dtype=np.uint8)
     np.savez(tmp_path / "a.npz", rgb=long_rgb)
     np.savez(tmp_path / "b.npz", rgb=rng.integers(0, 256, (5, 20, 20, 3), dtype=np.uint8))

@@ -50,7 +50,7 @@ class SphereScene:
 
 
 def make_scene(T=5, S=64):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     T_wc = np.tile(np.eye(4), (T, 1, 1))
     for j in range(1, T):  # small motions: the cameras stay well inside the sphere
         T_wc[j, :3, :3] = random_rotation(rng) if j == T - 1 else _small_rotation(rng, 0.3)

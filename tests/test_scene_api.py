@@ -21,7 +21,7 @@ def test_pose_estimator_recovers_the_pose_through_10_percent_outliers():
     """A rigid scene seen from T cameras with known poses; 10 % of each frame's points are outliers 2-8 units off,
     exactly as confident as the inliers (confidence cannot single them out). The house's estimator recovers every
     pose; the plain Umeyama fit (the runtime's camera_poses before) does not."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     T, G = 6, 256
     T_wc = np.stack([np.eye(4)] + [rigid(random_rotation(rng), rng.uniform(-2, 2, 3)) for _ in range(T - 1)])
     xyz_first = rng.uniform(-3, 3, (T - 1, G, 3)) + [0, 0, 6]  # the points in camera 0 (the world)
@@ -59,7 +59,7 @@ class FixedOutliers(OracleVideo):
 def test_runtime_poses_equal_the_video_poses_and_the_truth():
     """What `d4rt evaluate` and the server score (Runtime.camera_poses) is what `d4rt infer` writes (a VideoScene's
     poses): equal on a clip that fits one window, and both the ground truth despite 10 % confident outliers."""
-    room = render(8, seed=int(np.random.default_rng().integers(1 << 30)))
+    room = render(8, seed=int(np.random.default_rng(np.random.randint(2**31)).integers(1 << 30)))
     S, n = 16, 8
 
     def runtime():  # the same seed: the same random scale for the one window each encodes
@@ -83,7 +83,7 @@ def test_runtime_poses_equal_the_video_poses_and_the_truth():
 @pytest.fixture(scope="module")
 def one_window():
     """A clean oracle: a Scene and a VideoScene (kept windows) of the same 8 frames at the same scale."""
-    room = render(8, seed=int(np.random.default_rng().integers(1 << 30)))
+    room = render(8, seed=int(np.random.default_rng(np.random.randint(2**31)).integers(1 << 30)))
     S = 16
     rt_a, rt_b = (oracle_runtime(room, S, window=8, seed=3) for _ in range(2))
     scene = rt_a.encode(room.rgb)
@@ -161,7 +161,7 @@ def test_old_names_of_moved_things_warn():
 def test_one_validation_for_every_front_end():
     from d4rt.serve.server import check_query_values
 
-    uv = np.random.default_rng().random((6, 2)).astype(np.float32)
+    uv = np.random.default_rng(np.random.randint(2**31)).random((6, 2)).astype(np.float32)
     uv[2, 0] = np.nan
     with pytest.raises(ValueError) as runtime_error:
         check_uv(uv)

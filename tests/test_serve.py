@@ -57,7 +57,7 @@ def assert_same(served: dict, local: dict) -> None:
 
 
 def test_served_queries_equal_the_in_process_runtime(server, local):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     with server.client("http") as http, server.client("grpc") as grpc:
         assert (http.num_frames, http.image_size) == (local.num_frames, local.image_size)
         scene, ref = http.encode(str(SAMPLE), **CLIP), local.encode(str(SAMPLE), **CLIP)
@@ -74,7 +74,7 @@ def test_served_queries_equal_the_in_process_runtime(server, local):
 
 
 def test_concurrent_clients_get_their_own_answers(server, local):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     frames = [rng.integers(0, 256, (4, 90, 120, 3), dtype=np.uint8) for _ in range(2)]
     with server.client() as c:
         scenes = [c.encode(f) for f in frames]
@@ -98,7 +98,7 @@ def _raw_query(client: Client, scene_id: str, uv: np.ndarray, t: np.ndarray):
 
 
 def test_bad_inputs_are_refused_and_the_server_keeps_serving(server, local):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     with server.client() as c:
         scene = c.encode(rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))
         uv, t = rng.random((100, 2), dtype=np.float32), rng.integers(0, 4, (100, 3)).astype(np.int32)
@@ -137,7 +137,7 @@ def test_bad_inputs_are_refused_and_the_server_keeps_serving(server, local):
 
 
 def test_evicted_scene_is_a_clear_error_and_reencoding_works(server, local):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     uv = rng.random((50, 2))
     with server.client(failover=False) as c:
         first, second, third = (c.encode(rng.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)) for _ in range(3))
@@ -159,7 +159,7 @@ def test_evicted_scene_is_a_clear_error_and_reencoding_works(server, local):
 
 
 def test_restart_clients_get_a_clear_error_then_succeed_after_reencoding(server, local):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     frames = rng.integers(0, 256, (4, 50, 70, 3), dtype=np.uint8)
     uv = rng.random((200, 2))
     c = server.client(timeout_s=10.0)

@@ -135,7 +135,7 @@ def cluster(export_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def users(cluster, local):
     """8 clients, each with its own random clip encoded through nginx, its queries and the in-process answer."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     out = []
     for _ in range(CLIENTS):
         frames = rng.integers(0, 256, (4, 48, 64, 3), dtype=np.uint8)

@@ -13,7 +13,7 @@ from d4rt.serve.server import ServeSettings, check_query_values
 
 
 def scene() -> Scene:
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     clip = Clip(rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8), rng.random((1, 2, 3, 4, 4), np.float32), 1.0,
                 (4, 4))
     return Scene(clip, state=None)
@@ -40,7 +40,7 @@ def test_store_refuses_a_scene_larger_than_itself():
 
 
 def test_query_value_checks_name_the_problem():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     uv, t = rng.random((10, 2), dtype=np.float32), rng.integers(0, 4, (10, 3)).astype(np.int32)
     assert check_query_values(uv, t, 4, 10) is None
     assert "at most 9" in check_query_values(uv, t, 4, 9)

@@ -75,7 +75,7 @@ def test_curve_comparison_tells_noise_from_a_gap():
     spec = importlib.util.spec_from_file_location("train_precision", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     steps = np.arange(300)
     base = 2.0 * np.exp(-steps / 100) + 0.5
     fp32 = base + 0.05 * rng.standard_normal(300)

@@ -56,7 +56,7 @@ def test_own_token_index_matches_the_diagnostics_token_centres():
     uv, t, own = _token_centre_queries(cfg, 4)
     assert torch.equal(own_token_index(uv, t, 64, cfg.tubelet)[0], own)
     # and at random sub-pixel positions: the pixel nearest (u (S-1), v (S-1)), counted by hand
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     uv = rng.uniform(0, 1, (1, 200, 2))
     t = rng.integers(0, 4, (1, 200))
     got = own_token_index(torch.tensor(uv), torch.tensor(t), 64, (2, 16, 16))[0].numpy()
@@ -96,7 +96,7 @@ def test_auxiliary_losses_leave_the_model_alone():
     module = D4RTLightningModule(config.to_dict(), token_depth_weight=1.0, own_token_weight=0.1)
     assert not any(k.startswith("token_depth_head") for k in module.model.state_dict())
     B, N, T, S = 1, 32, 4, 32
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     uv, t_src, t_tgt, t_cam, _ = sample_queries(rng, np.ones((T, S, S), bool), N)
     batch = {"video": torch.rand(B, T, 3, S, S), "coords_uv": torch.tensor(uv, dtype=torch.float32)[None],
              "t_src": torch.tensor(t_src)[None], "t_tgt": torch.tensor(t_tgt)[None], "t_cam": torch.tensor(t_cam)[None],
@@ -118,7 +118,7 @@ def test_token_depth_head_shapes():
 
 
 def test_depth_fraction_makes_pure_depth_queries():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     edges = rng.random((8, 16, 16)) < 0.2
     uv, t_src, t_tgt, t_cam, _ = sample_queries(rng, edges, 1000, depth_fraction=0.5)
     pure = (t_src == t_tgt) & (t_tgt == t_cam)

@@ -188,7 +188,7 @@ def test_frame_points_are_that_frames_points_cut_to_the_budget(result_dir):
 def test_trails_join_consecutive_seen_positions():
     from d4rt.viewer.scene import trail_segments
 
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     xyz = rng.normal(size=(3, 10, 3))
     seen = np.ones((3, 10), bool)
     seen[1, 5] = False

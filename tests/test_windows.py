@@ -39,7 +39,7 @@ def test_plan_windows_refuses(args, match):
 
 
 def test_align_sim3_ignores_the_least_confident_15_percent():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     src = rng.normal(size=(200, 3))
     s, R = rng.uniform(0.5, 2), np.linalg.qr(rng.normal(size=(3, 3)))[0]
     R *= np.sign(np.linalg.det(R))
@@ -58,7 +58,7 @@ def room():
     """A fresh random room whose grid tracks stay in view: at least 3 of the 16 tracks from each of frames 0, 10
     and 22 are visible in every frame (the tests check tracks carried across window boundaries; a room where the
     camera loses almost every point would test nothing). Redrawn a few times if needed."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     for _ in range(20):
         room = render(23, seed=int(rng.integers(1 << 30)))
         uv = np.repeat(grid_uv(4), 23, 0).astype(np.float64)
@@ -127,7 +127,7 @@ def check_dense_against_truth(room, dense, scale, frames_total):
     assert (dense.t_src == 0).sum() == n * n and len(dense.t_src) < n * n * frames_total
     assert 0 < dense.queries < dense.queries_all
     L = dense.xyz.shape[1]
-    pick = np.random.default_rng().choice(len(dense.t_src), 40, replace=False)
+    pick = np.random.default_rng(np.random.randint(2**31)).choice(len(dense.t_src), 40, replace=False)
     for p in pick:
         span = np.arange(dense.first_frame[p], min(dense.first_frame[p] + L, frames_total))
         q = room.query(np.repeat(dense.uv[p][None], len(span), 0).astype(np.float64), int(dense.t_src[p]), span, 0)
@@ -172,7 +172,7 @@ def test_dense_tracks_across_windows(room):
 def test_refit_drops_confident_outliers():
     """19 % of the pairs hold an outlier as confident as the inliers (10 % per window): the top 85 % keeps some;
     the refits without residuals above 5x the median recover the transform, the paper's rule alone does not."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(np.random.randint(2**31))
     src = rng.normal(size=(400, 3))
     s, R = rng.uniform(0.5, 2), np.linalg.qr(rng.normal(size=(3, 3)))[0]
     R *= np.sign(np.linalg.det(R))
