@@ -81,7 +81,13 @@ def kebab_flags(argv: list[str]) -> list[str]:
 # old spellings -> today's flag
 ALIASES = {"--img-size": "--image-size", "--test-data-path": "--test-data"}
 # deprecated flags -> today's flag: accepted one more release, with a one-line warning
-DEPRECATED = {"--engines": "--export", "--grid": "--depth-size"}  # --grid: only `d4rt occupancy` had it
+DEPRECATED = {
+    "--engines": "--export",
+    "--grid": "--depth-size",  # only `d4rt occupancy` had it
+    "--pose-grid": "--pose-size",
+    "--track-grid": "--track-size",
+    "--dense-grid": "--dense-size",
+}
 
 
 def deprecated_flags(argv: list[str]) -> tuple[list[str], list[str]]:

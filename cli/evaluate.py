@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the paper's queries per synthetic clip (3-D EPE, visibility)")
     p.add_argument("--track-points", type=positive_int, default=256, help="random tracks per synthetic clip")
     p.add_argument("--depth-stride", type=positive_int, default=4, help="depth scored at every n-th pixel")
-    p.add_argument("--pose-grid", type=positive_int, default=16, help="query grid (n x n) of the pose estimator")
+    p.add_argument("--pose-size", type=positive_int, default=16, help="query grid (n x n) of the pose estimator")
     p.add_argument("--start", type=non_negative_int, default=0,
                    help="first frame scored of a TAPVid-3D / PointOdyssey clip (default 0: every frame, as the "
                         "benchmark's official script scores it; a track queried before it is not scored)")
@@ -61,8 +61,8 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--synthetic N writes d4rt clips: use it with --format clips")
     if not args.synthetic and not args.test_data.exists():
         raise UsageError(f"--test-data {args.test_data} does not exist (generate clips there with --synthetic N)")
-    if args.pose_grid < 2:
-        raise UsageError(f"--pose-grid must be >= 2, got {args.pose_grid}")
+    if args.pose_size < 2:
+        raise UsageError(f"--pose-size must be >= 2, got {args.pose_size}")
     if args.max_frames is not None and args.max_frames < 2:
         raise UsageError(f"--max-frames must be >= 2 (the model's tubelet spans 2 frames), got {args.max_frames}")
     if args.format == "clips" and (args.start or args.max_frames is not None):
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         generate_clips(args.test_data, range(TEST_SEED_BASE, TEST_SEED_BASE + args.synthetic), cfg.num_frames,
                        cfg.image_size)
     options = EvalOptions(num_queries=args.num_queries, track_points=args.track_points,
-                          depth_stride=args.depth_stride, pose_grid=args.pose_grid, seed=args.seed, start=args.start,
+                          depth_stride=args.depth_stride, pose_size=args.pose_size, seed=args.seed, start=args.start,
                           max_frames=args.max_frames, batch_size=args.batch_size)
     paths = find_eval_paths(args.test_data, args.format)
     if args.save_predictions is None:

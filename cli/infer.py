@@ -64,16 +64,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8192, help="queries per decoder call")
     p.add_argument("--depth-size", type=grid_size, default=None, help="depth map resolution (default: S)")
     p.add_argument("--cloud-size", type=grid_size, default=None, help="point cloud grid per frame (default: S / 2)")
-    p.add_argument("--track-grid", type=grid_size, default=16, help="track a grid x grid of first-frame pixels")
-    p.add_argument("--pose-grid", type=grid_size, default=None, help="grid for camera poses, intrinsics and the "
+    p.add_argument("--track-size", type=grid_size, default=16, help="track a size x size grid of first-frame pixels")
+    p.add_argument("--pose-size", type=grid_size, default=None, help="grid for camera poses, intrinsics and the "
                    "window alignment (default: min(32, S / 2))")
     p.add_argument("--min-confidence", type=float, default=0.0, help="drop cloud points below this confidence")
     p.add_argument("--dense-tracks", action="store_true", help="also track every pixel (paper Alg. 1: an occupancy "
                    "grid of visited pixels, new tracks only from unvisited ones) -> dense_tracks.npz. Costly: up to "
-                   "frames x dense-grid^2 x window queries, 14 bytes each in the file before compression (float16): "
+                   "frames x dense-size^2 x window queries, 14 bytes each in the file before compression (float16): "
                    "50 frames at 128^2 in 16-frame windows are up to 13 M queries (minutes on a CPU) and 180 MB. "
                    "Fewer when tracks stay visible; a real clip on the bundled synthetic-only model saves few")
-    p.add_argument("--dense-grid", type=grid_size, default=None, help="pixels per side for --dense-tracks "
+    p.add_argument("--dense-size", type=grid_size, default=None, help="pixels per side for --dense-tracks "
                    "(default: S)")
 
 
@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         summary = infer_video(
             rt, load_frames(args.video), tmp, start=args.start, stride=args.stride, max_frames=args.max_frames,
             window=args.window, overlap=args.overlap, batch_size=args.batch_size, depth_size=args.depth_size,
-            cloud_size=args.cloud_size, track_size=args.track_grid, pose_size=args.pose_grid,
-            min_confidence=args.min_confidence, dense_tracks=args.dense_tracks, dense_size=args.dense_grid,
+            cloud_size=args.cloud_size, track_size=args.track_size, pose_size=args.pose_size,
+            min_confidence=args.min_confidence, dense_tracks=args.dense_tracks, dense_size=args.dense_size,
         )
     t = summary["timings"]
     print(f"{args.video}: frames {summary['first_frame']}..{summary['last_frame']} ({summary['frames']}) in "

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric-scale", type=float, default=1.0, help="metres per scene unit, when known (default 1)")
     p.add_argument("--depth-size", type=int, default=None, help="each frame's point map: n x n queries (default: "
                    "the export's S). Not the voxel grid, whose size follows from the scene's extent and --voxel")
-    p.add_argument("--pose-grid", type=int, default=None, help="n x n queries per frame for the camera poses and "
+    p.add_argument("--pose-size", type=int, default=None, help="n x n queries per frame for the camera poses and "
                    "the window alignment (default: min(32, S / 2))")
     p.add_argument("--min-confidence", type=float, default=0.5, help="drop points below this confidence")
     p.add_argument("--max-range", type=float, default=None, help="drop points farther than this from the camera")
@@ -81,8 +81,8 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.depth_size is not None and args.depth_size < 2:
         raise UsageError(f"--depth-size must be at least 2 queries per side, got {args.depth_size}")
-    if args.pose_grid is not None and args.pose_grid < 2:
-        raise UsageError(f"--pose-grid must be at least 2 queries per side, got {args.pose_grid}")
+    if args.pose_size is not None and args.pose_size < 2:
+        raise UsageError(f"--pose-size must be at least 2 queries per side, got {args.pose_size}")
     if args.smooth < 0:
         raise UsageError(f"--smooth must be >= 0, got {args.smooth}")
     if args.window < 1:
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         load_frames(args.video),
         voxel_size=args.voxel,
         size=args.depth_size,
-        pose_grid=args.pose_grid,
+        pose_size=args.pose_size,
         start=args.start,
         stride=args.stride,
         max_frames=args.max_frames,
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             "stride": args.stride,
             "depth_size": scene.xyz_cam.shape[1],
             "windows": [[int(scene.source_frames[r.start]), int(scene.source_frames[r.stop - 1])] for r in scene.windows],
-            "pose_grid": args.pose_grid,
+            "pose_size": args.pose_size,
             "bev_png": plotted,
             "frames": occ.num_frames,
             "grid_shape": list(occ.grid.shape),

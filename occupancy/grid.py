@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from d4rt.runtime.geometry import focal_from_points, transform_points
-from d4rt.runtime.runtime import check_grid_size, point_maps
+from d4rt.runtime.runtime import check_grid_size, point_maps, renamed
 
 DEFAULT_MAX_VOXELS = 2**27  # 134 M voxels: two boolean scratch grids of 134 MB each
 MAX_VOXELS_LIMIT = 2**31 - 1  # flat indices are int32 inside the ray caster
@@ -500,16 +500,18 @@ def ground_truth_occupancy(
 # ----- from a D4RT scene ----------------------------------------------------------------------------------------
 
 
-def dense_point_maps(rt, scene, grid_size: int | None = None, batch_size: int = 65536, progress: bool = True):
-    """Query a grid_size x grid_size point map per frame with t_src = t_tgt = t_cam = t.
+def dense_point_maps(rt, scene, size: int | None = None, batch_size: int = 65536, progress: bool = True,
+                     grid_size: int | None = None):
+    """Query a size x size point map per frame with t_src = t_tgt = t_cam = t.
 
     Args:
         rt: a runtime from ``d4rt.runtime.load``; scene: ``rt.encode(frames)``.
-        grid_size: n for an n x n grid of queries per frame (default: the scene's S, one query per input pixel).
+        size: n for an n x n grid of queries per frame (default: the scene's S, one query per input pixel);
+            grid_size: its deprecated name.
     Returns:
         xyz_cam [T, n, n, 3] (frame t's camera, scene units), confidence [T, n, n] (probabilities), uv [n * n, 2].
     """
-    n = check_grid_size("grid_size", grid_size, scene.image_size)
+    n = check_grid_size("size", renamed(size, grid_size, "grid_size", "size"), scene.image_size)
     T = scene.num_frames
     xyz = np.empty((T, n, n, 3), np.float64)
     conf = np.empty((T, n, n), np.float64)
@@ -543,25 +545,31 @@ def occupancy_from_scene(
     rt,
     scene,
     voxel_size: float = 0.05,
-    grid_size: int | None = None,
-    pose_grid: int = 32,
+    size: int | None = None,
+    pose_size: int | None = None,
     batch_size: int = 65536,
     progress: bool = True,
+    grid_size: int | None = None,
+    pose_grid: int | None = None,
     **options,
 ) -> Occupancy:
     """Per-frame occupancy of an encoded clip: dense point maps from D4RT queries, posed by rt.camera_poses.
 
     Args:
         rt: a runtime from ``d4rt.runtime.load``; scene: ``rt.encode(frames)``.
-        grid_size: n for an n x n query grid per frame (default: the scene's S, one query per input pixel).
-        pose_grid: ``rt.camera_poses(scene, size=pose_grid)``: a pose_grid x pose_grid grid per frame, queried twice.
+        size: n for an n x n query grid per frame (default: the scene's S, one query per input pixel).
+        pose_size: ``rt.camera_poses(scene, size=pose_size)``: a pose_size x pose_size grid per frame, queried
+            twice (default 32).
+        grid_size, pose_grid: deprecated names of size, pose_size.
         options: passed to ``occupancy_from_point_maps`` (metric_scale, min_confidence, max_range, grid, ...).
     Returns:
         Occupancy in frame 0's camera; its K [T, 3, 3] comes from the same point maps
         (:func:`intrinsics_from_point_maps`), its T_wc [T, 4, 4] from ``rt.camera_poses``.
     """
-    xyz_cam, confidence, uv = dense_point_maps(rt, scene, grid_size, batch_size, progress)
-    T_wc = np.asarray(rt.camera_poses(scene, size=pose_grid, batch_size=batch_size, progress=progress), np.float64)
+    size = renamed(size, grid_size, "grid_size", "size")
+    pose_size = renamed(pose_size, pose_grid, "pose_grid", "pose_size") or 32
+    xyz_cam, confidence, uv = dense_point_maps(rt, scene, size, batch_size, progress)
+    T_wc = np.asarray(rt.camera_poses(scene, size=pose_size, batch_size=batch_size, progress=progress), np.float64)
     K = intrinsics_from_point_maps(xyz_cam, uv, scene.image_size)
     return occupancy_from_point_maps(xyz_cam, T_wc, K, confidence, voxel_size=voxel_size, progress=progress, **options)
 
@@ -571,12 +579,13 @@ def occupancy_from_video(
     video,
     voxel_size: float = 0.05,
     size: int | None = None,
-    pose_grid: int | None = None,
+    pose_size: int | None = None,
     start: int = 0,
     stride: int = 1,
     max_frames: int | None = None,
     batch_size: int = 65536,
     progress: bool = True,
+    pose_grid: int | None = None,
     **options,
 ):
     """Per-frame occupancy of a video of any length: :func:`d4rt.runtime.windows.encode_video` runs it in the
@@ -586,7 +595,7 @@ def occupancy_from_video(
     Args:
         video: frames [F, H, W, 3] or a video file; start / stride / max_frames select frames.
         size: n for an n x n query grid per frame (default: the engines' S, one query per input pixel).
-        pose_grid: the windows' pose / alignment grid (default: encode_video's).
+        pose_size: the windows' pose / alignment grid (default: encode_video's); pose_grid: its deprecated name.
         options: passed to :func:`occupancy_from_point_maps` (metric_scale, min_confidence, max_range, grid, ...).
     Returns:
         (Occupancy in frame 0's camera with K [F, 3, 3] from the point maps (:func:`intrinsics_from_point_maps`),
@@ -595,8 +604,9 @@ def occupancy_from_video(
     from d4rt.runtime.geometry import grid_uv
     from d4rt.runtime.windows import encode_video
 
+    pose_size = renamed(pose_size, pose_grid, "pose_grid", "pose_size")
     scene = encode_video(rt, video, start=start, stride=stride, max_frames=max_frames, depth_size=size,
-                         pose_size=pose_grid, keep_point_maps=True, batch_size=batch_size, progress=progress)
+                         pose_size=pose_size, keep_point_maps=True, batch_size=batch_size, progress=progress)
     n = scene.xyz_cam.shape[1]
     K = intrinsics_from_point_maps(scene.xyz_cam, grid_uv(n), scene.image_size)
     occ = occupancy_from_point_maps(scene.xyz_cam, scene.T_wc, K, scene.depth_confidence, voxel_size=voxel_size,

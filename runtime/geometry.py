@@ -207,6 +207,9 @@ def focal_from_points(uv: np.ndarray, xyz_cam: np.ndarray, image_size: int, min_
     du, dv = uv[:, 0] - 0.5, uv[:, 1] - 0.5
     ok_x = (np.abs(du) >= min_offset) & (z > 0) & (np.abs(x) > 1e-9)
     ok_y = (np.abs(dv) >= min_offset) & (z > 0) & (np.abs(y) > 1e-9)
+    if not (z > 0).any():
+        raise ValueError("no point in front of the camera (every predicted z <= 0), so no focal length: the model's "
+                         "depth is not usable (an untrained or random-weight checkpoint?)")
     if ok_x.sum() == 0 or ok_y.sum() == 0:
         raise ValueError("no usable points for the focal length: query a grid away from the image centre, z > 0")
     scale = image_size - 1

@@ -98,7 +98,8 @@ class VideoScene:
     """A whole video, answered per frame of the selection (frame i is source frame ``source_frames[i]``).
 
     frames [F, S, S, 3] uint8 (resized); depth_maps [F, n, n] (world scale: window 0's), depth_confidence
-    [F, n, n]; T_wc [F, 4, 4] camera-to-world (frame 0's camera is the world); K [F, 3, 3] (pixels of S x S);
+    [F, n, n]; T_wc [F, 4, 4] camera-to-world (frame 0's camera is the world); K [F, 3, 3] (pixels of S x S; NaN
+    for a frame whose points all lie behind the camera: ``rt.intrinsics(video)`` refuses it);
     cloud: xyz [P, 3] (world), rgb [P, 3], confidence [P], frame [P]; track: xyz [Q, F, 3] (world), uv_tgt
     [Q, F, 2], visibility [Q, F], confidence [Q, F] (NaN / 0 before the window that seeds them), or None;
     windows: the frame ranges; world_from_window [W, 4, 4] Sim(3); owner [F] the window answering each frame;
@@ -205,9 +206,24 @@ def video_camera_poses(video: VideoScene, size) -> np.ndarray:
 
 
 def video_intrinsics(video: VideoScene, size) -> np.ndarray:
-    """K [F, 3, 3] of a video, in pixels of the S x S input."""
+    """K [F, 3, 3] of a video, in pixels of the S x S input. Refused (ValueError naming the frames) when a frame has
+    none: encode_video leaves NaN where the model put no usable point in front of the camera, so a video is still
+    encoded, posed and scored (evaluate asks for no intrinsics) with such a model."""
     _same_size("intrinsics", size, video.pose_size, "pose_size")
+    missing = np.flatnonzero(np.isnan(video.K).any((1, 2)))
+    if missing.size:
+        frames = ", ".join(str(int(f)) for f in video.source_frames[missing[:5]]) + (" ..." if missing.size > 5 else "")
+        raise ValueError(f"no focal length for {missing.size} frame(s) ({frames}): the model put no usable point in "
+                         f"front of the camera there (an untrained or random-weight checkpoint?)")
     return video.K
+
+
+def _focal_or_nan(uv: np.ndarray, xyz_cam: np.ndarray, image_size: int) -> np.ndarray:
+    """focal_from_points, or NaN [3, 3] where the frame gives none (video_intrinsics then names the frame)."""
+    try:
+        return focal_from_points(uv, xyz_cam, image_size)
+    except ValueError:
+        return np.full((3, 3), np.nan)
 
 
 def _stored_tracks(video: VideoScene) -> dict[str, np.ndarray]:
@@ -377,7 +393,7 @@ def encode_video(
         timings["align_s"] += time.perf_counter() - clock
 
         clock = time.perf_counter()
-        K[owned] = [focal_from_points(own_cam["uv"], xyz_own[i], S) for i in range(len(owned))]
+        K[owned] = [_focal_or_nan(own_cam["uv"], xyz_own[i], S) for i in range(len(owned))]
         scale = float(np.cbrt(np.linalg.det(M[:3, :3])))
         maps = point_maps(rt, scene, own_local, depth_size, None, **common)
         depth[owned] = maps["xyz"][..., 2] * scale

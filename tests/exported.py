@@ -1,7 +1,8 @@
 """Exports shared by the export / runtime tests: each made once per test session (they take seconds).
 
 Weights are random (drawn from the test's fresh seed) with random LayerNorm weights and biases, so a graph that
-mixed up two norms or dropped an affine term could not pass. Tests that damage files copy the directory first.
+mixed up two norms or dropped an affine term could not pass; every predicted point lies in front of the camera
+(``in_front_of_the_camera``), so the focal length of any frame is defined whatever the seed. Tests that damage files copy the directory first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ def randomize_norms(model) -> None:
                 m.bias.normal_(0.0, 0.1)
 
 
+def in_front_of_the_camera(model, depth: float = 2.0):
+    """Random weights predict points about as often behind the camera as in front, often a whole frame behind it
+    (the output is dominated by the shared norm biases), and no focal length can be read from such a frame. A z bias
+    of ``depth`` puts every point in front, as any trained model does: the heads' outputs stay random, with
+    |W h| ~ 0.02 sqrt(dec_dim) << depth."""
+    import torch
+
+    with torch.no_grad():
+        model.heads.xyz_head.bias[2] = depth
+    return model
+
+
 def random_model(preset: str, image_size: int | None = None, **overrides):
     from d4rt import D4RT
     from tests.conftest import config_for_tests
@@ -37,7 +50,7 @@ def random_model(preset: str, image_size: int | None = None, **overrides):
         config = config.replace(**overrides)
     model = D4RT(config).eval()
     randomize_norms(model)
-    return model
+    return in_front_of_the_camera(model)
 
 
 @functools.cache

@@ -54,7 +54,7 @@ def test_infer_command(cli_export, tmp_path, capsys):
     video = write_video(tmp_path / "clip.mp4", frames)
     out = tmp_path / "result"
     args = ["infer", str(video), "--export", str(cli_export), "--out", str(out), "--depth-size", "32",
-            "--cloud-size", "16", "--track-grid", "4", "--pose-grid", "8", "--batch-size", "300"]
+            "--cloud-size", "16", "--track-size", "4", "--pose-size", "8", "--batch-size", "300"]
     assert main(args) == 0
     assert "frames 0..1 (2) in 1 window(s) on onnxruntime-cpu" in capsys.readouterr().out
 
@@ -192,7 +192,7 @@ def test_runtime_runs_with_torch_blocked(tmp_path):
         poses, K = rt.camera_poses(scene, size=6), rt.intrinsics(scene, size=6)
         np.save(tmp + "/xyz.npy", res["xyz"])
         assert main(["infer", tmp + "/frames.npy", "--export", directory, "--out", tmp + "/out", "--depth-size", "16",
-                     "--cloud-size", "8", "--track-grid", "2", "--pose-grid", "6"]) == 0
+                     "--cloud-size", "8", "--track-size", "2", "--pose-size", "6"]) == 0
         try:
             load(directory, backend="torch")
         except ImportError as e:

@@ -134,7 +134,7 @@ def test_every_frame_and_track_scored_as_the_official_metric(long_clip):
     rt = oracle_runtime(clip, 32, WINDOW, noise=0.02)
     rt.backend.video = prepare_clip(tracks.rgb, 32).video[0]  # the JPEG-decoded frames it will be shown
     predictions = {}
-    out = score_track_set(rt, tracks, EvalOptions(pose_grid=4), predictions)
+    out = score_track_set(rt, tracks, EvalOptions(pose_size=4), predictions)
 
     assert out["frames"] == [0, F] and out["frames_in_file"] == F and out["windows"] == 4
     assert [len(w) for w, _ in rt.backend.windows] == [WINDOW] * 4  # every window encoded, each of 4 frames
@@ -168,7 +168,7 @@ def test_evaluate_command_scores_whole_clips(long_clip, tmp_path, capsys):
     path, arrays, _ = long_clip
     saved = tmp_path / "predictions"
     rc = main(["evaluate", "--test-data", str(path), "--format", "tapvid3d", "--preset", "tiny", "--image-size",
-               "32", "--device", "cpu", "--pose-grid", "4", "--output", str(tmp_path / "eval.json"),
+               "32", "--device", "cpu", "--pose-size", "4", "--output", str(tmp_path / "eval.json"),
                "--save-predictions", str(saved)])
     assert rc == 0
     clip = json.loads((tmp_path / "eval.json").read_text())["per_clip"][0]

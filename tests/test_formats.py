@@ -214,7 +214,7 @@ def test_evaluate_tracks_on_tapvid3d(tmp_path, scene_tracks, tiny_config):
     jpegs, arrays = tapvid3d_arrays(clip, cam, vis, uv, t_src, extrinsics=True)
     np.savez(tmp_path / "clip.npz", images_jpeg_bytes=np.array(jpegs), **arrays)
     model = D4RT(tiny_config.replace(image_size=32, num_frames=4)).eval()
-    out = evaluate_tracks(model, read_tapvid3d(tmp_path / "clip.npz", 0, 4), EvalOptions(pose_grid=4))
+    out = evaluate_tracks(model, read_tapvid3d(tmp_path / "clip.npz", 0, 4), EvalOptions(pose_size=4))
     for k in ("apd3d_median", "aj3d_median", "apd3d_per_trajectory", "aj3d_per_trajectory", "occlusion_acc"):
         assert 0.0 <= out[k] <= 1.0, k
     assert out["pose_ate"] >= 0 and out["pose_rpe_rot_deg"] >= 0 and out["frames"] == [0, 4]
@@ -240,7 +240,7 @@ def test_evaluate_command_on_public_layouts(tmp_path, scene_tracks, fmt, capsys)
         pix[:, 0] = np.nan
         write_pointodyssey(tmp_path / "data" / "seq_a", clip, world, pix, vis)
     rc = main(["evaluate", "--test-data", str(tmp_path / "data"), "--format", fmt, "--preset", "tiny",
-               "--image-size", "32", "--device", "cpu", "--pose-grid", "4", "--depth-stride", "8",
+               "--image-size", "32", "--device", "cpu", "--pose-size", "4", "--depth-stride", "8",
                "--output", str(tmp_path / "eval.json")])
     assert rc == 0
     result = json.loads((tmp_path / "eval.json").read_text())

@@ -90,7 +90,7 @@ def test_7_frames_every_frame_answered(engines, tmp_path, capsys):
         (["--backend", "cuda"], "argument --backend: invalid choice: 'cuda'"),
         (["--start", "100"], "--start 100 is beyond the video's 5 frames"),
         (["--depth-size", "-1"], "argument --depth-size: invalid grid_size value: '-1'"),
-        (["--pose-grid", "1"], "argument --pose-grid: invalid grid_size value: '1'"),
+        (["--pose-size", "1"], "argument --pose-size: invalid grid_size value: '1'"),
         (["--start", "4"], "select 1 frame of the video's 5; D4RT needs at least 2: use --start 3 or less"),
         (["--window", "4", "--overlap", "4"], "--overlap 4 must be smaller than --window 4"),
     ],

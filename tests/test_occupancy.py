@@ -264,8 +264,10 @@ def test_occupancy_from_scene_matches_ground_truth():
     assert occupancy_scores(occ, gt).clip["iou"] > 0.99  # float32 uv and xyz: a point may cross a boundary
     np.testing.assert_allclose(occ.K, np.broadcast_to(K, (T, 3, 3)), rtol=1e-5)  # from the same point maps
     np.testing.assert_array_equal(occ.T_wc, T_wc)
-    xyz, conf, uv = dense_point_maps(rt, Scene(T, S), grid_size=8, progress=False)
+    xyz, conf, uv = dense_point_maps(rt, Scene(T, S), size=8, progress=False)
     assert xyz.shape == (T, 8, 8, 3) and conf.shape == (T, 8, 8) and uv.shape == (64, 2)
+    with pytest.warns(DeprecationWarning, match="grid_size= is deprecated.*use size="):
+        np.testing.assert_array_equal(dense_point_maps(rt, Scene(T, S), grid_size=8, progress=False)[0], xyz)
 
 
 # ----- bad input -------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def occupancy_command(engines, out, voxel, *extra):
             str(FRAMES),
             "--depth-size",
             str(GRID),
-            "--pose-grid",
+            "--pose-size",
             str(POSE_GRID),
             "--backend",
             "onnxruntime-cpu",
@@ -137,7 +137,7 @@ def test_occupancy_command_bad_input(engines, tmp_path, capsys):
     refused(["occupancy", str(SAMPLE_CLIP), "--export", str(tmp_path / "none"), "--out", out], "no export folder")
     base = ["occupancy", str(SAMPLE_CLIP), "--export", str(engines), "--out", out]
     refused(base + ["--voxel", "0"], "--voxel must be a positive")
-    refused(base + ["--pose-grid", "1"], "--pose-grid must be at least 2")
+    refused(base + ["--pose-size", "1"], "--pose-size must be at least 2")
     refused(base + ["--depth-size", "1"], "--depth-size must be at least 2")
     with pytest.raises(SystemExit):  # argparse: the two temporal modes exclude each other
         main(base + ["--smooth", "1", "--window", "3"])
@@ -147,7 +147,7 @@ def test_occupancy_command_bad_input(engines, tmp_path, capsys):
 def test_occupancy_runs_a_long_clip_in_windows_without_matplotlib(engines, tmp_path, capsys, monkeypatch):
     """Issue #24: a clip longer than the engines' T runs in aligned windows, as `d4rt infer` does (the same
     windows code: its poses are encode_video's); without matplotlib the top view is skipped with a note; the old
-    --grid still works (a warning) and means the point map's queries per side, not the voxel grid."""
+    --grid and --pose-grid still work (a warning each) and --grid means the point map's queries per side, not the voxel grid."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails as when not installed
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     frames = 6  # 16-frame sample clip, 4-frame engines: two windows
@@ -157,7 +157,7 @@ def test_occupancy_runs_a_long_clip_in_windows_without_matplotlib(engines, tmp_p
             "--ply", "none"]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "--grid is deprecated" in captured.err and "no bev.png: `pip install matplotlib`" in captured.out
+    assert "--grid is deprecated" in captured.err and "--pose-grid is deprecated" in captured.err and "no bev.png: `pip install matplotlib`" in captured.out
     assert not (out / "bev.png").exists()
     summary = json.loads((out / "summary.json").read_text())
     video = load(engines, backend="onnxruntime-cpu").encode_video(SAMPLE_CLIP, max_frames=frames, pose_size=POSE_GRID)

@@ -83,7 +83,7 @@ def test_infer_int8_from_the_command_line(int8_export, tmp_path, capsys):
     np.save(tmp_path / "clip.npy", frames)
     result = tmp_path / "result"
     assert main(["infer", str(tmp_path / "clip.npy"), "--export", str(int8_export[1]), "--out", str(result),
-                 "--depth-size", "16", "--track-grid", "4", "--precision", "int8"]) == 0
+                 "--depth-size", "16", "--track-size", "4", "--precision", "int8"]) == 0
     summary = json.loads((result / "summary.json").read_text())
     assert summary["backend"] == "onnxruntime-cpu" and summary["frames"] == 6
     depth = np.load(result / "depth.npz")["depth"]
@@ -97,7 +97,7 @@ def test_infer_bf16_from_the_command_line(tmp_path, capsys):
     np.save(tmp_path / "clip.npy", frames)
     result = tmp_path / "result"
     assert main(["infer", str(tmp_path / "clip.npy"), "--export", str(BUNDLED), "--out", str(result),
-                 "--depth-size", "16", "--track-grid", "4", "--precision", "bf16"]) == 0
+                 "--depth-size", "16", "--track-size", "4", "--precision", "bf16"]) == 0
     summary = json.loads((result / "summary.json").read_text())
     assert summary["backend"] == "torch-sdpa-bfloat16"
     depth = np.load(result / "depth.npz")["depth"]

@@ -79,6 +79,37 @@ def test_runtime_poses_equal_the_video_poses_and_the_truth():
     assert np.abs(poses[:, :3, 3] / scale - gt[:, :3, 3]).max() < 1e-4 * max(1.0, np.abs(gt[:, :3, 3]).max())
 
 
+class BehindTheCameraAt(OracleVideo):
+    """The oracle, except that every point asked in the camera of frame ``t_cam`` is mirrored through that camera
+    (x, y, z -> -x, -y, -z): all behind it, as an untrained model may put a whole frame."""
+
+    def __init__(self, clip, image_size, t_cam, **options):
+        super().__init__(clip, image_size, **options)
+        self.t_cam = t_cam
+
+    def decode(self, state, uv, t):
+        out = super().decode(state, uv, t)
+        out["xyz"][0, t[0, :, 2] == self.t_cam] *= -1
+        return out
+
+
+def test_a_frame_behind_the_camera_is_encoded_and_its_intrinsics_refused():
+    """A frame with no point in front of the camera has no focal length: the video still encodes and poses (what
+    `d4rt evaluate` asks), and rt.intrinsics names the frame and the likely cause instead of a number."""
+    from d4rt.runtime.runtime import Runtime
+
+    room = render(8, seed=int(np.random.randint(1 << 30)))
+    rt = Runtime(BehindTheCameraAt(room, 16, t_cam=5, seed=3), 8, 16, min_frames=2, frame_step=2)
+    video = rt.encode_video(room.rgb, start=2, pose_size=6, depth_size=2, cloud_size=2)  # one window: frames 2..7
+    assert np.isfinite(rt.camera_poses(video)).all() and np.isnan(video.K[5]).all()  # the window's 5: source 7
+    assert np.isfinite(np.delete(video.K, 5, axis=0)).all()
+    with pytest.raises(ValueError, match=r"no focal length for 1 frame\(s\) \(7\).*untrained or random-weight"):
+        rt.intrinsics(video)
+    scene = rt.encode(room.rgb)
+    with pytest.raises(ValueError, match=r"no point in front of the camera.*untrained or random-weight"):
+        rt.intrinsics(scene, size=6)
+
+
 # ----- one scene API -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_window():
@@ -155,6 +186,13 @@ def test_old_names_of_moved_things_warn():
         assert clip.scene is clip.room
     with pytest.warns(DeprecationWarning, match="use infer_video"), pytest.raises(TypeError):
         infer.infer_clip()  # forwards its arguments: none given is infer_video's own TypeError
+    from d4rt.evaluation.evaluate import EvalOptions
+
+    with pytest.warns(DeprecationWarning, match="pose_grid= is deprecated.*use pose_size="):
+        assert EvalOptions(pose_grid=4) == EvalOptions(pose_size=4)
+    with pytest.raises(ValueError, match="disagree"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        EvalOptions(pose_size=8, pose_grid=4)
 
 
 # ----- one validation ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ sigmoid, poses). Per clip the video is encoded once; every answer below is a que
   benchmark's resolution (fx, fy times 256 / min(H, W)); synthetic clips: ``track_points`` random source pixels;
 - camera poses (when the clip has ground-truth poses): the house's one estimator (the 85 % most confident pairs, a
   trimmed refit; the poses `d4rt infer` and the server give): synthetic clips through :meth:`Runtime.camera_poses`
-  on a ``pose_grid`` x ``pose_grid`` grid, TAPVid-3D / PointOdyssey the video's (:func:`d4rt.runtime.windows.
+  on a ``pose_size`` x ``pose_size`` grid, TAPVid-3D / PointOdyssey the video's (:func:`d4rt.runtime.windows.
   encode_video`, the same estimator inside each window, windows chained by Sim(3)); ATE and RPE after a Sim(3)
   alignment.
 
@@ -49,6 +49,7 @@ from d4rt.evaluation.metrics import (
     visibility_accuracy,
 )
 from d4rt.runtime.geometry import short_side_scale
+from d4rt.runtime.runtime import renamed
 
 FORMATS = ("clips", "tapvid3d", "pointodyssey")
 REPORT_VERSION = 2
@@ -59,26 +60,32 @@ class EvalOptions:
     """What to score and how much of it.
 
     num_queries: the paper's queries per synthetic clip (EPE, visibility); track_points: random tracks per
-    synthetic clip; depth_stride: depth scored at every n-th pixel of the S x S input; pose_grid: the pose
-    estimator's grid; seed: fixes queries and tracks; start, max_frames: the frames scored of a TAPVid-3D /
-    PointOdyssey clip (default: every frame, the benchmark's protocol); batch_size: queries per decoder call.
+    synthetic clip; depth_stride: depth scored at every n-th pixel of the S x S input; pose_size: the pose
+    estimator's n x n grid per frame (pose_grid: its deprecated old name); seed: fixes queries and tracks; start,
+    max_frames: the frames scored of a TAPVid-3D / PointOdyssey clip (default: every frame, the benchmark's
+    protocol); batch_size: queries per decoder call.
     """
 
     num_queries: int = 2048
     track_points: int = 256
     depth_stride: int = 4
-    pose_grid: int = 16
+    pose_size: int = 16
     seed: int = 0
     start: int = 0
     max_frames: int | None = None
     batch_size: int = 8192
+    pose_grid: int | None = None  # deprecated: pose_size
 
     def __post_init__(self):
-        for name in ("num_queries", "track_points", "depth_stride", "pose_grid", "batch_size"):
+        if self.pose_grid is not None:
+            given = None if self.pose_size == EvalOptions.pose_size else self.pose_size
+            object.__setattr__(self, "pose_size", renamed(given, self.pose_grid, "pose_grid", "pose_size"))
+            object.__setattr__(self, "pose_grid", None)
+        for name in ("num_queries", "track_points", "depth_stride", "pose_size", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"EvalOptions.{name} must be >= 1, got {getattr(self, name)}")
-        if self.pose_grid < 2:
-            raise ValueError(f"EvalOptions.pose_grid must be >= 2 (a grid of at least 2 x 2), got {self.pose_grid}")
+        if self.pose_size < 2:
+            raise ValueError(f"EvalOptions.pose_size must be >= 2 (a grid of at least 2 x 2), got {self.pose_size}")
         if self.start < 0:
             raise ValueError(f"EvalOptions.start must be >= 0, got {self.start}")
         if self.max_frames is not None and self.max_frames < 2:
@@ -167,7 +174,7 @@ def evaluate_clip(model, item: dict, clip, options: EvalOptions = EvalOptions(),
     out.update(_track_scores(tracks["xyz"].reshape(n, T, 3), gt["xyz_cam"].reshape(n, T, 3),
                              (tracks["visibility"] > 0.5).reshape(n, T), gt["visible"].reshape(n, T),
                              f[0], f[1], t_src))
-    out.update(_pose_scores(rt.camera_poses(scene, size=options.pose_grid, batch_size=options.batch_size),
+    out.update(_pose_scores(rt.camera_poses(scene, size=options.pose_size, batch_size=options.batch_size),
                             item["T_wc"].numpy()))
     return out
 
@@ -206,7 +213,7 @@ def score_track_set(rt, tracks, options: EvalOptions = EvalOptions(), prediction
     S = rt.image_size
     has_tracks = tracks.tracks_cam is not None
     depth_size = len(range(0, S, options.depth_stride)) if tracks.depth is not None else 2
-    video = encode_video(rt, tracks.rgb, aspect_ratio=W / H, pose_size=options.pose_grid,
+    video = encode_video(rt, tracks.rgb, aspect_ratio=W / H, pose_size=options.pose_size,
                          depth_size=max(depth_size, 2), cloud_size=2, keep_memory=has_tracks,
                          batch_size=options.batch_size)
     out: dict = {"frames": [tracks.start, tracks.start + F], "frames_in_file": tracks.frames_in_file,
@@ -358,8 +365,9 @@ def evaluate(
                 if progress:
                     progress(f"[{i + 1}/{len(paths)}] {p.name}")
     mean, counts = _mean(per_clip)
+    used = {k: v for k, v in dataclasses.asdict(options).items() if k != "pose_grid"}  # the deprecated alias
     return {
-        "version": REPORT_VERSION, "format": fmt, "options": dataclasses.asdict(options),
+        "version": REPORT_VERSION, "format": fmt, "options": used,
         "num_frames": cfg.num_frames, "clips": [str(p) for p in paths], "mean": mean, "clips_per_metric": counts,
         "per_clip": per_clip, "seconds": round(time.perf_counter() - started, 1),
     }
