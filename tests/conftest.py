@@ -2,8 +2,8 @@
 
 - TRITON_INTERPRET=1 is set before anything imports triton, so the kernels run on the CPU (no GPU in CI).
 - D4RT_PRECISION=export: `d4rt infer` runs the export's graphs, whatever the CPU (AMX or not).
-- Every test draws fresh random inputs: the seed is new each run, printed (shown on failure), and can be
-  pinned with D4RT_TEST_SEED=<int> to reproduce a failure.
+- Every test draws fresh random inputs: the run's seed is new each run, printed (shown on failure), and can be
+  pinned with D4RT_TEST_SEED=<int> to reproduce a failure; each test's own seed is derived from it and its id.
 """
 
 import os
@@ -14,15 +14,21 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("D4RT_PRECISION", "export")
 
 import random  # noqa: E402
+import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+RUN_SEED = int(os.environ.get("D4RT_TEST_SEED", random.SystemRandom().randrange(2**31)))
+
+
 @pytest.fixture(autouse=True)
-def fresh_seed():
-    seed = int(os.environ.get("D4RT_TEST_SEED", random.SystemRandom().randrange(2**31)))
-    print(f"D4RT_TEST_SEED={seed}")
+def fresh_seed(request):
+    """Seeds numpy, torch and random for each test from the run's seed and the test's id: every test draws its own
+    numbers (two tests never share a draw, e.g. a cached export and a "different" model), reproducibly."""
+    seed = (RUN_SEED + zlib.crc32(request.node.nodeid.encode())) % 2**31
+    print(f"D4RT_TEST_SEED={RUN_SEED} (this test's seed: {seed})")
     random.seed(seed)
     np.random.seed(seed)
     try:

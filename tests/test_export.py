@@ -216,8 +216,11 @@ def test_parity_check_fails_for_a_different_model():
     """verify_export must catch graphs that belong to other weights (it compares, it does not assume)."""
     from d4rt.export.parity import ParityError
 
-    _, directory = exported("tiny", 4, "fp32")
+    import torch
+
+    model, directory = exported("tiny", 4, "fp32")
     other = random_model("tiny")
+    assert not torch.equal(other.heads.xyz_head.weight, model.heads.xyz_head.weight)  # other weights indeed
     with pytest.raises(ParityError, match="does not match"):
         verify_export(other, directory, queries=64, record=False)
 
