@@ -13,7 +13,7 @@ T, S = 8, 64
 @pytest.fixture(scope="module")
 def clip_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
-    base = int(np.random.SeedSequence().entropy % 100_000)
+    base = int(np.random.randint(100_000))  # module-scoped: drawn in the first test's seeded context
     print(f"scene seeds {base}, {base + 1}")
     return [write_clip(root / f"c{i}.npz", Room.random(base + i, num_frames=T).render_clip(S, S)) for i in range(2)]
 
@@ -58,7 +58,8 @@ def test_targets_follow_the_point(clip_paths):
     # and the item's targets are the scene's exact answers for its own (sub-pixel) queries
     exact = clip.query(uv, ts, tt, tc)
     np.testing.assert_allclose(item["gt_3d"].numpy(), exact["xyz_cam"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(item["gt_normal"].numpy(), exact["normal"], atol=1e-5)
+    # float32 targets: 1.7e-5 seen on 2 of 369 room pairs (curved objects); a wrong normal is off by O(1)
+    np.testing.assert_allclose(item["gt_normal"].numpy(), exact["normal"], atol=1e-4)
     np.testing.assert_array_equal(item["gt_visibility"].numpy() > 0.5, exact["visible"])
 
 
@@ -93,7 +94,7 @@ def test_discontinuities_and_motion(clip_paths):
     depth[0, :, 10:] = 8.0
     mask = discontinuity_masks(depth, np.zeros_like(depth))[0]
     assert mask[:, 9:11].all() and not mask[:, :8].any() and not mask[:, 12:].any()
-    assert edges.shape == clip.depth.shape and 0 < edges.mean() < 0.5
+    assert edges.shape == clip.depth.shape and 0 < edges.mean() < 0.8  # 0.51 seen: objects filling the frame
 
 
 def test_query_draws_are_fresh_or_fixed(clip_paths):

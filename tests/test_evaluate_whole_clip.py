@@ -92,12 +92,9 @@ def test_official_reference_by_hand_on_a_visible_nan_point():
         assert ref == {"apd3d": 0.5, "aj3d": pytest.approx(1 / 3, abs=1e-15), "occlusion_acc": 1.0}
 
 
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory):
+def write_long_clip(seed: int, folder):
     """An 11-frame TAPVid-3D file (longer than the 4-frame windows) with tracks queried in every frame, one track
     never visible, and NaN points: 3 visible (one at its track's query frame), 2 occluded. -> path, arrays, clip"""
-    seed = int(np.random.SeedSequence().entropy % 100_000)
-    print(f"scene seed {seed}")
     clip = Room.random(seed, num_frames=F, aspect=W / H).render_clip(H, W)
     rng = np.random.default_rng(seed)
     uv = rng.uniform(0.05, 0.95, (N, 2))
@@ -117,24 +114,62 @@ def long_clip(tmp_path_factory):
         tracks_XYZ=cam.astype(np.float32), visibility=vis,
         fx_fy_cx_cy=np.array([K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5], np.float32),
     )
-    path = tmp_path_factory.mktemp("tapvid3d") / "long.npz"
+    path = folder / f"long_{seed}.npz"
     np.savez(path, **arrays)
     return path, arrays, clip
+
+
+def oracle_scores(path, clip, seed: int):
+    """score_track_set on the file with the oracle backend (its window scales and noise drawn from ``seed``): the
+    same seed gives the same answers. -> (report, predictions, runtime)"""
+    from d4rt.data.oracle_video import oracle_runtime
+    from d4rt.evaluation.evaluate import EvalOptions, score_track_set
+    from d4rt.runtime.video import prepare_clip
+
+    tracks = read_tapvid3d(path)
+    rt = oracle_runtime(clip, 32, WINDOW, noise=0.02, seed=seed)
+    rt.backend.video = prepare_clip(tracks.rgb, 32).video[0]  # the JPEG-decoded frames it will be shown
+    predictions = {}
+    return score_track_set(rt, tracks, EvalOptions(pose_size=4), predictions), predictions, rt
+
+
+def official_references(arrays, predictions) -> dict:
+    """official_tapvid3d on the file's arrays as the official script reads them (fx, fy times 256 / min(H, W)),
+    for both scalings."""
+    fx, fy = arrays["fx_fy_cx_cy"][:2].astype(np.float64) * 256 / min(H, W)
+    query_t = np.round(arrays["queries_xyt"][:, 2]).astype(int)
+    return {scaling: official_tapvid3d(arrays["tracks_XYZ"], arrays["visibility"], predictions["tracks_XYZ"],
+                                       predictions["visibility"], fx, fy, query_t, scaling)
+            for scaling in ("median", "per_trajectory")}
+
+
+def strictly_inside(refs) -> bool:
+    return all(0.05 < r["apd3d"] < 0.95 and 0.05 < r["aj3d"] < 0.95 for r in refs.values())
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    """A clip on which the oracle's scores lie strictly between 0 and 1 for both scalings, so that comparing them
+    with the official formula means something. -> path, arrays, clip, oracle seed.
+
+    Redrawn up to 20 times: on about 9 % of rooms median scaling scores 0 (a few tracks continued from their 2-D
+    position at a window handover land on another surface; the median scale moves by more than the 16-pixel bound,
+    d z / f = 7 % of the depth at this focal length), and comparing 0 with 0 would test nothing."""
+    folder = tmp_path_factory.mktemp("tapvid3d")
+    for _ in range(20):
+        seed = int(np.random.randint(100_000))
+        path, arrays, clip = write_long_clip(seed, folder)
+        if strictly_inside(official_references(arrays, oracle_scores(path, clip, seed)[1])):
+            print(f"scene seed {seed}")
+            return path, arrays, clip, seed
+    raise AssertionError("20 rooms in a row gave the oracle a score of 0 or 1: the test's scene has changed")
 
 
 def test_every_frame_and_track_scored_as_the_official_metric(long_clip):
     """The oracle backend answers from the scene itself, each window at its own random scale, with 2 % noise along
     the ray: the scores lie strictly between 0 and 1, so the comparison with the official formula means something."""
-    from d4rt.evaluation.evaluate import EvalOptions, score_track_set
-    from d4rt.runtime.video import prepare_clip
-    from d4rt.data.oracle_video import oracle_runtime
-
-    path, arrays, clip = long_clip
-    tracks = read_tapvid3d(path)
-    rt = oracle_runtime(clip, 32, WINDOW, noise=0.02)
-    rt.backend.video = prepare_clip(tracks.rgb, 32).video[0]  # the JPEG-decoded frames it will be shown
-    predictions = {}
-    out = score_track_set(rt, tracks, EvalOptions(pose_size=4), predictions)
+    path, arrays, clip, seed = long_clip
+    out, predictions, rt = oracle_scores(path, clip, seed)
 
     assert out["frames"] == [0, F] and out["frames_in_file"] == F and out["windows"] == 4
     assert [len(w) for w, _ in rt.backend.windows] == [WINDOW] * 4  # every window encoded, each of 4 frames
@@ -145,13 +180,9 @@ def test_every_frame_and_track_scored_as_the_official_metric(long_clip):
     assert np.isfinite(pred_xyz).all()  # every frame of every track answered by a window
     np.testing.assert_array_equal(predictions["track_ids"], np.arange(N))
 
-    # the official metric on the file's arrays as the official script reads them: fx, fy times 256 / min(H, W)
-    fx, fy = arrays["fx_fy_cx_cy"][:2].astype(np.float64) * 256 / min(H, W)
-    query_t = np.round(arrays["queries_xyt"][:, 2]).astype(int)
-    for scaling in ("median", "per_trajectory"):
-        ref = official_tapvid3d(arrays["tracks_XYZ"], arrays["visibility"], pred_xyz, pred_vis, fx, fy, query_t,
-                                scaling)
-        assert 0.05 < ref["apd3d"] < 0.95 and 0.05 < ref["aj3d"] < 0.95, ref  # neither all misses nor all hits
+    refs = official_references(arrays, predictions)
+    assert strictly_inside(refs), refs  # the same seed, the same answers as when the fixture chose the room
+    for scaling, ref in refs.items():
         # float64 sums in another order: equal to ~1e-16; 1e-12 still catches one point of the 1,320 (1 / 6,600)
         assert out[f"apd3d_{scaling}"] == pytest.approx(ref["apd3d"], abs=1e-12), scaling
         assert out[f"aj3d_{scaling}"] == pytest.approx(ref["aj3d"], abs=1e-12), scaling
@@ -165,7 +196,7 @@ def test_evaluate_command_scores_whole_clips(long_clip, tmp_path, capsys):
 
     from d4rt.cli import main
 
-    path, arrays, _ = long_clip
+    path, arrays, _, _ = long_clip
     saved = tmp_path / "predictions"
     rc = main(["evaluate", "--test-data", str(path), "--format", "tapvid3d", "--preset", "tiny", "--image-size",
                "32", "--device", "cpu", "--pose-size", "4", "--output", str(tmp_path / "eval.json"),
@@ -194,7 +225,7 @@ def test_evaluate_command_scores_whole_clips(long_clip, tmp_path, capsys):
 def test_save_predictions_refuses_in_one_line(long_clip, tmp_path, capsys, extra, message):
     from d4rt.cli import main
 
-    path, _, _ = long_clip
+    path = long_clip[0]
     argv = ["evaluate", "--test-data", str(path), "--format", "tapvid3d", "--save-predictions", str(tmp_path / "p")]
     assert main([*argv, *extra]) == 2
     err = capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_confidence_guard():
     """Trained on a large 3-D error, c falls to w_conf / l (the collapse); held at 1 it gets no gradient."""
     gt = random_targets(B=1, N=32)
     pred = perfect_prediction(gt, torch.ones(1))
-    pred["xyz"] = (pred["xyz"] + 3.0 * torch.randn_like(pred["xyz"])).requires_grad_()
+    pred["xyz"] = (pred["xyz"] + 8.0 * torch.randn_like(pred["xyz"])).requires_grad_()
     pred["confidence"] = torch.zeros(1, 32, requires_grad=True)
 
     held = d4rt_losses(pred, gt, hold_confidence=True)
@@ -132,5 +132,5 @@ def test_confidence_guard():
     c = torch.sigmoid(logit.detach())
     expected = torch.clamp(0.2 / l3d, max=1.0)
     big = l3d > 0.4  # where the minimiser c = 0.2 / l is well inside (0, 1)
-    assert big.sum() > 5
+    assert big.sum() > 5  # noise 8: at least 11 of 32 over 20,000 seeds (noise 3 left <= 5 on 2.2 % of them)
     torch.testing.assert_close(c[big], expected[big], rtol=0.05, atol=0.01)

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-UNSEEDED = re.compile(r"default_rng\(\s*\)|random\.Random\(\s*\)|SystemRandom\(")
+UNSEEDED = re.compile(r"default_rng\(\s*\)|random\.Random\(\s*\)|SystemRandom\(|SeedSequence\(\s*\)")
 
 
 def test_no_test_draws_from_an_unseeded_generator():

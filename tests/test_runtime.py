@@ -59,6 +59,8 @@ def test_query_matches_the_eager_model(tiny):
 
 
 def test_batched_equals_unbatched(tiny):
+    # ONNX Runtime's kernels round differently per batch size: whole float32 steps (~1.2e-7 at 1) on outputs that
+    # can be ~0.01; 1e-5 / 1e-6 is ~8 such steps, and a real batching bug is off by 1e-2 or more
     _, _, rt = tiny
     scene = rt.encode(random_frames())
     uv, t = random_queries(1001)
@@ -66,7 +68,7 @@ def test_batched_equals_unbatched(tiny):
     for batch in (1000, 64, 7):  # the last batch ragged each time
         split = rt.query(scene, uv, t[0], t[1], t[2], batch_size=batch)
         for name in whole:
-            np.testing.assert_allclose(split[name], whole[name], rtol=1e-6, atol=1e-7, err_msg=f"{name} @ {batch}")
+            np.testing.assert_allclose(split[name], whole[name], rtol=1e-5, atol=1e-6, err_msg=f"{name} @ {batch}")
 
 
 class ProfileLimited:
@@ -95,9 +97,9 @@ def test_batches_above_the_profile_are_split_and_small_ones_padded(tiny):
     ref = rt.query(rt.encode(frames), uv, t[0], t[1], t[2])
     assert limited.backend.batches == [50, 50, 50, 50, 8]  # 203 = 4 x 50 + 3, the 3 padded to the minimum 8
     for name in ref:
-        np.testing.assert_allclose(got[name], ref[name], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6)
     one = limited.query(limited.encode(frames), uv[:1], t[0, :1], t[1, :1], t[2, :1])
-    np.testing.assert_allclose(one["xyz"], ref["xyz"][:1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(one["xyz"], ref["xyz"][:1], rtol=1e-5, atol=1e-6)
 
 
 def test_scenes_live_side_by_side(tiny):
