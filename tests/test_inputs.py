@@ -48,7 +48,8 @@ def test_bad_queries(model):
     with torch.no_grad():
         memory = model.encode(video)
     cases = [
-        (dict(uv=uv * 1.5 + 0.01), "uv has values in"),
+        (dict(uv=uv.clone().index_put_((torch.tensor(0),) * 3, torch.tensor(1.01))), "uv has values in"),
+        (dict(uv=uv.clone().index_put_((torch.tensor(0),) * 3, torch.tensor(-0.01))), "uv has values in"),
         (dict(uv=uv.masked_fill(torch.rand_like(uv) < 0.3, float("nan")).index_put_((torch.tensor(0),) * 3, torch.tensor(float("nan")))), "uv contains NaN"),
         (dict(uv=uv[..., :1]), "uv must be \\[B, N, 2\\]"),
         (dict(t_src=ts + 4), "t_src has frame indices in .* expected \\[0, 4\\)"),
