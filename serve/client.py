@@ -40,6 +40,7 @@ DEFAULT_TIMEOUT_S = 300.0  # one request, network and inference; nginx's proxy t
 MODELS = ("encode", "query")
 ROUTE_HEADER = "x-d4rt-route"  # lower case: gRPC metadata keys must be; nginx reads it as $http_x_d4rt_route
 LOG = logging.getLogger("d4rt.serve.client")
+UNAVAILABLE_STATUSES = ("StatusCode.UNAVAILABLE", "502", "503")  # tried once more (a balancer's upstream went away)
 
 
 @dataclass(eq=False)
@@ -152,9 +153,12 @@ class Client(Runtime):
     def _call(self, fn, *args, **kwargs):
         """A tritonclient call; Triton's own refusals (shape, dtype) -> ValueError, no answer -> ConnectionError.
 
-        A connection closed under the request (not a time-out) is tried once more at once: a balancer that reloads
-        its config (nginx in front of replicas) closes idle keep-alive connections, and a request may just have
-        been sent on one. Queries are read-only; a repeated encode at worst leaves an unused scene behind."""
+        A connection closed under the request (not a time-out), and an "unavailable" answer (gRPC UNAVAILABLE, HTTP
+        502 / 503), are tried once more at once: a balancer that reloads its config (nginx in front of replicas)
+        closes idle keep-alive connections, and a request may just have been sent on one; and nginx cannot resend a
+        gRPC request (its body is streamed, not kept) when the replica dies under it, so it answers 502 after
+        marking that replica down, and the second try goes to a live one. Queries are read-only; a repeated encode
+        at worst leaves an unused scene behind."""
         for attempt in (0, 1):
             try:
                 return fn(*args, **kwargs)
@@ -163,6 +167,9 @@ class Client(Runtime):
                 message = exc.message() or str(exc)
                 if status in ("400", "StatusCode.INVALID_ARGUMENT"):
                     raise ValueError(f"the server refused the request: {message}") from None
+                if attempt == 0 and status in UNAVAILABLE_STATUSES:
+                    LOG.debug("%s answered %s under a request (%s); trying once more", self.url, status, message)
+                    continue
                 raise ServerUnavailableError(
                     f"the D4RT server at {self.url} did not answer ({status or 'no status'}: {message}); if it "
                     f"stopped, restart it and encode the clip again (scenes do not survive a restart)"

@@ -17,24 +17,26 @@ from pathlib import Path
 from d4rt.serve.client import Client, ServerUnavailableError
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n ports nobody listens on now (the OS picks them)."""
-    socks = [socket.socket() for _ in range(n)]
+def _below_ephemeral_ports(n: int) -> range:
+    """Candidate first ports for n listeners: under the kernel's ephemeral range (ip_local_port_range), where no
+    outgoing connection is given a port, so a port found free stays free until the server binds it. Ports the OS
+    hands out (bind to 0) lie inside that range and may be taken by a client's connection in between."""
     try:
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return range(10000, low - n) if low - n > 11000 else range(low, 65536 - n)
 
 
 def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 50) -> int:
-    """The first of n consecutive ports nobody listens on now (for --replicas' port layout)."""
+    """The first of n consecutive ports nobody listens on now (for --replicas' port layout), below the ephemeral
+    port range (see :func:`_below_ephemeral_ports`)."""
     import random
 
+    candidates = _below_ephemeral_ports(n)
+    rng = random.Random()  # not the global generator: tests seed that one, and one seed must not pick one block
     for _ in range(tries):
-        base = random.randrange(20000, 60000 - n)
+        base = rng.choice(candidates)
         socks = []
         try:
             for port in range(base, base + n):
@@ -48,6 +50,12 @@ def free_port_block(n: int, host: str = "127.0.0.1", tries: int = 50) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError(f"no {n} consecutive free ports on {host} after {tries} tries")
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n ports nobody listens on now (consecutive), below the ephemeral port range."""
+    base = free_port_block(n, host)
+    return list(range(base, base + n))
 
 
 class ServerProcess:

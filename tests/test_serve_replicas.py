@@ -238,14 +238,31 @@ def test_killed_replica_fails_over_with_one_reencode_and_rejoins(cluster, users,
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append((k, exc))
 
+    grpc = {"rounds": 0}  # and one gRPC client with its own scene (nginx's grpc_pass, a ring of its own)
+
+    def grpc_work():
+        u = users[1]
+        try:
+            with Client(f"127.0.0.1:{cluster.port + 1}", protocol="grpc", timeout_s=120.0) as g:
+                scene = g.encode(u["frames"])
+                grpc["holder"] = cluster.holder(scene.state.scene_id)
+                while not stop.is_set() and grpc["rounds"] < 200:
+                    assert_same(g.query(scene, *u["q"], batch_size=150), u["ref"])
+                    grpc["rounds"] += 1
+                grpc["reencodes"], grpc["scene_id"] = g.reencodes, scene.state.scene_id
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(("grpc", exc))
+
     threads = [threading.Thread(target=work, args=(k,)) for k in range(len(users))]
+    threads.append(threading.Thread(target=grpc_work))
     for th in threads:
         th.start()
-    _wait_for(lambda: min(rounds) >= 1 or errors, 120, "every client's first answers")
+    _wait_for(lambda: (min(rounds) >= 1 and grpc["rounds"] >= 1) or errors, 120, "every client's first answers")
     assert not errors, errors
     os.killpg(pid, signal.SIGKILL)  # the replica and its tritonserver: a crash, mid-load
-    at_kill = list(rounds)
-    _wait_for(lambda: all(r >= a + 3 for r, a in zip(rounds, at_kill)) or errors, 180, "answers after the kill")
+    at_kill, grpc_at_kill = list(rounds), grpc["rounds"]
+    _wait_for(lambda: (all(r >= a + 3 for r, a in zip(rounds, at_kill)) and grpc["rounds"] >= grpc_at_kill + 3)
+              or errors, 180, "answers after the kill")
     stop.set()
     for th in threads:
         th.join(120)
@@ -261,7 +278,14 @@ def test_killed_replica_fails_over_with_one_reencode_and_rejoins(cluster, users,
             assert cluster.holder(users[k]["scene"].state.scene_id) == 1 - victim
         else:
             assert reencodes[k] in (1, 2)  # once on the survivor, maybe once more on the restarted replica
-    assert sum("encoding the clip again there" in r.getMessage() for r in caplog.records) == sum(reencodes)
+    # gRPC fails over the same way: its scene's replica killed, one re-encode on the survivor (maybe one more on
+    # the restarted replica); otherwise nothing
+    if grpc["holder"] != victim:
+        assert grpc["reencodes"] == 0
+    else:
+        assert grpc["reencodes"] in ((1,) if not back_early else (1, 2))
+    assert sum("encoding the clip again there" in r.getMessage() for r in caplog.records) == (sum(reencodes)
+                                                                                             + grpc["reencodes"])
 
     # the supervisor restarts the replica; once ready it is back in nginx and its keys come back to it
     _wait_for(lambda: f"replica {victim} ready again" in cluster.text(), 240, "the killed replica's restart")
@@ -273,7 +297,9 @@ def test_killed_replica_fails_over_with_one_reencode_and_rejoins(cluster, users,
         assert u["client"].reencodes + reencodes[k] == (2 if k in moved else 0)
     for k in moved:
         assert cluster.holder(users[k]["scene"].state.scene_id) == victim
-    assert cluster.encodes(victim) == len(moved)  # the new process holds their scenes
+    # the new process holds their scenes (and the gRPC scene if that was encoded again there, after the restart)
+    grpc_there = grpc["reencodes"] > 0 and cluster.holder(grpc["scene_id"]) == victim
+    assert cluster.encodes(victim) == len(moved) + grpc_there
 
 
 def test_ctrl_c_stops_every_process(cluster, users):
