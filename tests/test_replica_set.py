@@ -101,3 +101,37 @@ def test_a_closed_connection_is_tried_once_more_a_time_out_is_not():
     with pytest.raises(ServerUnavailableError, match="TimeoutError"):
         client._call(flaky([TimeoutError("timed out")]))
     assert len(calls) == 1
+
+
+def test_an_unavailable_answer_is_tried_once_more_a_refusal_is_not():
+    """Client._call: gRPC UNAVAILABLE (nginx's 502 when a replica dies under a streamed gRPC request) is tried once
+    more; twice is one ServerUnavailableError; a refusal (INVALID_ARGUMENT) is a ValueError at once."""
+    import tritonclient.grpc
+    from tritonclient.utils import InferenceServerException
+
+    from d4rt.serve.client import Client, ServerUnavailableError
+
+    client = Client.__new__(Client)
+    client.url, client._tc, client._transport_errors = "127.0.0.1:1", tritonclient.grpc, (OSError, EOFError)
+    calls = []
+
+    def answers(errors):
+        def fn():
+            calls.append(1)
+            if errors:
+                raise errors.pop(0)
+            return "answer"
+        return fn
+
+    def unavailable():
+        return InferenceServerException("Received http2 header with status: 502", status="StatusCode.UNAVAILABLE")
+
+    assert client._call(answers([unavailable()])) == "answer" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(ServerUnavailableError, match="UNAVAILABLE"):
+        client._call(answers([unavailable(), unavailable()]))
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(ValueError, match="refused the request"):
+        client._call(answers([InferenceServerException("bad shape", status="StatusCode.INVALID_ARGUMENT")]))
+    assert len(calls) == 1
