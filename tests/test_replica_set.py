@@ -73,18 +73,16 @@ def test_a_crash_looping_replica_is_restarted_with_backoff(tmp_path, monkeypatch
     assert r.restart_at is None and r.starts == 8 and r.quick_failures == 0
 
 
-def test_a_closed_connection_is_tried_once_more_a_time_out_is_not():
-    """Client._call: a keep-alive connection closed under a request (nginx reloading) is retried once; a second
-    failure, or a time-out, is one ServerUnavailableError."""
-    import tritonclient.http
+def _transport_only(triton_module):
+    """A Client with only its transport set (no server needed), and a maker of calls that raise the given errors
+    in order, then answer; ``calls`` counts the attempts."""
+    from d4rt.serve.client import Client
 
-    from d4rt.serve.client import Client, ServerUnavailableError
-
-    client = Client.__new__(Client)  # the transport only: no server needed
-    client.url, client._tc, client._transport_errors = "127.0.0.1:1", tritonclient.http, (OSError, EOFError)
+    client = Client.__new__(Client)
+    client.url, client._tc, client._transport_errors = "127.0.0.1:1", triton_module, (OSError, EOFError)
     calls = []
 
-    def flaky(errors):
+    def answers(errors):
         def fn():
             calls.append(1)
             if errors:
@@ -92,6 +90,17 @@ def test_a_closed_connection_is_tried_once_more_a_time_out_is_not():
             return "answer"
         return fn
 
+    return client, answers, calls
+
+
+def test_a_closed_connection_is_tried_once_more_a_time_out_is_not():
+    """Client._call: a keep-alive connection closed under a request (nginx reloading) is retried once; a second
+    failure, or a time-out, is one ServerUnavailableError."""
+    import tritonclient.http
+
+    from d4rt.serve.client import ServerUnavailableError
+
+    client, flaky, calls = _transport_only(tritonclient.http)
     assert client._call(flaky([ConnectionResetError("reset by peer")])) == "answer" and len(calls) == 2
     calls.clear()
     with pytest.raises(ServerUnavailableError, match="did not answer"):
@@ -109,19 +118,9 @@ def test_an_unavailable_answer_is_tried_once_more_a_refusal_is_not():
     import tritonclient.grpc
     from tritonclient.utils import InferenceServerException
 
-    from d4rt.serve.client import Client, ServerUnavailableError
+    from d4rt.serve.client import ServerUnavailableError
 
-    client = Client.__new__(Client)
-    client.url, client._tc, client._transport_errors = "127.0.0.1:1", tritonclient.grpc, (OSError, EOFError)
-    calls = []
-
-    def answers(errors):
-        def fn():
-            calls.append(1)
-            if errors:
-                raise errors.pop(0)
-            return "answer"
-        return fn
+    client, answers, calls = _transport_only(tritonclient.grpc)
 
     def unavailable():
         return InferenceServerException("Received http2 header with status: 502", status="StatusCode.UNAVAILABLE")
